@@ -1,0 +1,70 @@
+"""Command line: `journald-bridge run` and `journald-bridge check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from bridge import __version__
+from bridge.config import EX_CONFIG, ConfigError, load_config
+
+_SD_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class _JournalStreamFormatter(logging.Formatter):
+    """Under systemd, stderr goes to the journal: `<N>` prefixes carry the priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_SD_PRIORITY.get(record.levelno, 6)}>"
+        return prefix + super().format(record).replace("\n", "\n" + prefix)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalStreamFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    logging.getLogger("docker").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="journald-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"journald-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="forward container logs to the journal")
+    run.add_argument("--config", "-c", help="TOML configuration file (default: built-in defaults)")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file")
+    args = parser.parse_args(argv)
+
+    path = args.config if args.command == "run" else args.file
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"journald-bridge: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "check-config":
+        print(f"{path}: ok")
+        return 0
+
+    setup_logging(config.log.level)
+    from bridge.daemon import Bridge  # imports docker and systemd only when running
+
+    return Bridge(config, path).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Typed configuration, loaded and validated in one place.
+
+A TOML file, then environment overrides `JOURNALD_BRIDGE_<SECTION>__<KEY>=value` (values are
+parsed as TOML scalars or arrays, falling back to plain strings). Unknown keys are errors. Any
+error is reported as one line naming the key path, and the process exits with EX_CONFIG (78).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.fields import TagTemplate
+
+EX_CONFIG = 78
+ENV_PREFIX = "JOURNALD_BRIDGE_"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; str() is the one-line message."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_regex(value: str) -> str:
+    if value:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+class DockerConfig(_Section):
+    host: str = ""  # empty: DOCKER_HOST and friends, else unix:///var/run/docker.sock
+    reconnect_max_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+
+
+class JournalConfig(_Section):
+    socket: str = "/run/systemd/journal/socket"
+    namespace: str = ""  # journal namespace to read back resume points from, if socket is one
+    send_buffer_bytes: Annotated[int, Field(ge=65536, le=1 << 30)] = 8 << 20
+    max_pending_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 34)] = 64 << 20
+    resume_from_journal: bool = True
+    sync_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+
+class StateConfig(_Section):
+    directory: str = "/var/lib/journald-bridge"
+    flush_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+
+
+class ForwardConfig(_Section):
+    backlog: str = "none"  # none | all | a number of lines
+    tag: str = "{{.Name}}"
+    max_line_bytes: Annotated[int, Field(ge=16384, le=64 << 20)] = 1 << 20
+    labels: tuple[str, ...] = ()
+    labels_regex: str = ""
+    env: tuple[str, ...] = ()
+    env_regex: str = ""
+    skip_journald_driver: bool = True
+
+    @field_validator("backlog")
+    @classmethod
+    def _backlog(cls, value: str) -> str:
+        if value in ("none", "all") or (value.isdigit() and int(value) >= 0):
+            return value
+        raise ValueError(f"must be 'none', 'all' or a number of lines, not {value!r}")
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        TagTemplate(value)
+        return value
+
+    @field_validator("labels_regex", "env_regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        return _check_regex(value)
+
+    @property
+    def backlog_lines(self) -> int | None:
+        """None for all, 0 for none, else the number of lines."""
+        if self.backlog == "all":
+            return None
+        return 0 if self.backlog == "none" else int(self.backlog)
+
+
+class FilterConfig(_Section):
+    opt_in: bool = False  # forward only containers labelled journald-bridge.enable=true
+    include_names: tuple[str, ...] = ()
+    exclude_names: tuple[str, ...] = ()
+    include_images: tuple[str, ...] = ()
+    exclude_images: tuple[str, ...] = ()
+    include_labels: tuple[str, ...] = ()
+    exclude_labels: tuple[str, ...] = ()
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9580"
+    per_container: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, not {value!r}")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    docker: DockerConfig = DockerConfig()
+    journal: JournalConfig = JournalConfig()
+    state: StateConfig = StateConfig()
+    forward: ForwardConfig = ForwardConfig()
+    filter: FilterConfig = FilterConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Reads, overlays the environment, validates. Raises ConfigError with a one-line message."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    _apply_environment(data, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {message}{more}") from None
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if len(path) < 2:
+            continue
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
+            node = child
+        node[path[-1]] = _env_value(raw)
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw

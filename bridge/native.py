@@ -1,0 +1,67 @@
+"""journald's native protocol: encoding entries as datagrams. Pure.
+
+A field is `NAME=value\\n`, or, when the value holds a newline, `NAME\\n` + little-endian u64
+length + raw bytes + `\\n`. Values are bytes; journald keeps invalid UTF-8 as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bridge.frames import STDERR
+from bridge.record import Record
+
+_PRIORITY = {p: b"PRIORITY=%d\n" % p for p in range(8)}
+_STREAM = {1: b"CONTAINER_STREAM=stdout\n", 2: b"CONTAINER_STREAM=stderr\n"}
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    if b"\n" in value:
+        return name + b"\n" + len(value).to_bytes(8, "little") + value + b"\n"
+    return name + b"=" + value + b"\n"
+
+
+def encode_fields(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(encode_field(name, value) for name, value in fields)
+
+
+def default_priority(stream: int) -> int:
+    return 3 if stream == STDERR else 6
+
+
+def encode_record(record: Record, container_fields: bytes) -> bytes:
+    """One journal entry for a record; `container_fields` is the pre-encoded fixed part."""
+    message = record.message
+    if b"\n" in message:
+        head = b"MESSAGE\n" + len(message).to_bytes(8, "little") + message + b"\n"
+    else:
+        head = b"MESSAGE=" + message + b"\n"
+    priority = record.priority if record.priority is not None else default_priority(record.stream)
+    parts = [
+        head,
+        _PRIORITY[priority],
+        b"SYSLOG_TIMESTAMP=" + record.timestamp + b"\n",
+        _STREAM.get(record.stream, b""),
+        container_fields,
+    ]
+    if record.needs_cursor_field:
+        ts, k = record.last
+        parts.append(b"JOURNALD_BRIDGE_CURSOR=%d:%d\n" % (ts, k))
+    partial = record.partial
+    if partial is not None:
+        parts.append(
+            b"CONTAINER_PARTIAL_ID=%s\nCONTAINER_PARTIAL_ORDINAL=%d\nCONTAINER_PARTIAL_LAST=%s\n"
+            % (partial.id.encode(), partial.ordinal, b"true" if partial.last else b"false")
+        )
+        if not partial.last:
+            parts.append(b"CONTAINER_PARTIAL_MESSAGE=true\n")
+    for name, value in record.extra_fields:
+        parts.append(encode_field(name, value))
+    return b"".join(parts)
+
+
+def parse_cursor_field(value: bytes | str) -> tuple[int, int]:
+    """Inverse of the JOURNALD_BRIDGE_CURSOR value written by `encode_record`."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ts, _, k = text.partition(":")
+    return int(ts), int(k)

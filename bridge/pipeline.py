@@ -1,0 +1,170 @@
+"""The loop that moves lines: a byte-bounded queue from the readers and the journal writer.
+
+Readers (one thread per container) put batches of records; a single writer thread encodes them,
+sends them, and only then commits each container's position. The queue's byte budget is the
+bridge's memory bound: when journald stalls, the writer waits, the queue fills, and the readers
+block in `put` -- they stop reading from Docker, whose log files are the real buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.container import ContainerHandle
+from bridge.journal import JournalSendError, JournalSocket
+from bridge.native import encode_record
+from bridge.record import Record
+from bridge.telemetry import Telemetry
+from bridge.timestamps import NS_PER_SECOND
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Batch:
+    handle: ContainerHandle
+    records: list[Record]
+    nbytes: int
+
+
+@dataclass(slots=True)
+class EndOfStream:
+    """The container's stream was read to its end; everything before it was queued."""
+
+    handle: ContainerHandle
+    finished_at: str
+
+
+Item = Batch | EndOfStream
+
+
+class PendingQueue:
+    """FIFO of batches bounded by the bytes they hold (one oversize batch may always enter)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: deque[Item] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, item: Item) -> None:
+        nbytes = item.nbytes if isinstance(item, Batch) else 0
+        with self._cond:
+            while self._bytes and self._bytes + nbytes > self.max_bytes:
+                self._cond.wait()
+            self._items.append(item)
+            self._bytes += nbytes
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Item | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    return None
+            return self._items.popleft()
+
+    def release(self, nbytes: int) -> None:
+        """The writer is done with `nbytes` (sent, or given up): readers may put more."""
+        with self._cond:
+            self._bytes -= nbytes
+            self._cond.notify_all()
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not self._items
+
+
+class JournalWriter:
+    """The single thread that writes entries and commits positions."""
+
+    def __init__(
+        self,
+        queue: PendingQueue,
+        sock: JournalSocket,
+        telemetry: Telemetry,
+        heartbeat: Callable[[], None],
+    ) -> None:
+        self._queue = queue
+        self._sock = sock
+        self._telemetry = telemetry
+        self._heartbeat = heartbeat
+        self._draining = threading.Event()
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self.lines_forwarded = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain_and_stop(self, timeout: float) -> bool:
+        """Writes everything queued, then stops; gives up after `timeout` (journald gone)."""
+        self._draining.set()
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abandon.set()
+            self._thread.join(5)
+            return False
+        return True
+
+    def _keep_waiting(self) -> bool:
+        self._heartbeat()
+        return not self._abandon.is_set()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while not self._abandon.is_set():
+            self._heartbeat()
+            item = queue.get(0.25)
+            if item is None:
+                if self._draining.is_set() and queue.empty():
+                    return
+                continue
+            if isinstance(item, EndOfStream):
+                item.handle.finished_at = item.finished_at
+                continue
+            try:
+                self._write(item)
+            finally:
+                queue.release(item.nbytes)
+                self._telemetry.pending_bytes(queue.pending_bytes)
+
+    def _write(self, batch: Batch) -> None:
+        handle = batch.handle
+        fields = handle.fields
+        committed = handle.committed
+        send = self._sock.send
+        keep_waiting = self._keep_waiting
+        counts: dict[int, list[int]] = {}
+        for record in batch.records:
+            try:
+                if not send(encode_record(record, fields), keep_waiting):
+                    return  # abandoned at shutdown: not committed, so read again next start
+            except JournalSendError as exc:
+                log.error(
+                    "container %s: journald refused an entry (%s); skipped it",
+                    handle.info.name,
+                    exc,
+                )
+                self._telemetry.lines_dropped("journal_error", container=handle.metric_labels)
+            committed[record.stream] = record.last
+            count = counts.setdefault(record.stream, [0, 0])
+            count[0] += 1
+            count[1] += len(record.message)
+        last = batch.records[-1]
+        self._telemetry.delivery_lag(time.time() - last.first[0] / NS_PER_SECOND)
+        labels = handle.metric_labels
+        for stream, (lines, nbytes) in counts.items():
+            self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
+            self.lines_forwarded += lines

@@ -1,0 +1,317 @@
+"""Discovery: which containers have a reader, from the container list and the events stream.
+
+At start-up: subscribe to events first, then list every container (so that none starts
+unseen in between), decide each one's resume cursor, start readers. Then follow events:
+`start` wakes or starts a reader, `rename` refreshes the fields, `destroy` forgets the
+container and its resume point. When the events stream ends (dockerd restarted), reconnect with
+backoff and list again; readers recover on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+
+from bridge.config import Config
+from bridge.container import ContainerHandle
+from bridge.cursor import Cursor
+from bridge.docker_source import TRANSIENT_ERRORS, LogReader, is_gone
+from bridge.fields import ContainerInfo, MetadataSelection, TagTemplate
+from bridge.filters import ContainerFilter
+from bridge.pipeline import PendingQueue
+from bridge.recovery import JournalPositions
+from bridge.state import ContainerState, State
+from bridge.telemetry import Telemetry
+from bridge.timestamps import parse_general
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("create", "start", "die", "destroy", "rename")
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        api: docker.APIClient,
+        queue: PendingQueue,
+        telemetry: Telemetry,
+        state: State,
+        container_filter: ContainerFilter,
+    ) -> None:
+        self._api = api
+        self._queue = queue
+        self._telemetry = telemetry
+        self.state = state
+        self._filter = container_filter
+        self._handles: dict[str, ContainerHandle] = {}
+        self._readers: dict[str, LogReader] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._events: Any = None
+        self._thread = threading.Thread(
+            target=self._follow_events, name="docker-events", daemon=True
+        )
+        self.docker_connected = False
+        self.apply_config(config)
+
+    def apply_config(self, config: Config) -> None:
+        fwd = config.forward
+        self._config = config
+        self._tag = TagTemplate(fwd.tag)
+        self._selection = MetadataSelection(
+            labels=fwd.labels,
+            labels_regex=_compile(fwd.labels_regex),
+            env=fwd.env,
+            env_regex=_compile(fwd.env_regex),
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, journal: JournalPositions | None) -> None:
+        """Attaches to every container; raises if dockerd cannot be reached."""
+        self._subscribe()
+        self._attach_all(journal)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._close_events()
+        with self._lock:
+            readers = list(self._readers.values())
+        for reader in readers:
+            reader.stop()
+        deadline = time.monotonic() + timeout
+        for reader in readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+
+    def snapshot(self) -> dict[str, ContainerState]:
+        """Every known container's committed position, for the state file."""
+        with self._lock:
+            handles = list(self._handles.values())
+        return {
+            h.id: ContainerState(h.committed_cursor(), h.finished_at)
+            for h in handles
+            if not h.removed
+        }
+
+    @property
+    def attached(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._readers.values() if not r.finished)
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        self._events = self._api.events(
+            decode=True, filters={"type": ["container"], "event": list(EVENTS)}
+        )
+        self.docker_connected = True
+        self._telemetry.docker_connected(True)
+
+    def _attach_all(self, journal: JournalPositions | None) -> None:
+        listed = self._api.containers(all=True)
+        present = {c["Id"] for c in listed}
+        if journal is not None:  # start-up: prune resume points of removed containers
+            for cid in set(self.state.containers) - present:
+                del self.state.containers[cid]
+                log.info(
+                    "container %s was removed while the bridge was down; resume point pruned",
+                    cid[:12],
+                )
+        started = time.monotonic()
+        for summary in listed:
+            if self._stop.is_set():
+                return
+            self._consider(summary["Id"], journal)
+        log.info(
+            "attached to %d containers in %.2f s", len(self._readers), time.monotonic() - started
+        )
+
+    def _consider(
+        self, cid: str, journal: JournalPositions | None = None, *, started: bool = False
+    ) -> None:
+        """Starts or wakes the reader of one container if it is to be forwarded.
+
+        `started`: a start event just came in. The reader then opens the log stream at once,
+        without asking dockerd first: with --rm, a short-lived container's logs are removed
+        within a few tens of milliseconds of its start event.
+        """
+        with self._lock:
+            handle = self._handles.get(cid)
+        state: dict[str, Any] | None = None
+        if handle is None or not started:
+            handle, state = self._prepare(cid, journal)
+            if handle is None:
+                return
+        if (
+            state is not None
+            and not state.get("Running")
+            and handle.finished_at
+            and handle.finished_at == state.get("FinishedAt")
+        ):
+            return  # stopped, and read to its end before: nothing new to read
+        with self._lock:
+            reader = self._readers.get(cid)
+            if reader is not None and reader.wake():
+                return
+            handle.finished_at = ""
+            reader = LogReader(
+                self._api,
+                handle,
+                self._queue,
+                self._telemetry,
+                self._config.forward.max_line_bytes,
+                self._config.docker.reconnect_max_seconds,
+                assume_running=started,
+            )
+            self._readers[cid] = reader
+        reader.start()
+
+    def _prepare(
+        self, cid: str, journal: JournalPositions | None = None
+    ) -> tuple[ContainerHandle | None, dict[str, Any] | None]:
+        """Inspects a container; registers a handle for it when it is to be forwarded."""
+        try:
+            data = self._api.inspect_container(cid)
+            info = ContainerInfo.from_inspect(data, _created_ns(data))
+        except docker.errors.APIError as exc:
+            if not is_gone(exc):
+                log.warning("container %s: cannot inspect (%s); skipped for now", cid[:12], exc)
+            return None, None
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("container %s: unusable inspect answer (%s); skipped", cid[:12], exc)
+            return None, None
+        reason = self._skip_reason(info)
+        if reason is not None:
+            log.debug("container %s (%s): not forwarded: %s", info.name, cid[:12], reason)
+            return None, None
+        with self._lock:
+            handle = self._handles.get(cid)
+            if handle is None:
+                handle = self._handles[cid] = self._new_handle(info, journal)
+        return handle, data.get("State") or {}
+
+    def _skip_reason(self, info: ContainerInfo) -> str | None:
+        driver = info.log_driver
+        if driver == "none":
+            return "log driver none keeps no logs"
+        if driver == "journald" and self._config.forward.skip_journald_driver:
+            return "its log driver already writes to the journal"
+        return self._filter.reason_to_skip(info)
+
+    def _new_handle(self, info: ContainerInfo, journal: JournalPositions | None) -> ContainerHandle:
+        saved = self.state.containers.get(info.id)
+        cursor = saved.cursor if saved is not None else None
+        if journal is not None:
+            found = journal.positions(info.id)
+            if found:
+                cursor = (cursor or Cursor()).merged(Cursor(0, found))
+        tail: int | None = None
+        if cursor is None:
+            first_run = journal is not None and info.created_ns <= self.state.first_run_ns
+            backlog = self._config.forward.backlog_lines
+            if not first_run or backlog is None:
+                cursor = Cursor()  # from its first line
+            elif backlog == 0:
+                cursor = Cursor(time.time_ns())
+            else:
+                cursor, tail = Cursor(), backlog
+        handle = ContainerHandle.create(info, self._tag, self._selection, cursor, tail)
+        if saved is not None:
+            handle.finished_at = saved.finished_at
+        return handle
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _follow_events(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                if self._events is None:
+                    self._subscribe()
+                    self._telemetry.docker_reconnect()
+                    log.warning("reconnected to dockerd; listing containers again")
+                    self._attach_all(None)
+                    backoff = 0.5
+                for event in self._events:
+                    self._on_event(event)
+                if not self._stop.is_set():
+                    log.warning("Docker events stream ended (dockerd restarted?); reconnecting")
+            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("Docker unreachable (%s); retrying in %.1f s", exc, backoff)
+            self._close_events()
+            self.docker_connected = False
+            self._telemetry.docker_connected(False)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._config.docker.reconnect_max_seconds)
+
+    def _close_events(self) -> None:
+        events, self._events = self._events, None
+        if events is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may raise anything
+                events.close()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        action = str(event.get("Action") or event.get("status") or "")
+        actor = event.get("Actor") or {}
+        cid = str(actor.get("ID") or event.get("id") or "")
+        self._telemetry.docker_event(action if action in EVENTS else "other")
+        if not cid:
+            return
+        try:
+            if action == "create":
+                self._prepare(cid)
+            elif action == "start":
+                self._consider(cid, started=True)
+            elif action == "rename":
+                self._rename(cid)
+            elif action == "destroy":
+                self._forget(cid)
+        except Exception as exc:  # one container's event must not stop discovery
+            log.exception("container %s: handling %s failed: %s", cid[:12], action, exc)
+
+    def _rename(self, cid: str) -> None:
+        with self._lock:
+            handle = self._handles.get(cid)
+        if handle is None:
+            return
+        data = self._api.inspect_container(cid)
+        info = ContainerInfo.from_inspect(data, handle.info.created_ns)
+        old = handle.info.name
+        handle.renamed(info, self._tag, self._selection)
+        log.info("container %s renamed to %s", old, info.name)
+
+    def _forget(self, cid: str) -> None:
+        with self._lock:
+            handle = self._handles.pop(cid, None)
+            reader = self._readers.pop(cid, None)
+            self.state.containers.pop(cid, None)
+        if reader is not None:
+            reader.stop()
+        if handle is not None:
+            handle.removed = True
+            self._telemetry.container_removed(handle.metric_labels)
+
+
+def _compile(pattern: str) -> re.Pattern[str] | None:
+    return re.compile(pattern) if pattern else None
+
+
+def _created_ns(data: dict[str, Any]) -> int:
+    created = data.get("Created")
+    if not created:
+        return 0
+    try:
+        return parse_general(str(created).encode())
+    except ValueError:
+        return 0

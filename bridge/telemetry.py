@@ -1,0 +1,211 @@
+"""Every metric the bridge exports, owned here and fed by named events.
+
+Business code calls `telemetry.lines_forwarded(...)`, never a counter: the names, labels and
+units live in this one module, on a registry that is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+
+from bridge import __version__
+
+_STREAMS = {1: "stdout", 2: "stderr"}
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Telemetry:
+    def __init__(self, registry: CollectorRegistry, *, per_container: bool = False) -> None:
+        self.registry = registry
+        self._per_container = per_container
+        ns = "journald_bridge"
+        self._lines = Counter(
+            f"{ns}_lines_forwarded", "Lines written to the journal.", ["stream"], registry=registry
+        )
+        self._bytes = Counter(
+            f"{ns}_bytes_forwarded",
+            "Message bytes written to the journal.",
+            ["stream"],
+            registry=registry,
+        )
+        self._dropped = Counter(
+            f"{ns}_lines_dropped", "Lines not written, by reason.", ["reason"], registry=registry
+        )
+        self._attached = Gauge(
+            f"{ns}_containers_attached", "Containers whose logs are being read.", registry=registry
+        )
+        self._attach = Counter(f"{ns}_container_attach", "Log streams opened.", registry=registry)
+        self._detach = Counter(f"{ns}_container_detach", "Log streams ended.", registry=registry)
+        self._events = Counter(
+            f"{ns}_docker_events", "Docker events received.", ["action"], registry=registry
+        )
+        self._reconnects = Counter(
+            f"{ns}_docker_reconnects", "Reconnections to dockerd.", registry=registry
+        )
+        self._docker_up = Gauge(
+            f"{ns}_docker_up", "1 while the Docker events stream is connected.", registry=registry
+        )
+        self._send_errors = Counter(
+            f"{ns}_journal_send_errors", "Failed sends to journald.", ["errno"], registry=registry
+        )
+        self._backpressure = Counter(
+            f"{ns}_journal_backpressure_seconds",
+            "Time spent waiting on a full journald socket.",
+            registry=registry,
+        )
+        self._memfd = Counter(
+            f"{ns}_journal_memfd_sends", "Entries sent through a sealed memfd.", registry=registry
+        )
+        self._journal_up = Gauge(
+            f"{ns}_journal_up", "1 while the journal socket accepts entries.", registry=registry
+        )
+        self._lag = Histogram(
+            f"{ns}_delivery_lag_seconds",
+            "Journal send time minus Docker's timestamp of the line.",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self._merged = Counter(
+            f"{ns}_partial_lines_merged",
+            "16 KiB pieces merged into longer lines.",
+            registry=registry,
+        )
+        self._multiline = Counter(
+            f"{ns}_multiline_records", "Multi-line records assembled.", registry=registry
+        )
+        self._stream_errors = Counter(
+            f"{ns}_stream_errors", "Log streams that broke, by kind.", ["kind"], registry=registry
+        )
+        self._rotation_gaps = Counter(
+            f"{ns}_rotation_gaps",
+            "Resumes that found their position rotated out of Docker's files.",
+            registry=registry,
+        )
+        self._pending = Gauge(
+            f"{ns}_pending_bytes",
+            "Bytes read from Docker, not yet in the journal.",
+            registry=registry,
+        )
+        Info(f"{ns}_build", "journald-bridge build.", registry=registry).info(
+            {"version": __version__}
+        )
+        ProcessCollector(registry=registry)
+        self._pc_lines = self._pc_bytes = self._pc_dropped = None
+        if per_container:
+            labels = ["container_name", "compose_service"]
+            self._pc_lines = Counter(
+                f"{ns}_container_lines_forwarded",
+                "Lines written, per container.",
+                labels,
+                registry=registry,
+            )
+            self._pc_bytes = Counter(
+                f"{ns}_container_bytes_forwarded",
+                "Bytes written, per container.",
+                labels,
+                registry=registry,
+            )
+            self._pc_dropped = Counter(
+                f"{ns}_container_lines_dropped",
+                "Lines dropped, per container.",
+                [*labels, "reason"],
+                registry=registry,
+            )
+        for stream in _STREAMS.values():
+            self._lines.labels(stream)
+            self._bytes.labels(stream)
+        for reason in (
+            "rate_limited",
+            "too_large",
+            "malformed",
+            "journal_error",
+            "container_removed",
+        ):
+            self._dropped.labels(reason)
+        self._journal_up.set(1)
+
+    # --- the pipeline ---------------------------------------------------------------------
+
+    def lines_forwarded(
+        self, stream: int, lines: int, nbytes: int, container: tuple[str, str] | None = None
+    ) -> None:
+        name = _STREAMS.get(stream, "stdout")
+        self._lines.labels(name).inc(lines)
+        self._bytes.labels(name).inc(nbytes)
+        if self._pc_lines is not None and self._pc_bytes is not None and container is not None:
+            self._pc_lines.labels(*container).inc(lines)
+            self._pc_bytes.labels(*container).inc(nbytes)
+
+    def delivery_lag(self, seconds: float) -> None:
+        self._lag.observe(max(seconds, 0.0))
+
+    def lines_dropped(
+        self, reason: str, lines: int = 1, container: tuple[str, str] | None = None
+    ) -> None:
+        self._dropped.labels(reason).inc(lines)
+        if self._pc_dropped is not None and container is not None:
+            self._pc_dropped.labels(*container, reason).inc(lines)
+
+    def partial_lines_merged(self, pieces: int) -> None:
+        if pieces:
+            self._merged.inc(pieces)
+
+    def multiline_record(self) -> None:
+        self._multiline.inc()
+
+    def pending_bytes(self, nbytes: int) -> None:
+        self._pending.set(nbytes)
+
+    # --- containers -----------------------------------------------------------------------
+
+    def container_attached(self) -> None:
+        self._attach.inc()
+        self._attached.inc()
+
+    def container_detached(self) -> None:
+        self._detach.inc()
+        self._attached.dec()
+
+    def container_removed(self, container: tuple[str, str]) -> None:
+        """Drops the container's own series, so churn never grows the series count."""
+        for metric in (self._pc_lines, self._pc_bytes):
+            if metric is not None:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*container)
+        if self._pc_dropped is not None:
+            for labels in list(self._pc_dropped._metrics):
+                if labels[:2] == container:
+                    self._pc_dropped.remove(*labels)
+
+    def stream_error(self, kind: str) -> None:
+        self._stream_errors.labels(kind).inc()
+
+    def rotation_gap(self) -> None:
+        self._rotation_gaps.inc()
+
+    # --- Docker ---------------------------------------------------------------------------
+
+    def docker_event(self, action: str) -> None:
+        self._events.labels(action).inc()
+
+    def docker_connected(self, up: bool) -> None:
+        self._docker_up.set(1 if up else 0)
+
+    def docker_reconnect(self) -> None:
+        self._reconnects.inc()
+
+    # --- journald (bridge.journal.JournalEvents) ------------------------------------------
+
+    def journal_send_error(self, errno_name: str) -> None:
+        self._send_errors.labels(errno_name).inc()
+
+    def journal_backpressure(self, seconds: float) -> None:
+        self._backpressure.inc(seconds)
+
+    def journal_memfd_send(self) -> None:
+        self._memfd.inc()
+
+    def journal_available(self, up: bool) -> None:
+        self._journal_up.set(1 if up else 0)

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge.journal import JournalSocket
+from bridge.telemetry import Telemetry
+
+
+@pytest.fixture
+def server(tmp_path):
+    path = str(tmp_path / "socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    yield path, sock
+    sock.close()
+
+
+def value(registry, name, **labels):
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def make():
+    made = []
+
+    def factory(path, send_buffer=1 << 20):
+        registry = CollectorRegistry()
+        journal = JournalSocket(path, send_buffer, Telemetry(registry))
+        made.append(journal)
+        return journal, registry
+
+    yield factory
+    for journal in made:
+        journal.close()
+
+
+def receive(sock):
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 22, 1)
+    if fds:
+        with os.fdopen(fds[0], "rb") as f:
+            return os.pread(f.fileno(), 1 << 22, 0)  # journald maps it from offset 0
+    return data
+
+
+def test_small_and_memfd_entries_arrive_whole(server, make):
+    path, srv = server
+    journal, registry = make(path, send_buffer=65536)
+    journal.connect()
+    assert journal.send(b"MESSAGE=small\n", lambda: True)
+    big = b"MESSAGE\n" + (200_000).to_bytes(8, "little") + b"x" * 200_000 + b"\n"
+    assert journal.send(big, lambda: True)
+    assert receive(srv) == b"MESSAGE=small\n"
+    assert receive(srv) == big
+    assert value(registry, "journald_bridge_journal_memfd_sends_total") == 1
+
+
+def test_a_full_queue_is_backpressure_not_loss(server, make):
+    path, srv = server
+    journal, registry = make(path)
+    journal.connect()
+    sent = 0
+    while True:  # fill the receive queue
+        try:
+            journal._sock.send(b"MESSAGE=fill\n")
+            sent += 1
+        except BlockingIOError:
+            break
+    drained = []
+
+    def drain_later():
+        time.sleep(0.5)
+        srv.setblocking(False)
+        try:
+            while True:
+                drained.append(srv.recv(100))
+        except BlockingIOError:
+            pass
+
+    thread = threading.Thread(target=drain_later)
+    thread.start()
+    assert journal.send(b"MESSAGE=last\n", lambda: True)
+    thread.join()
+    assert value(registry, "journald_bridge_journal_backpressure_seconds_total") >= 0.3
+    srv.setblocking(True)
+    assert len(drained) + 1 >= sent
+
+
+def test_a_missing_socket_is_waited_for_and_reported_once(tmp_path, make, caplog):
+    path = str(tmp_path / "later")
+    journal, registry = make(path)
+    calls = []
+
+    def keep_waiting():
+        calls.append(1)
+        if len(calls) == 3:
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            srv.bind(path)
+            keep_waiting.srv = srv
+        return len(calls) < 50
+
+    assert journal.send(b"MESSAGE=x\n", keep_waiting)
+    assert keep_waiting.srv.recv(100) == b"MESSAGE=x\n"
+    keep_waiting.srv.close()
+    assert caplog.text.count("unavailable") == 1
+    assert "is back" in caplog.text
+    assert value(registry, "journald_bridge_journal_up") == 1
+
+
+def test_giving_up_returns_false(tmp_path, make):
+    journal, _ = make(str(tmp_path / "never"))
+    assert journal.send(b"MESSAGE=x\n", lambda: False) is False

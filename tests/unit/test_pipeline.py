@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import CollectorRegistry
+
+from bridge.container import ContainerHandle
+from bridge.cursor import Cursor
+from bridge.fields import ContainerInfo, MetadataSelection, TagTemplate
+from bridge.pipeline import Batch, EndOfStream, JournalWriter, PendingQueue
+from bridge.record import Record
+from bridge.telemetry import Telemetry
+
+TS = b"2026-11-28T00:13:57.123456789Z"
+
+
+class FakeSocket:
+    def __init__(self):
+        self.sent = []
+        self.refuse = False
+
+    def send(self, datagram, keep_waiting):
+        while self.refuse:
+            if not keep_waiting():
+                return False
+            time.sleep(0.01)
+        self.sent.append(datagram)
+        return True
+
+
+def handle():
+    info = ContainerInfo(id="a" * 64, name="web", image_name="img", image_id="sha256:b")
+    return ContainerHandle.create(info, TagTemplate("{{.Name}}"), MetadataSelection(), Cursor())
+
+
+def test_queue_blocks_producers_at_the_byte_budget():
+    queue = PendingQueue(100)
+    h = handle()
+    queue.put(Batch(h, [], 80))
+    done = threading.Event()
+    threading.Thread(target=lambda: (queue.put(Batch(h, [], 80)), done.set())).start()
+    assert not done.wait(0.2)
+    assert queue.get(0.1) is not None
+    queue.release(80)
+    assert done.wait(1)
+
+
+def test_writer_commits_only_what_was_sent_and_counts_it():
+    registry = CollectorRegistry()
+    queue, sock, h = PendingQueue(1 << 20), FakeSocket(), handle()
+    writer = JournalWriter(queue, sock, Telemetry(registry), lambda: None)
+    writer.start()
+    records = [Record(1, b"a", TS, (1, 1), (1, 1)), Record(2, b"bb", TS, (2, 1), (2, 1))]
+    queue.put(Batch(h, records, 3))
+    queue.put(EndOfStream(h, "2026-11-28T00:00:00Z"))
+    assert writer.drain_and_stop(5)
+    assert len(sock.sent) == 2 and b"CONTAINER_NAME=web\n" in sock.sent[0]
+    assert h.committed == {1: (1, 1), 2: (2, 1)}
+    assert h.finished_at == "2026-11-28T00:00:00Z"
+    assert registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"}) == 1
+    assert registry.get_sample_value("journald_bridge_bytes_forwarded_total", {"stream": "stderr"}) == 2
+    assert queue.pending_bytes == 0
+
+
+def test_writer_abandons_at_shutdown_without_committing():
+    queue, sock, h = PendingQueue(1 << 20), FakeSocket(), handle()
+    sock.refuse = True
+    writer = JournalWriter(queue, sock, Telemetry(CollectorRegistry()), lambda: None)
+    writer.start()
+    queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1))], 1))
+    assert not writer.drain_and_stop(0.3)
+    assert h.committed == {}
