@@ -26,8 +26,12 @@ PY=$(command -v python3.11 || command -v python3)
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     say "creating .venv with $($PY --version)"
     [ -x .venv/bin/python ] || "$PY" -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+    log=$(mktemp)
+    if ! { .venv/bin/pip install -q --disable-pip-version-check --upgrade pip &&
+           .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'; } >"$log" 2>&1; then
+        cat "$log"; say "pip install failed"; exit 1
+    fi
+    rm -f "$log"
     .venv/bin/python -c 'import bridge, docker, systemd.journal, pydantic, prometheus_client, pytest, hypothesis'
     touch .venv/.installed
 fi

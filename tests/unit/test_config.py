@@ -23,9 +23,15 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[forward]\nmax_line_bytes = 10\n", "forward.max_line_bytes: Input should be greater than or equal to 16384"),
+        (
+            "[forward]\nmax_line_bytes = 10\n",
+            "forward.max_line_bytes: Input should be greater than or equal to 16384",
+        ),
         ("[forward]\nnope = 1\n", "forward.nope: unknown key"),
-        ("[forward]\nbacklog = 'some'\n", "forward.backlog: must be 'none', 'all' or a number of lines, not 'some'"),
+        (
+            "[forward]\nbacklog = 'some'\n",
+            "forward.backlog: must be 'none', 'all' or a number of lines, not 'some'",
+        ),
         ("[forward]\ntag = '{{.Bad}}'\n", "forward.tag: unknown key 'Bad' in tag template"),
         ("[forward]\nlabels_regex = '('\n", "forward.labels_regex: invalid regular expression '('"),
         ("[metrics]\nlisten = 'nowhere'\n", "metrics.listen: must be HOST:PORT, not 'nowhere'"),
@@ -53,12 +59,15 @@ def test_environment_overrides(tmp_path):
 
 
 def test_bad_environment_value_is_a_config_error():
-    with pytest.raises(ConfigError, match="forward.max_line_bytes"):
+    with pytest.raises(ConfigError, match=r"forward\.max_line_bytes"):
         load_config(None, environ={"JOURNALD_BRIDGE_FORWARD__MAX_LINE_BYTES": "lots"})
 
 
 def test_check_config_exits_78_with_one_line(tmp_path, capsys):
-    assert main(["check-config", str(write(tmp_path, "[journal]\nmax_pending_bytes = -1\n"))]) == EX_CONFIG
+    assert (
+        main(["check-config", str(write(tmp_path, "[journal]\nmax_pending_bytes = -1\n"))])
+        == EX_CONFIG
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "journal.max_pending_bytes" in err
     assert main(["check-config", str(EXAMPLE)]) == 0

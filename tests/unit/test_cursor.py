@@ -40,7 +40,9 @@ def test_resume_from_any_point_replays_exactly_the_rest(log, data):
     cursor = Cursor(0, positions)
     second = CursorFilter(cursor)
     # guard 0: the test's streams are merged without reordering slack, so only the exact bound
-    resumed = [n for s, ts, n in docker_since(log, cursor.since_ns(guard_ns=10**6)) if second.admit(s, ts)]
+    resumed = [
+        n for s, ts, n in docker_since(log, cursor.since_ns(guard_ns=10**6)) if second.admit(s, ts)
+    ]
     assert resumed == [n for _, _, n in log[consumed:]]
     assert not second.gap_streams
 

@@ -54,7 +54,9 @@ INFO = ContainerInfo(
 
 
 def test_tag_template_keys():
-    tpl = TagTemplate("{{.Name}}/{{.ID}}/{{ .ImageName }}/{{.ImageID}}/{{.FullID}}/{{.ImageFullID}}")
+    tpl = TagTemplate(
+        "{{.Name}}/{{.ID}}/{{ .ImageName }}/{{.ImageID}}/{{.FullID}}/{{.ImageFullID}}"
+    )
     assert tpl.render(INFO) == f"web/{'a' * 12}/nginx:1/{'b' * 12}/{'a' * 64}/sha256:{'b' * 64}"
 
 
@@ -82,7 +84,11 @@ def test_container_fields_are_docker_compatible_and_labels_cannot_overwrite_them
 
 
 def test_protected_names():
-    assert is_protected("CONTAINER_NAME") and is_protected("SYSLOG_ANYTHING") and is_protected("PRIORITY")
+    assert (
+        is_protected("CONTAINER_NAME")
+        and is_protected("SYSLOG_ANYTHING")
+        and is_protected("PRIORITY")
+    )
     assert not is_protected("TEAM")
 
 
@@ -92,7 +98,12 @@ def test_from_inspect():
             "Id": "c" * 64,
             "Name": "/api",
             "Image": "sha256:" + "d" * 64,
-            "Config": {"Image": "api:2", "Env": ["A=1", "B=x=y"], "Labels": {"k": "v"}, "Tty": True},
+            "Config": {
+                "Image": "api:2",
+                "Env": ["A=1", "B=x=y"],
+                "Labels": {"k": "v"},
+                "Tty": True,
+            },
             "HostConfig": {"LogConfig": {"Type": "local"}},
         }
     )

@@ -8,7 +8,9 @@ from bridge.filters import ContainerFilter, own_container_id
 
 
 def info(name="web", image="nginx:1", labels=None, cid="a" * 64):
-    return ContainerInfo(id=cid, name=name, image_name=image, image_id="sha256:x", labels=labels or {})
+    return ContainerInfo(
+        id=cid, name=name, image_name=image, image_id="sha256:x", labels=labels or {}
+    )
 
 
 @pytest.mark.parametrize(
@@ -21,7 +23,11 @@ def info(name="web", image="nginx:1", labels=None, cid="a" * 64):
         (FilterConfig(exclude_names=("w*",)), info(), False),
         (FilterConfig(include_names=("api-*",)), info(), False),
         (FilterConfig(include_names=("api-*",)), info(name="api-1"), True),
-        (FilterConfig(include_images=("nginx:*",), exclude_labels=("tmp",)), info(labels={"tmp": ""}), False),
+        (
+            FilterConfig(include_images=("nginx:*",), exclude_labels=("tmp",)),
+            info(labels={"tmp": ""}),
+            False,
+        ),
         (FilterConfig(include_labels=("tier=front",)), info(labels={"tier": "front"}), True),
         (FilterConfig(include_labels=("tier=front",)), info(labels={"tier": "back"}), False),
     ],

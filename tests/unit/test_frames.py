@@ -52,7 +52,10 @@ def chunked(body_parts: list[bytes]) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in body_parts if p) + b"0\r\n\r\n"
 
 
-@given(st.lists(st.binary(min_size=1, max_size=200), max_size=20), st.lists(st.integers(min_value=0), max_size=30))
+@given(
+    st.lists(st.binary(min_size=1, max_size=200), max_size=20),
+    st.lists(st.integers(min_value=0), max_size=30),
+)
 def test_chunked_decoder_restores_the_body_whatever_the_read_sizes(parts, cuts):
     decoder = ChunkedDecoder()
     out = b""

@@ -14,7 +14,10 @@ def pieces_of(line: bytes) -> list[bytes]:
     return [body[i : i + PIECE] for i in range(0, len(body), PIECE)] or [b"\n"]
 
 
-@given(st.lists(st.integers(min_value=0, max_value=5 * PIECE), min_size=1, max_size=5), st.integers(1, 8))
+@given(
+    st.lists(st.integers(min_value=0, max_value=5 * PIECE), min_size=1, max_size=5),
+    st.integers(1, 8),
+)
 def test_pieces_rejoin_into_lines_or_marked_partials_covering_every_byte(lengths, max_pieces):
     max_bytes = max_pieces * PIECE
     joiner = PartialJoiner(max_bytes, "id")
@@ -40,7 +43,11 @@ def test_long_line_becomes_numbered_partials():
     out = []
     for i, piece in enumerate(pieces_of(b"x" * (5 * PIECE))):
         out.extend(joiner.push(1, TS, (100, i + 1), piece))
-    assert [(r.partial.ordinal, r.partial.last) for r in out if r.partial] == [(1, False), (2, False), (3, True)]
+    assert [(r.partial.ordinal, r.partial.last) for r in out if r.partial] == [
+        (1, False),
+        (2, False),
+        (3, True),
+    ]
     assert out[0].first == (100, 1) and out[0].last == (100, 2)
     assert out[0].needs_cursor_field
 

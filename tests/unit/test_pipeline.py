@@ -58,8 +58,14 @@ def test_writer_commits_only_what_was_sent_and_counts_it():
     assert len(sock.sent) == 2 and b"CONTAINER_NAME=web\n" in sock.sent[0]
     assert h.committed == {1: (1, 1), 2: (2, 1)}
     assert h.finished_at == "2026-11-28T00:00:00Z"
-    assert registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"}) == 1
-    assert registry.get_sample_value("journald_bridge_bytes_forwarded_total", {"stream": "stderr"}) == 2
+    assert (
+        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
+        == 1
+    )
+    assert (
+        registry.get_sample_value("journald_bridge_bytes_forwarded_total", {"stream": "stderr"})
+        == 2
+    )
     assert queue.pending_bytes == 0
 
 

@@ -15,8 +15,14 @@ def test_per_container_series_are_removed_with_the_container():
         telemetry.container_removed(labels)
     text = generate_latest(registry).decode()
     assert 'container_name="' not in text
-    assert registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"}) == 60
-    assert registry.get_sample_value("journald_bridge_lines_dropped_total", {"reason": "rate_limited"}) == 40
+    assert (
+        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
+        == 60
+    )
+    assert (
+        registry.get_sample_value("journald_bridge_lines_dropped_total", {"reason": "rate_limited"})
+        == 40
+    )
 
 
 def test_no_per_container_series_unless_asked():

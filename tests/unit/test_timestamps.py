@@ -30,7 +30,9 @@ def test_general_form_with_zone_and_short_fraction():
     assert parse_general(b"2026-11-27T23:00:00Z") == int(moment.timestamp()) * 10**9
 
 
-@pytest.mark.parametrize("bad", [b"", b"yesterday", b"2026-13-01T00:00:00Z", b"2026-11-28T00:00:00.123"])
+@pytest.mark.parametrize(
+    "bad", [b"", b"yesterday", b"2026-13-01T00:00:00Z", b"2026-11-28T00:00:00.123"]
+)
 def test_garbage_is_a_value_error(bad):
     with pytest.raises(ValueError):
         TimestampParser().parse(bad)

@@ -1,0 +1,338 @@
+"""Integration fixtures on the real services: dockerd and systemd-journald.
+
+Every test gets its own journald *namespace* instance (a real systemd-journald, listening on
+/run/systemd/journal.NS/socket, rate limiting off), so tests can stop, freeze and restart "the
+journal" without touching the host's, and read back exactly what the bridge wrote. Test
+containers carry a label that the test bridge's include filter selects, so leftovers of other
+tests are never forwarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from systemd import journal
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "bridge-test/busybox:latest"
+BRIDGE = str(Path(sys.executable).parent / "journald-bridge")
+TEST_LABEL = "journald-bridge-test"
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raw(value: Any) -> Any:
+    """Undoes python-systemd's conversions of the fields the tests compare as bytes."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int):
+        return str(value).encode()
+    return value
+
+
+class Journald:
+    """A real systemd-journald serving one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.socket = f"/run/systemd/journal.{namespace}/socket"
+        self.conf = Path(f"/etc/systemd/journald@{namespace}.conf")
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text("[Journal]\nRateLimitBurst=0\nStorage=volatile\nRuntimeMaxUse=2G\n")
+        self.process: subprocess.Popen[bytes] | None = None
+        self._keepalive: socket.socket | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["/lib/systemd/systemd-journald", self.namespace],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(lambda: os.path.exists(self.socket), 10, "journald's socket")
+        # A namespace instance exits after 30 s without clients (it expects socket activation);
+        # an open stdout stream keeps it serving for the whole test.
+        self._keepalive = wait_until(self._connect_stdout, 10, "journald's stdout socket")
+        self._keepalive.sendall(b"journald-bridge-tests\n\n6\n0\n0\n0\n0\n")
+
+    def _connect_stdout(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(os.path.join(os.path.dirname(self.socket), "stdout"))
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.close()
+            self._keepalive = None
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def cleanup(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+        self.stop()
+        self.conf.unlink(missing_ok=True)
+        for base in ("/run/log/journal", "/var/log/journal"):
+            for path in Path(base).glob(f"*.{self.namespace}"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def entries(self, **matches: str) -> list[dict[str, Any]]:
+        reader = journal.Reader(namespace=self.namespace)
+        try:
+            for key, value in matches.items():
+                reader.add_match(**{key: value})
+            return [{k: _raw(v) for k, v in e.items()} for e in reader if "CONTAINER_ID_FULL" in e]
+        finally:
+            reader.close()
+
+    def messages(self, container_id: str) -> list[bytes]:
+        return [e["MESSAGE"] for e in self.entries(CONTAINER_ID_FULL=container_id)]
+
+    def wait_for_line(
+        self, container_id: str, message: bytes, timeout: float = 60
+    ) -> list[dict[str, Any]]:
+        """All entries of the container, once one of them is `message`."""
+
+        def check() -> list[dict[str, Any]] | None:
+            entries = self.entries(CONTAINER_ID_FULL=container_id)
+            return entries if any(e["MESSAGE"] == message for e in entries) else None
+
+        return wait_until(
+            check, timeout, f"{message!r} from container {container_id[:12]}", interval=0.25
+        )
+
+    def wait_messages(self, container_id: str, count: int, timeout: float = 60) -> list[bytes]:
+        return wait_until(
+            lambda: (m := self.messages(container_id)) and len(m) >= count and m,
+            timeout,
+            f"{count} entries of container {container_id[:12]}",
+            interval=0.25,
+        )
+
+
+class Bridge:
+    """journald-bridge as a real process, configured for one test."""
+
+    def __init__(self, workdir: Path, journald: Journald, label: str) -> None:
+        self.workdir = workdir
+        self.journald = journald
+        self.port = free_port()
+        self.config_path = workdir / "bridge.toml"
+        self.state_dir = workdir / "state"
+        self.log_path = workdir / "bridge.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.settings: dict[str, dict[str, Any]] = {
+            "journal": {"socket": journald.socket, "namespace": journald.namespace},
+            "state": {"directory": str(self.state_dir), "flush_interval_seconds": 0.5},
+            "filter": {"include_labels": [f"{TEST_LABEL}={label}"]},
+            "metrics": {"listen": f"127.0.0.1:{self.port}"},
+            "log": {"level": "debug"},
+        }
+
+    def configure(self, **sections: dict[str, Any]) -> None:
+        for section, values in sections.items():
+            self.settings.setdefault(section, {}).update(values)
+
+    def write_config(self) -> None:
+        lines = []
+        for section, values in self.settings.items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, wait_ready: bool = True) -> None:
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 -- handed to the child
+        self.process = subprocess.Popen(
+            [BRIDGE, "run", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_until(lambda: self.get("/readyz")[0] == 200, timeout, "the bridge to be ready")
+
+    def get(self, path: str) -> tuple[int, str]:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the bridge exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.get("/metrics")
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.state_dir / "positions.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env(version="1.41", timeout=120, max_pool_size=64)
+    try:
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"dockerd is not reachable ({exc}); run `make setup` first")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def label() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def journald() -> Iterator[Journald]:
+    instance = Journald(f"jbt{uuid.uuid4().hex[:8]}")
+    instance.start()
+    yield instance
+    instance.cleanup()
+
+
+@pytest.fixture
+def bridge(tmp_path: Path, journald: Journald, label: str) -> Iterator[Bridge]:
+    instance = Bridge(tmp_path, journald, label)
+    yield instance
+    if instance.process is not None:
+        try:
+            instance.stop(timeout=30)
+        except subprocess.TimeoutExpired:
+            instance.kill9()
+
+
+class Containers:
+    """Starts labelled test containers and removes them afterwards."""
+
+    def __init__(self, client: docker.DockerClient, label: str) -> None:
+        self.client = client
+        self.label = label
+
+    def run(
+        self, script: str, *, name: str | None = None, detach: bool = True, **kwargs: Any
+    ) -> Any:
+        labels = {TEST_LABEL: self.label, **kwargs.pop("labels", {})}
+        return self.client.containers.run(
+            IMAGE,
+            ["sh", "-c", script],
+            name=name,
+            detach=detach,
+            labels=labels,
+            network_mode="none",
+            **kwargs,
+        )
+
+    def wait_exit(self, container: Any, timeout: float = 120) -> None:
+        container.wait(timeout=timeout)
+
+    def cleanup(self) -> None:
+        for c in self.client.containers.list(
+            all=True, filters={"label": f"{TEST_LABEL}={self.label}"}
+        ):
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+
+
+@pytest.fixture
+def containers(docker_client: docker.DockerClient, label: str) -> Iterator[Containers]:
+    instance = Containers(docker_client, label)
+    yield instance
+    instance.cleanup()
+
+
+def docker_logs(container: Any) -> list[bytes]:
+    """What dockerd stored for a container: the ground truth to compare the journal with."""
+    raw = container.logs(stdout=True, stderr=True)
+    return raw.split(b"\n")[:-1] if raw.endswith(b"\n") else raw.split(b"\n")
