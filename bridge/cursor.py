@@ -108,5 +108,6 @@ class CursorFilter:
         return 1
 
     def position(self, stream: int) -> Position | None:
+        """How far the stream is consumed: lines still to skip were consumed before."""
         state = self._state.get(stream)
-        return None if state is None else (state[0], state[1] - state[2])
+        return None if state is None else (state[0], state[1])

@@ -152,6 +152,9 @@ class LogReader:
                 else:
                     state = self._api.inspect_container(handle.id)["State"]
                     running = bool(state.get("Running"))
+                if failing_since is not None:
+                    log.info("container %s: reading again", self.name)
+                    failing_since, backoff = None, 0.1
                 self._read(follow=running)
             except docker.errors.APIError as exc:
                 if is_gone(exc):
@@ -162,9 +165,6 @@ class LogReader:
                     return
                 failing_since = self._transient(exc, failing_since)
             else:
-                if failing_since is not None:
-                    log.info("container %s: reading again", self.name)
-                failing_since, backoff = None, 0.1
                 if not running and self._finish(str(state.get("FinishedAt", ""))):
                     return
                 continue
@@ -201,7 +201,8 @@ class LogReader:
         tail = handle.backlog_tail
         if tail is not None and not cursor.streams:
             params["tail"] = str(tail)
-            # Lines written from now on come after the tail, whatever happens to this stream.
+            cursor_filter = CursorFilter(Cursor())  # the tail is exactly what is wanted
+            # Should this stream break before a line arrives, reopening reads from here on.
             cursor = handle.start = Cursor(time.time_ns(), {})
             handle.backlog_tail = None
         else:
@@ -209,7 +210,8 @@ class LogReader:
             since = cursor.since_ns()
             if since > 0:
                 params["since"] = format_since(since)
-        cursor_filter = CursorFilter(cursor)
+            cursor_filter = CursorFilter(cursor)
+        log.debug("container %s: reading logs %s from %s", self.name, params, cursor)
         try:
             response = self._api._get(
                 self._api._url("/containers/{0}/logs", handle.id),

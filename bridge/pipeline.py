@@ -98,6 +98,7 @@ class JournalWriter:
         self._sock = sock
         self._telemetry = telemetry
         self._heartbeat = heartbeat
+        telemetry.track_pending_bytes(lambda: queue.pending_bytes)
         self._draining = threading.Event()
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
@@ -138,7 +139,6 @@ class JournalWriter:
                 self._write(item)
             finally:
                 queue.release(item.nbytes)
-                self._telemetry.pending_bytes(queue.pending_bytes)
 
     def _write(self, batch: Batch) -> None:
         handle = batch.handle

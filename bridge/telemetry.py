@@ -7,6 +7,7 @@ units live in this one module, on a registry that is passed in.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
@@ -155,8 +156,9 @@ class Telemetry:
     def multiline_record(self) -> None:
         self._multiline.inc()
 
-    def pending_bytes(self, nbytes: int) -> None:
-        self._pending.set(nbytes)
+    def track_pending_bytes(self, read: Callable[[], float]) -> None:
+        """The pending gauge reads the queue at scrape time (the writer may be stuck in a send)."""
+        self._pending.set_function(read)
 
     # --- containers -----------------------------------------------------------------------
 

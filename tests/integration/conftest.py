@@ -334,5 +334,52 @@ def containers(docker_client: docker.DockerClient, label: str) -> Iterator[Conta
 
 def docker_logs(container: Any) -> list[bytes]:
     """What dockerd stored for a container: the ground truth to compare the journal with."""
-    raw = container.logs(stdout=True, stderr=True)
-    return raw.split(b"\n")[:-1] if raw.endswith(b"\n") else raw.split(b"\n")
+    lines: list[bytes] = []
+    for stream in ("stdout", "stderr"):  # apart: a line of one can fall between pieces of the other
+        raw = container.logs(stdout=stream == "stdout", stderr=stream == "stderr")
+        if raw:
+            lines.extend(raw.split(b"\n")[:-1] if raw.endswith(b"\n") else raw.split(b"\n"))
+    return lines
+
+
+def restart_dockerd() -> None:
+    """Stops the real dockerd (its containers die with it) and starts it the way setup does."""
+    pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    assert pids, "dockerd is not running"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGTERM)
+    wait_until(
+        lambda: not subprocess.run(["pidof", "dockerd"], capture_output=True).stdout,
+        60,
+        "dockerd to exit",
+    )
+    subprocess.run([str(Path(__file__).parents[2] / "scripts" / "setup.sh")], check=True)
+
+
+def writer_script(
+    tag: str, lines: int, *, pace_every: int = 200, pace: str = "0.15", long_every: int = 500
+) -> str:
+    """A container workload: `lines` numbered lines `TAG-i`, every 7th on stderr, every
+    `long_every`-th 40 KB long (three 16 KiB pieces sharing one timestamp), paced."""
+    return (
+        f"i=1; while [ $i -le {lines} ]; do "
+        f'if [ $((i % {long_every})) -eq 0 ]; then printf "{tag}-%d " $i; '
+        "head -c 40000 /dev/zero | tr '\\0' x; echo; "
+        f"elif [ $((i % 7)) -eq 0 ]; then echo {tag}-$i >&2; "
+        f"else echo {tag}-$i; fi; "
+        f"[ $((i % {pace_every})) -eq 0 ] && sleep {pace}; "
+        "i=$((i+1)); done"
+    )
+
+
+def line_keys(messages: list[bytes]) -> dict[bytes, int]:
+    """Counts lines by their `TAG-i` key (long lines carry a payload after a space)."""
+    counts: dict[bytes, int] = {}
+    for message in messages:
+        key = message.split(b" ", 1)[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def expected_keys(tag: str, lines: int) -> dict[bytes, int]:
+    return {f"{tag}-{i}".encode(): 1 for i in range(1, lines + 1)}

@@ -47,6 +47,32 @@ def test_resume_from_any_point_replays_exactly_the_rest(log, data):
     assert not second.gap_streams
 
 
+@given(interleaved_log(), st.lists(st.integers(min_value=0, max_value=100), min_size=1, max_size=4))
+def test_repeated_resumes_even_without_progress_replay_exactly_the_rest(log, stops):
+    cursor, done, resumed = Cursor(), 0, []
+    for stop in sorted(stops):  # each pass reads up to `stop` lines of what Docker returns
+        f = CursorFilter(cursor)
+        for s, ts, n in docker_since(log, cursor.since_ns(guard_ns=10**6)):
+            if done >= stop:
+                break
+            if f.admit(s, ts):
+                resumed.append(n)
+                done += 1
+        cursor = Cursor(0, {s: p for s in (1, 2) if (p := f.position(s)) is not None})
+    f = CursorFilter(cursor)
+    resumed += [
+        n for s, ts, n in docker_since(log, cursor.since_ns(guard_ns=10**6)) if f.admit(s, ts)
+    ]
+    assert resumed == [n for _, _, n in log]
+
+
+def test_a_resumed_filter_reports_the_cursor_until_it_moves():
+    f = CursorFilter(Cursor(0, {1: (50, 3)}))
+    assert f.position(1) == (50, 3)
+    assert f.admit(1, 50) is None
+    assert f.position(1) == (50, 3)
+
+
 def test_lines_sharing_a_timestamp_are_numbered():
     f = CursorFilter(Cursor())
     assert [f.admit(1, 5), f.admit(1, 5), f.admit(1, 6), f.admit(2, 5)] == [1, 2, 1, 1]
