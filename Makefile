@@ -1,5 +1,5 @@
 # journald-bridge. On a fresh Debian 12 machine, as root: `make run` or `make test`.
-.PHONY: setup run test unit integration lint bench clean
+.PHONY: setup run test unit integration lint bench clean wheels install uninstall
 
 CONFIG ?= config/bridge.toml
 PYTEST ?= .venv/bin/pytest
@@ -27,3 +27,13 @@ test: setup
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Wheels of the bridge and every dependency, for an offline `deploy/install.sh install --wheels wheels`.
+wheels: setup
+	rm -rf wheels && .venv/bin/pip wheel --quiet --disable-pip-version-check --wheel-dir wheels .
+
+install: wheels
+	deploy/install.sh install --wheels wheels
+
+uninstall:
+	deploy/install.sh uninstall

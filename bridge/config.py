@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.fields import TagTemplate
 
@@ -123,6 +123,40 @@ class MetricsConfig(_Section):
         return host.strip("[]"), int(port)
 
 
+class TransformsConfig(_Section):
+    multiline: str = ""  # "" (off), "python", "java" or "custom" (the two patterns below)
+    multiline_start: str = ""
+    multiline_continue: str = ""
+    multiline_flush_ms: Annotated[int, Field(ge=1, le=60000)] = 500
+    parse_json: bool = False
+    json_message_keys: tuple[str, ...] = ("msg", "message")
+    json_level_keys: tuple[str, ...] = ("level", "severity", "lvl")
+    json_field_prefix: str = ""
+    detect_priority_prefix: bool = False
+    detect_level_words: bool = False
+    rate_limit_lines_per_second: Annotated[float, Field(ge=0)] = 0.0
+    rate_limit_burst: Annotated[int, Field(ge=0)] = 0  # 0: one second's worth
+    rate_limit_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+    @field_validator("multiline")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value in ("", "none", "python", "java", "custom"):
+            return value
+        raise ValueError(f"must be '', 'none', 'python', 'java' or 'custom', not {value!r}")
+
+    @field_validator("multiline_start", "multiline_continue")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        return _check_regex(value)
+
+    @model_validator(mode="after")
+    def _custom_needs_patterns(self) -> TransformsConfig:
+        if self.multiline == "custom" and not (self.multiline_start and self.multiline_continue):
+            raise ValueError("multiline = 'custom' needs multiline_start and multiline_continue")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -133,6 +167,7 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     forward: ForwardConfig = ForwardConfig()
     filter: FilterConfig = FilterConfig()
+    transforms: TransformsConfig = TransformsConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 

@@ -13,6 +13,7 @@ from bridge.fields import (
     container_fields,
     encode_pairs,
 )
+from bridge.transforms import TransformChain
 
 
 @dataclass(eq=False)
@@ -32,6 +33,7 @@ class ContainerHandle:
     read_cursor: Cursor | None = None
     finished_at: str = ""
     removed: bool = False
+    chain: TransformChain | None = None  # used by the writer thread only
 
     @classmethod
     def create(

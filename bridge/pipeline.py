@@ -103,6 +103,7 @@ class JournalWriter:
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self.lines_forwarded = 0
+        self._timed: set[ContainerHandle] = set()  # containers whose transforms hold records
 
     def start(self) -> None:
         self._thread.start()
@@ -127,27 +128,66 @@ class JournalWriter:
         queue = self._queue
         while not self._abandon.is_set():
             self._heartbeat()
-            item = queue.get(0.25)
+            item = queue.get(self._wait_time())
+            if self._timed:
+                self._tick()
             if item is None:
                 if self._draining.is_set() and queue.empty():
                     return
                 continue
             if isinstance(item, EndOfStream):
-                item.handle.finished_at = item.finished_at
+                handle = item.handle
+                if handle.chain is not None:  # the stream ended: nothing more will join
+                    self._send(handle, handle.chain.tick(time.time(), final=True))
+                    self._timed.discard(handle)
+                handle.finished_at = item.finished_at
                 continue
             try:
-                self._write(item)
+                records = item.records
+                chain = item.handle.chain
+                if chain is not None:
+                    records = chain.process(records, time.time())
+                    self._telemetry.multiline_records(chain.take_merged_count())
+                    if chain.next_deadline() is not None:
+                        self._timed.add(item.handle)
+                self._send(item.handle, records)
             finally:
                 queue.release(item.nbytes)
 
-    def _write(self, batch: Batch) -> None:
-        handle = batch.handle
+    def _wait_time(self) -> float:
+        if not self._timed:
+            return 0.25
+        deadlines = [
+            d for h in self._timed if h.chain and (d := h.chain.next_deadline()) is not None
+        ]
+        return min(0.25, max(0.0, min(deadlines, default=time.time() + 0.25) - time.time()))
+
+    def _tick(self) -> None:
+        now = time.time()
+        for handle in list(self._timed):
+            chain = handle.chain
+            if chain is None or handle.removed:
+                self._timed.discard(handle)
+                continue
+            self._send(handle, chain.tick(now))
+            self._telemetry.multiline_records(chain.take_merged_count())
+            if chain.next_deadline() is None:
+                self._timed.discard(handle)
+
+    def _send(self, handle: ContainerHandle, records: list[Record]) -> None:
+        if not records:
+            return
         fields = handle.fields
         committed = handle.committed
         send = self._sock.send
         keep_waiting = self._keep_waiting
         counts: dict[int, list[int]] = {}
-        for record in batch.records:
+        labels = handle.metric_labels
+        for record in records:
+            if record.dropped is not None:
+                self._telemetry.lines_dropped(record.dropped, container=labels)
+                committed[record.stream] = record.last
+                continue
             try:
                 if not send(encode_record(record, fields), keep_waiting):
                     return  # abandoned at shutdown: not committed, so read again next start
@@ -157,14 +197,13 @@ class JournalWriter:
                     handle.info.name,
                     exc,
                 )
-                self._telemetry.lines_dropped("journal_error", container=handle.metric_labels)
+                self._telemetry.lines_dropped("journal_error", container=labels)
             committed[record.stream] = record.last
             count = counts.setdefault(record.stream, [0, 0])
             count[0] += 1
             count[1] += len(record.message)
-        last = batch.records[-1]
-        self._telemetry.delivery_lag(time.time() - last.first[0] / NS_PER_SECOND)
-        labels = handle.metric_labels
+        if counts:
+            self._telemetry.delivery_lag(time.time() - records[-1].first[0] / NS_PER_SECOND)
         for stream, (lines, nbytes) in counts.items():
             self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
             self.lines_forwarded += lines

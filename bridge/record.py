@@ -33,6 +33,7 @@ class Record:
     partial: PartialMark | None = None
     priority: int | None = None  # set by a transform; None means by stream (6 stdout, 3 stderr)
     extra_fields: tuple[tuple[bytes, bytes], ...] = ()  # set by transforms, already sanitized
+    dropped: str | None = None  # why a transform dropped it (the position still counts as consumed)
 
     @property
     def needs_cursor_field(self) -> bool:

@@ -30,6 +30,7 @@ from bridge.recovery import JournalPositions
 from bridge.state import ContainerState, State
 from bridge.telemetry import Telemetry
 from bridge.timestamps import parse_general
+from bridge.transforms import TransformChain, build_chain
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +226,29 @@ class Supervisor:
             else:
                 cursor, tail = Cursor(), backlog
         handle = ContainerHandle.create(info, self._tag, self._selection, cursor, tail)
+        handle.chain = self._chain(handle)
         if saved is not None:
             handle.finished_at = saved.finished_at
         return handle
+
+    def _chain(self, handle: ContainerHandle) -> TransformChain | None:
+        reported: set[str] = set()
+
+        def report(kind: str, message: str) -> None:
+            if kind not in reported:  # once per container and option
+                reported.add(kind)
+                self._telemetry.transform_error(kind)
+                log.error(
+                    "container %s: label journald-bridge.%s: %s", handle.info.name, kind, message
+                )
+
+        return build_chain(
+            self._config.transforms,
+            handle.info.labels,
+            self._config.forward.max_line_bytes,
+            lambda: handle.info.name,
+            report,
+        )
 
     # --- events ---------------------------------------------------------------------------
 

@@ -84,6 +84,12 @@ class Telemetry:
             "Resumes that found their position rotated out of Docker's files.",
             registry=registry,
         )
+        self._transform_errors = Counter(
+            f"{ns}_transform_errors",
+            "Bad per-container transform settings (labels), by option.",
+            ["kind"],
+            registry=registry,
+        )
         self._pending = Gauge(
             f"{ns}_pending_bytes",
             "Bytes read from Docker, not yet in the journal.",
@@ -153,8 +159,12 @@ class Telemetry:
         if pieces:
             self._merged.inc(pieces)
 
-    def multiline_record(self) -> None:
-        self._multiline.inc()
+    def multiline_records(self, count: int) -> None:
+        if count:
+            self._multiline.inc(count)
+
+    def transform_error(self, kind: str) -> None:
+        self._transform_errors.labels(kind).inc()
 
     def track_pending_bytes(self, read: Callable[[], float]) -> None:
         """The pending gauge reads the queue at scrape time (the writer may be stuck in a send)."""

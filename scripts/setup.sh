@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 say() { echo "setup: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
-packages=(docker.io busybox-static libsystemd-dev pkg-config gcc python3-dev python3-venv curl)
+packages=(docker.io busybox-static libsystemd-dev pkg-config gcc python3-dev python3-venv curl prometheus debootstrap)
 packages+=(${EXTRA_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do

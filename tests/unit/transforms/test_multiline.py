@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.record import Record
+from bridge.transforms.multiline import MultilineMerger
+
+TS = b"2026-11-28T00:13:57.123456789Z"
+PY_TRACE = [
+    b"starting",
+    b"Traceback (most recent call last):",
+    b'  File "app.py", line 3, in <module>',
+    b"    main()",
+    b"ZeroDivisionError: division by zero",
+    b"next line",
+]
+JAVA_TRACE = [
+    b"ERROR request failed",
+    b"java.lang.IllegalStateException: boom",
+    b"\tat com.example.App.run(App.java:10)",
+    b"\tat com.example.App.main(App.java:3)",
+    b"Caused by: java.io.IOException: disk",
+    b"\t... 2 more",
+    b"INFO carrying on",
+]
+
+
+def records(lines, stream=1):
+    return [Record(stream, line, TS, (i + 1, 1), (i + 1, 1)) for i, line in enumerate(lines)]
+
+
+def run(merger, lines, stream=1):
+    out = []
+    for r in records(lines, stream):
+        out.extend(merger.push(r, now=0.0))
+    return out + merger.flush()
+
+
+def test_python_traceback_is_one_record():
+    out = run(MultilineMerger.preset("python", 0.5, 1 << 20), PY_TRACE)
+    assert [r.message for r in out] == [b"starting", b"\n".join(PY_TRACE[1:5]), b"next line"]
+    assert out[1].first == (2, 1) and out[1].last == (5, 1) and out[1].needs_cursor_field
+
+
+def test_java_stack_trace_is_one_record():
+    out = run(MultilineMerger.preset("java", 0.5, 1 << 20), JAVA_TRACE)
+    assert [r.message for r in out] == [JAVA_TRACE[0], b"\n".join(JAVA_TRACE[1:6]), JAVA_TRACE[6]]
+
+
+def test_flush_timeout_releases_an_open_record():
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20)
+    assert merger.push(records(PY_TRACE[1:3])[0], now=10.0) == []
+    assert merger.next_deadline() == 10.5
+    assert merger.flush_due(10.4) == []
+    assert [r.message for r in merger.flush_due(10.5)] == [PY_TRACE[1]]
+
+
+def test_streams_merge_separately():
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20)
+    out = merger.push(Record(1, PY_TRACE[1], TS, (1, 1), (1, 1)), 0)
+    out += merger.push(Record(2, b"  stderr indented", TS, (2, 1), (2, 1)), 0)
+    assert [r.message for r in out] == [b"  stderr indented"]
+
+
+@given(
+    st.lists(st.sampled_from(PY_TRACE + JAVA_TRACE + [b"", b"  x"]), max_size=40),
+    st.integers(16, 400),
+)
+def test_no_line_is_lost_and_records_respect_the_size_limit(lines, max_bytes):
+    lines = [line[:max_bytes] for line in lines]
+    out = run(MultilineMerger.preset("python", 0.5, max_bytes), lines)
+    assert b"\n".join(r.message for r in out) == b"\n".join(lines)
+    assert all(len(r.message) <= max_bytes for r in out)
+    assert [r.last for r in out] == sorted(r.last for r in out)
