@@ -34,6 +34,7 @@ class ContainerHandle:
     finished_at: str = ""
     removed: bool = False
     chain: TransformChain | None = None  # used by the writer thread only
+    next_chain: TransformChain | bool | None = False  # set at reload; the writer swaps it in
 
     @classmethod
     def create(

@@ -194,12 +194,16 @@ class Bridge:
         self.notifier.reloading()
         try:
             new = load_config(self._config_path)
-            if self.supervisor is not None:
-                self.supervisor.apply_config(new)
-            self.config = new
-            log.info("configuration reloaded from %s", self._config_path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
+        else:
+            for section in ("docker", "journal", "state", "metrics"):
+                if getattr(new, section) != getattr(self.config, section):
+                    log.warning("reload: changes to [%s] take effect at the next restart", section)
+            if self.supervisor is not None:
+                self.supervisor.reconfigure(new, ContainerFilter(new.filter, own_container_id()))
+            self.config = new
+            log.info("configuration reloaded from %s", self._config_path)
         self.notifier.ready(self._status())
 
     def _save(self) -> None:

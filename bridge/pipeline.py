@@ -21,6 +21,7 @@ from bridge.native import encode_record
 from bridge.record import Record
 from bridge.telemetry import Telemetry
 from bridge.timestamps import NS_PER_SECOND
+from bridge.transforms import TransformChain
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class JournalWriter:
                 continue
             try:
                 records = item.records
-                chain = item.handle.chain
+                chain = self._current_chain(item.handle)
                 if chain is not None:
                     records = chain.process(records, time.time())
                     self._telemetry.multiline_records(chain.take_merged_count())
@@ -153,6 +154,16 @@ class JournalWriter:
                 self._send(item.handle, records)
             finally:
                 queue.release(item.nbytes)
+
+    def _current_chain(self, handle: ContainerHandle) -> TransformChain | None:
+        """Swaps in transforms set by a reload, first releasing what the old ones hold."""
+        new = handle.next_chain
+        if new is not False:
+            if handle.chain is not None:
+                self._send(handle, handle.chain.tick(time.time(), final=True))
+            handle.chain = new if isinstance(new, TransformChain) else None
+            handle.next_chain = False
+        return handle.chain
 
     def _wait_time(self) -> float:
         if not self._timed:

@@ -63,6 +63,28 @@ class Supervisor:
         self.docker_connected = False
         self.apply_config(config)
 
+    def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
+        """Applies a reloaded config: fields, transforms and filters, without losing a line.
+
+        Containers the new filters exclude are let go (their readers stop; what they read is
+        written); containers they now include are attached.
+        """
+        self.apply_config(config)
+        self._filter = container_filter
+        with self._lock:
+            handles = list(self._handles.values())
+        for handle in handles:
+            if self._skip_reason(handle.info) is not None:
+                log.info("container %s: no longer forwarded after reload", handle.info.name)
+                self._forget(handle.id, prune=False)
+            else:
+                handle.renamed(handle.info, self._tag, self._selection)
+                handle.next_chain = self._chain(handle)
+        try:
+            self._attach_all(None)
+        except TRANSIENT_ERRORS + (docker.errors.APIError,) as exc:
+            log.warning("reload: cannot list containers now (%s); new ones attach as they start", exc)
+
     def apply_config(self, config: Config) -> None:
         fwd = config.forward
         self._config = config
@@ -312,11 +334,12 @@ class Supervisor:
         handle.renamed(info, self._tag, self._selection)
         log.info("container %s renamed to %s", old, info.name)
 
-    def _forget(self, cid: str) -> None:
+    def _forget(self, cid: str, *, prune: bool = True) -> None:
         with self._lock:
             handle = self._handles.pop(cid, None)
             reader = self._readers.pop(cid, None)
-            self.state.containers.pop(cid, None)
+            if prune:
+                self.state.containers.pop(cid, None)
         if reader is not None:
             reader.stop()
         if handle is not None:

@@ -16,7 +16,7 @@ confdir=/etc/journald-bridge
 
 systemd_running() { [ -d /run/systemd/system ]; }
 
-install() {
+do_install() {
     local wheels=""
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -58,7 +58,7 @@ install() {
     echo "start with: systemctl enable --now journald-bridge"
 }
 
-uninstall() {
+do_uninstall() {
     if systemd_running; then
         systemctl disable --now journald-bridge.service 2>/dev/null || true
     fi
@@ -71,7 +71,7 @@ uninstall() {
 }
 
 case "${1:-}" in
-    install) shift; install "$@" ;;
-    uninstall) uninstall ;;
+    install) shift; do_install "$@" ;;
+    uninstall) do_uninstall ;;
     *) echo "usage: $0 install [--wheels DIR] | uninstall" >&2; exit 2 ;;
 esac

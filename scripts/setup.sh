@@ -64,3 +64,13 @@ if ! "$DOCKER" image inspect bridge-test/busybox:latest >/dev/null 2>&1; then
     tar -C "$root" -c . | "$DOCKER" import - bridge-test/busybox:latest >/dev/null
     rm -rf "$root"
 fi
+
+# --- systemd as PID 1 in a container, for the service tests ------------------------------------
+if ! "$DOCKER" image inspect bridge-test/systemd:latest >/dev/null 2>&1; then
+    say "building bridge-test/systemd:latest (debootstrap, about a minute)"
+    root=$(mktemp -d)
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3,python3-venv,procps \
+        bookworm "$root" >/dev/null
+    tar -C "$root" -c . | "$DOCKER" import - bridge-test/systemd:latest >/dev/null
+    rm -rf "$root"
+fi
