@@ -11,7 +11,7 @@ run: setup
 	.venv/bin/journald-bridge run --config $(CONFIG)
 
 lint: setup
-	.venv/bin/ruff check bridge tests
+	.venv/bin/ruff check bridge tests bench
 	.venv/bin/mypy
 
 unit: setup
@@ -21,7 +21,7 @@ integration: setup
 	$(PYTEST) tests/integration
 
 test: setup
-	.venv/bin/ruff check bridge tests
+	.venv/bin/ruff check bridge tests bench
 	.venv/bin/mypy
 	$(PYTEST) tests
 
@@ -37,3 +37,7 @@ install: wheels
 
 uninstall:
 	deploy/install.sh uninstall
+
+# The benchmark on the real dockerd and journald; writes bench/results.md (about 12 minutes).
+bench: setup
+	.venv/bin/python bench/run.py

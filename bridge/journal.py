@@ -22,12 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from bridge import sendmmsg
+
 log = logging.getLogger(__name__)
 
 _GONE = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE}
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 _MAX_BACKOFF = 5.0
 _ATTEMPTS_ON_UNKNOWN_ERROR = 5
+_BATCH = 256  # datagrams per sendmmsg call
 
 
 class JournalEvents(Protocol):
@@ -133,6 +136,47 @@ class JournalSocket:
                 if unknown_errors >= _ATTEMPTS_ON_UNKNOWN_ERROR:
                     raise JournalSendError(exc.errno, f"journald refused an entry: {exc}") from exc
                 time.sleep(backoff)
+
+    def send_batch(
+        self, datagrams: list[bytes], keep_waiting: KeepWaiting
+    ) -> tuple[int, list[int]]:
+        """Sends datagrams in order, many per system call where it can.
+
+        Returns how many were dealt with (all, unless `keep_waiting` gave up) and the indices of
+        those journald refused for good (skipped, see `send`).
+        """
+        done, count = 0, len(datagrams)
+        refused: list[int] = []
+        while done < count:
+            sock = self._sock
+            if sock is None or not sendmmsg.AVAILABLE or len(datagrams[done]) > self._max_datagram:
+                done, ok = self._send_one(datagrams, done, refused, keep_waiting)
+                if not ok:
+                    return done, refused
+                continue
+            end = done + 1
+            while end < count and end - done < _BATCH and len(datagrams[end]) <= self._max_datagram:
+                end += 1
+            try:
+                done += sendmmsg.sendmmsg(sock.fileno(), datagrams[done:end])
+            except BlockingIOError:
+                if not self._wait_writable(sock, keep_waiting):
+                    return done, refused
+            except OSError:  # the one-by-one path knows every error
+                done, ok = self._send_one(datagrams, done, refused, keep_waiting)
+                if not ok:
+                    return done, refused
+        return done, refused
+
+    def _send_one(
+        self, datagrams: list[bytes], index: int, refused: list[int], keep_waiting: KeepWaiting
+    ) -> tuple[int, bool]:
+        try:
+            if not self.send(datagrams[index], keep_waiting):
+                return index, False
+        except JournalSendError:
+            refused.append(index)
+        return index + 1, True
 
     def _wait_writable(self, sock: socket.socket, keep_waiting: KeepWaiting) -> bool:
         started = time.monotonic()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.container import ContainerHandle
-from bridge.journal import JournalSendError, JournalSocket
+from bridge.journal import JournalSocket
 from bridge.native import encode_record
 from bridge.record import Record
 from bridge.telemetry import Telemetry
@@ -189,32 +189,34 @@ class JournalWriter:
         if not records:
             return
         fields = handle.fields
-        committed = handle.committed
-        send = self._sock.send
-        keep_waiting = self._keep_waiting
-        counts: dict[int, list[int]] = {}
+        datagrams = [encode_record(r, fields) for r in records if r.dropped is None]
+        sent, refused = self._sock.send_batch(datagrams, self._keep_waiting)
         labels = handle.metric_labels
+        if refused:
+            log.error(
+                "container %s: journald refused %d entries; skipped them",
+                handle.info.name,
+                len(refused),
+            )
+            self._telemetry.lines_dropped("journal_error", len(refused), container=labels)
+        committed = handle.committed
+        counts: dict[int, list[int]] = {}
+        index = 0
         for record in records:
             if record.dropped is not None:
                 self._telemetry.lines_dropped(record.dropped, container=labels)
-                committed[record.stream] = record.last
-                continue
-            try:
-                if not send(encode_record(record, fields), keep_waiting):
-                    return  # abandoned at shutdown: not committed, so read again next start
-            except JournalSendError as exc:
-                log.error(
-                    "container %s: journald refused an entry (%s); skipped it",
-                    handle.info.name,
-                    exc,
-                )
-                self._telemetry.lines_dropped("journal_error", container=labels)
+            else:
+                if index >= sent:
+                    break  # abandoned at shutdown: not committed, so read again next start
+                index += 1
+                count = counts.setdefault(record.stream, [0, 0])
+                count[0] += 1
+                count[1] += len(record.message)
             committed[record.stream] = record.last
-            count = counts.setdefault(record.stream, [0, 0])
-            count[0] += 1
-            count[1] += len(record.message)
         if counts:
-            self._telemetry.delivery_lag(time.time() - records[-1].first[0] / NS_PER_SECOND)
+            self._telemetry.delivery_lag(
+                time.time() - records[min(index, len(records)) - 1].first[0] / NS_PER_SECOND
+            )
         for stream, (lines, nbytes) in counts.items():
             self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
             self.lines_forwarded += lines

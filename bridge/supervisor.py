@@ -82,8 +82,10 @@ class Supervisor:
                 handle.next_chain = self._chain(handle)
         try:
             self._attach_all(None)
-        except TRANSIENT_ERRORS + (docker.errors.APIError,) as exc:
-            log.warning("reload: cannot list containers now (%s); new ones attach as they start", exc)
+        except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+            log.warning(
+                "reload: cannot list containers now (%s); new ones attach as they start", exc
+            )
 
     def apply_config(self, config: Config) -> None:
         fwd = config.forward

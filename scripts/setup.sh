@@ -39,6 +39,9 @@ fi
 # --- systemd-journald --------------------------------------------------------------------------
 if [ ! -S /run/systemd/journal/socket ] || ! pgrep -x systemd-journal >/dev/null; then
     say "starting systemd-journald"
+    # systemd hosts raise the datagram queue from the kernel's 10 to 512 (sysctl.d/50-default.conf)
+    # before journald binds its socket; a standalone journald needs the same to be comparable.
+    [ "$(cat /proc/sys/net/unix/max_dgram_qlen)" -ge 512 ] || sysctl -qw net.unix.max_dgram_qlen=512 || true
     mkdir -p /run/systemd/journal
     setsid /lib/systemd/systemd-journald >>/var/log/journald-standalone.log 2>&1 < /dev/null &
     for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done

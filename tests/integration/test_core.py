@@ -217,3 +217,14 @@ def test_journald_absent_at_start_up_is_waited_for(bridge, journald, containers)
     c = containers.run("echo late")
     assert journald.wait_messages(c.id, 1) == [b"late"]
     assert "waiting for journal socket" in bridge.log()
+
+
+def test_opt_in_mode_forwards_only_labelled_containers(bridge, journald, containers):
+    bridge.configure(filter={"opt_in": True})
+    bridge.start()
+    plain = containers.run("echo plain")
+    chosen = containers.run("echo chosen", labels={"journald-bridge.enable": "true"})
+    assert journald.wait_messages(chosen.id, 1) == [b"chosen"]
+    plain.wait(timeout=30)
+    time.sleep(1)
+    assert journald.messages(plain.id) == []

@@ -189,3 +189,28 @@ def test_sigterm_writes_what_was_read_and_exits_0(bridge, journald, containers):
     c.wait(timeout=60)
     bridge.start()
     wait_complete(journald, c, expected_keys("t", 5000))
+
+
+def test_lines_rotated_away_while_the_bridge_was_down_are_reported_not_hidden(
+    bridge, journald, containers
+):
+    bridge.start()
+    c = containers.run(
+        "echo first; sleep 3; "
+        + writer_script("r", 5000, pace_every=5000, long_every=10**9)
+        + "; sleep 30",
+        log_config={"type": "json-file", "config": {"max-size": "20k", "max-file": "2"}},
+    )
+    assert journald.wait_messages(c.id, 1) == [b"first"]
+    assert bridge.stop() == 0
+    time.sleep(5)  # 5000 lines through two 20 kB files: most are rotated away
+    bridge.start()
+    wait_until(
+        lambda: bridge.metric("journald_bridge_rotation_gaps_total") == 1,
+        30,
+        "the gap to be counted",
+    )
+    assert bridge.log().count("log rotation removed lines") == 1
+    keys = line_keys([e["MESSAGE"] for e in journald.wait_for_line(c.id, b"r-5000")])
+    assert all(n == 1 for n in keys.values())
+    assert sum(keys.values()) < 5001  # some lines are gone for good; the bridge said so

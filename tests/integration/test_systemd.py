@@ -53,7 +53,10 @@ class SystemdContainer:
         return run("docker", "exec", self.name, *args, check=check, timeout=timeout)
 
     def succeeds(self, *args: str) -> bool:
-        return subprocess.run(["docker", "exec", self.name, *args], capture_output=True).returncode == 0
+        return (
+            subprocess.run(["docker", "exec", self.name, *args], capture_output=True).returncode
+            == 0
+        )
 
     def show(self, prop: str) -> str:
         return self.exec("systemctl", "show", "-p", prop, "--value", "journald-bridge").strip()

@@ -115,3 +115,21 @@ def test_a_missing_socket_is_waited_for_and_reported_once(tmp_path, make, caplog
 def test_giving_up_returns_false(tmp_path, make):
     journal, _ = make(str(tmp_path / "never"))
     assert journal.send(b"MESSAGE=x\n", lambda: False) is False
+
+
+def test_batches_arrive_in_order_through_backpressure(server, make):
+    path, srv = server
+    journal, _ = make(path)
+    journal.connect()
+    datagrams = [b"MESSAGE=%d\n" % i for i in range(3000)]
+    received = []
+
+    def drain():
+        while len(received) < len(datagrams):
+            received.append(srv.recv(100))
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    assert journal.send_batch(datagrams, lambda: True) == (3000, [])
+    thread.join(10)
+    assert received == datagrams

@@ -28,6 +28,12 @@ class FakeSocket:
         self.sent.append(datagram)
         return True
 
+    def send_batch(self, datagrams, keep_waiting):
+        for done, datagram in enumerate(datagrams):
+            if not self.send(datagram, keep_waiting):
+                return done, []
+        return len(datagrams), []
+
 
 def handle():
     info = ContainerInfo(id="a" * 64, name="web", image_name="img", image_id="sha256:b")

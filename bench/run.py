@@ -1,0 +1,411 @@
+"""`make bench`: the bridge against Docker's journald driver and journald's own ceiling.
+
+Real dockerd, real journald (the host's main journal), the bridge as a real process. Prints one
+summary line per scenario and writes bench/results.md. Comparisons alternate within one run and
+report the median of the repetitions. Timing is wall clock from container start until the last
+line is in the journal (a per-container sentinel line, found through the journal's index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+from systemd import journal
+
+ROOT = Path(__file__).parents[1]
+IMAGE = "bridge-test/busybox:latest"
+BRIDGE = str(Path(sys.executable).parent / "journald-bridge")
+LABEL = "journald-bridge-bench"
+PAD = "x" * 80  # ~100-byte lines with the sequence number and tag
+
+
+def line_script(tag: str, count: int, *, pace: str | None = None) -> str:
+    if pace is None:
+        body = f"awk 'BEGIN{{for(i=1;i<={count};i++) printf \"{tag} %08d {PAD}\\n\", i}}'"
+    else:
+        body = (
+            f"i=1; while [ $i -le {count} ]; do echo {tag} $i {PAD}; i=$((i+1)); sleep {pace}; done"
+        )
+    return f"{body}; echo END-{tag}"
+
+
+def wait_for_messages(messages: list[str], timeout: float) -> float:
+    """Waits until every message is in the journal; returns the time it was last found missing."""
+    reader = journal.Reader()
+    missing = set(messages)
+    deadline = time.monotonic() + timeout
+    try:
+        while missing:
+            for message in list(missing):
+                reader.flush_matches()
+                reader.add_match(MESSAGE=message)
+                reader.seek_head()
+                if reader.get_next():
+                    missing.discard(message)
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(missing)} sentinels missing after {timeout} s")
+            reader.wait(0.02)
+        return time.monotonic()
+    finally:
+        reader.close()
+
+
+class BridgeProcess:
+    def __init__(self, workdir: Path, label: str) -> None:
+        self.port = _free_port()
+        self.config = workdir / "bridge.toml"
+        self.config.write_text(
+            f'[state]\ndirectory = "{workdir / "state"}"\n'
+            f'[filter]\ninclude_labels = ["{LABEL}={label}"]\n'
+            f'[metrics]\nlisten = "127.0.0.1:{self.port}"\n'
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [BRIDGE, "run", "--config", str(self.config)], stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while self.metric("journald_bridge_docker_up") != 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("bridge not ready")
+            time.sleep(0.05)
+
+    def metric(self, name: str) -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith(name + " ") or line.startswith(name + "{"):
+                        return float(line.rsplit(" ", 1)[1])
+        except OSError:
+            pass
+        return -1.0
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+            self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Bench:
+    def __init__(self, reps: int) -> None:
+        self.client = docker.from_env(version="1.41", timeout=300, max_pool_size=64)
+        self.reps = reps
+        self.label = uuid.uuid4().hex[:8]
+        self.workdir = Path(tempfile.mkdtemp(prefix="jb-bench-"))
+        self.results: dict[str, Any] = {}
+        self.lines: list[str] = []
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def run_containers(self, scripts: list[str], driver: str = "json-file") -> list[Any]:
+        return [
+            self.client.containers.run(
+                IMAGE,
+                ["sh", "-c", s],
+                detach=True,
+                network_mode="none",
+                labels={LABEL: self.label},
+                log_config={"type": driver},
+            )
+            for s in scripts
+        ]
+
+    def cleanup_containers(self) -> None:
+        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.label}"}):
+            c.remove(force=True)
+
+    # --- 1. throughput ---------------------------------------------------------------------
+
+    def throughput_once(self, mode: str, containers: int = 4, lines: int = 50000) -> float:
+        tag = f"t{uuid.uuid4().hex[:6]}"
+        tags = [f"{tag}-{n}" for n in range(containers)]
+        if mode == "ceiling":
+            return self.ceiling_once(tags, lines)
+        started = time.monotonic()
+        self.run_containers(
+            [line_script(t, lines) for t in tags], "journald" if mode == "driver" else "json-file"
+        )
+        done = wait_for_messages([f"END-{t}" for t in tags], 600)
+        self.cleanup_containers()
+        return containers * (lines + 1) / (done - started)
+
+    def ceiling_once(self, tags: list[str], lines: int) -> float:
+        """Pre-encoded datagrams with the bridge's field set, from one process, as fast as possible."""
+        datagrams = []
+        for n, tag in enumerate(tags):
+            cid = uuid.uuid4().hex * 2
+            fixed = (
+                f"CONTAINER_STREAM=stdout\nCONTAINER_ID={cid[:12]}\nCONTAINER_ID_FULL={cid}\n"
+                f"CONTAINER_NAME=bench-{n}\nCONTAINER_TAG=bench-{n}\nSYSLOG_IDENTIFIER=bench-{n}\n"
+                f"IMAGE_NAME={IMAGE}\n"
+            ).encode()
+            for i in range(1, lines + 2):
+                message = f"{tag} {i:08d} {PAD}" if i <= lines else f"END-{tag}"
+                ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+                datagrams.append(
+                    b"MESSAGE="
+                    + message.encode()
+                    + b"\nPRIORITY=6\nSYSLOG_TIMESTAMP="
+                    + ts.encode()
+                    + b"\n"
+                    + fixed
+                )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.connect("/run/systemd/journal/socket")
+        started = time.monotonic()
+        for datagram in datagrams:
+            sock.send(datagram)  # blocking: journald's pace
+        sock.close()
+        done = wait_for_messages([f"END-{t}" for t in tags], 600)
+        return len(datagrams) / (done - started)
+
+    def throughput(self, bridge: BridgeProcess) -> None:
+        runs: dict[str, list[float]] = {"bridge": [], "driver": [], "ceiling": []}
+        for rep in range(self.reps):
+            for mode in ("bridge", "driver", "ceiling"):
+                rate = self.throughput_once(mode)
+                runs[mode].append(rate)
+                print(f"  throughput rep {rep + 1} {mode}: {rate:,.0f} lines/s", flush=True)
+        med = {m: statistics.median(v) for m, v in runs.items()}
+        self.results["throughput"] = {"runs": runs, "median": med}
+        self.say(
+            f"throughput: bridge {med['bridge']:,.0f} lines/s, driver {med['driver']:,.0f}, ceiling {med['ceiling']:,.0f}; "
+            f"a/b = {med['bridge'] / med['driver']:.2f}, a/c = {med['bridge'] / med['ceiling']:.2f} (median of {self.reps})"
+        )
+
+    # --- 2. latency ----------------------------------------------------------------------------
+
+    def latency_once(self, mode: str, seconds: int = 30) -> list[float]:
+        tag = f"l{uuid.uuid4().hex[:6]}"
+        tags = [f"{tag}-{n}" for n in range(20)]
+        per = 50 * seconds
+        self.run_containers(
+            [line_script(t, per, pace="0.02") for t in tags],
+            "journald" if mode == "driver" else "json-file",
+        )
+        wait_for_messages([f"END-{t}" for t in tags], 300)
+        lags = []
+        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.label}"}):
+            reader = journal.Reader()
+            reader.add_match(CONTAINER_ID_FULL=c.id)
+            for entry in reader:
+                received = entry["__REALTIME_TIMESTAMP"].timestamp()
+                if mode == "bridge":
+                    stamped = datetime.datetime.fromisoformat(
+                        entry["SYSLOG_TIMESTAMP"][:26] + "+00:00"
+                    ).timestamp()
+                else:  # the driver sends as it stamps: its send time is Docker's timestamp
+                    stamped = entry["_SOURCE_REALTIME_TIMESTAMP"].timestamp()
+                lags.append(received - stamped)
+            reader.close()
+        self.cleanup_containers()
+        return lags
+
+    def latency(self, bridge: BridgeProcess) -> None:
+        out: dict[str, dict[str, float]] = {}
+        runs: dict[str, list[dict[str, float]]] = {"bridge": [], "driver": []}
+        for rep in range(self.reps):
+            for mode in ("bridge", "driver"):
+                lags = sorted(self.latency_once(mode))
+                stats = {
+                    "p50": lags[len(lags) // 2] * 1000,
+                    "p99": lags[int(len(lags) * 0.99)] * 1000,
+                    "max": lags[-1] * 1000,
+                    "n": len(lags),
+                }
+                runs[mode].append(stats)
+                print(f"  latency rep {rep + 1} {mode}: {stats}", flush=True)
+        for mode, stats_list in runs.items():
+            out[mode] = {
+                k: statistics.median(s[k] for s in stats_list) for k in ("p50", "p99", "max")
+            }
+        self.results["latency"] = {"runs": runs, "median": out}
+        b, d = out["bridge"], out["driver"]
+        self.say(
+            f"latency (20 containers x 50 lines/s x 30 s): bridge p50 {b['p50']:.1f} ms, p99 {b['p99']:.1f} ms, "
+            f"max {b['max']:.1f} ms; driver p50 {d['p50']:.1f} ms, p99 {d['p99']:.1f} ms, max {d['max']:.1f} ms"
+        )
+
+    # --- 3. scale --------------------------------------------------------------------------------
+
+    def scale(self) -> None:
+        idle = 500
+        self.say_progress(f"starting {idle} idle containers")
+        for _ in range(idle):
+            self.run_containers(["sleep 3600"])
+        workdir = self.workdir / "scale"
+        workdir.mkdir()
+        bridge = BridgeProcess(workdir, self.label)
+        started = time.monotonic()
+        bridge.start()
+        while bridge.metric("journald_bridge_containers_attached") < idle:
+            time.sleep(0.05)
+        attach = time.monotonic() - started
+        time.sleep(5)
+        cpu0, t0 = bridge.cpu_seconds(), time.monotonic()
+        time.sleep(30)
+        idle_cpu = (bridge.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        idle_rss = bridge.rss_mb()
+        tag = f"s{uuid.uuid4().hex[:6]}"
+        self.run_containers([line_script(f"{tag}-{n}", 6000, pace="0.01") for n in range(5)])
+        cpu0, t0 = bridge.cpu_seconds(), time.monotonic()
+        time.sleep(60)
+        busy_cpu = (bridge.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        rss = max(idle_rss, bridge.rss_mb())
+        bridge.stop()
+        self.cleanup_containers()
+        self.results["scale"] = {
+            "attach_seconds": attach,
+            "rss_mb": rss,
+            "idle_cpu_percent": idle_cpu,
+            "busy_cpu_percent": busy_cpu,
+        }
+        self.say(
+            f"scale ({idle} idle + 5 at 100 lines/s): attached all in {attach:.1f} s, RSS {rss:.0f} MB, "
+            f"CPU {idle_cpu:.1f}% of a core idle, {busy_cpu:.1f}% with the 5 writers (60 s)"
+        )
+
+    def say_progress(self, text: str) -> None:
+        print(f"  {text}", flush=True)
+
+    # --- 4. catch-up -----------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        workdir = self.workdir / "catchup"
+        workdir.mkdir()
+        bridge = BridgeProcess(workdir, self.label)
+        bridge.start()  # first run: later containers are forwarded from their first line
+        bridge.stop()
+        tag = f"c{uuid.uuid4().hex[:6]}"
+        tags = [f"{tag}-{n}" for n in range(4)]
+        containers = self.run_containers([line_script(t, 250000) for t in tags])
+        for c in containers:
+            c.wait(timeout=600)
+        started = time.monotonic()
+        bridge.start()
+        done = wait_for_messages([f"END-{t}" for t in tags], 900)
+        bridge.stop()
+        self.cleanup_containers()
+        rate = 4 * 250001 / (done - started)
+        ceiling = self.results.get("throughput", {}).get("median", {}).get(
+            "ceiling"
+        ) or self.ceiling_once([f"cc{uuid.uuid4().hex[:6]}"], 50000)
+        self.results["catch_up"] = {
+            "seconds": done - started,
+            "lines_per_second": rate,
+            "ratio_to_ceiling": rate / ceiling,
+        }
+        self.say(
+            f"catch-up: 1,000,000 lines written while the bridge was down, in the journal {done - started:.1f} s "
+            f"after it started ({rate:,.0f} lines/s, {rate / ceiling:.2f} of the ceiling)"
+        )
+
+    def write_results(self, started: float) -> None:
+        path = ROOT / "bench" / "results.md"
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        text = [
+            "# journald-bridge benchmark results",
+            "",
+            f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+            f"- machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"{platform.platform()}",
+            f"- docker: {self.client.version()['Version']}; journald: systemd {subprocess.run(['journalctl', '--version'], capture_output=True, text=True).stdout.split()[1]}",
+            f"- command: `make bench` (python bench/run.py --reps {self.reps}); {time.monotonic() - started:.0f} s",
+            "",
+            "## Summary",
+            "",
+            *[f"- {line}" for line in self.lines],
+            "",
+            "## Raw figures",
+            "",
+            "```json",
+            json.dumps(self.results, indent=2),
+            "```",
+            "",
+        ]
+        path.write_text("\n".join(text))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=["throughput", "latency", "scale", "catch_up"])
+    args = parser.parse_args()
+    bench = Bench(args.reps)
+    started = time.monotonic()
+    try:
+        bridge = None
+        if {"throughput", "latency"} & set(args.only):
+            (bench.workdir / "main").mkdir()
+            bridge = BridgeProcess(bench.workdir / "main", bench.label)
+            bridge.start()
+        try:
+            if "throughput" in args.only:
+                bench.throughput(bridge)
+            if "latency" in args.only:
+                bench.latency(bridge)
+        finally:
+            if bridge is not None:
+                bridge.stop()
+        if "scale" in args.only:
+            bench.scale()
+        if "catch_up" in args.only:
+            bench.catch_up()
+    finally:
+        bench.cleanup_containers()
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    bench.write_results(started)
+    print(f"wrote bench/results.md in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
