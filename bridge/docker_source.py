@@ -261,7 +261,8 @@ class LogReader:
     ) -> list[Record]:
         records: list[Record] = []
         admit = cursor_filter.admit
-        push = self._joiner.push
+        joiner = self._joiner
+        push = joiner.push
         parse = self._timestamps.parse
         for stream, payload in frames:
             if stream != STDOUT and stream != STDERR:
@@ -272,7 +273,7 @@ class LogReader:
                         payload.decode(errors="replace").strip(),
                     )
                 continue
-            space = payload.find(b" ")
+            space = payload.find(b" ", 0, 64)
             try:
                 if space < 0:
                     raise ValueError("no timestamp")
@@ -282,7 +283,13 @@ class LogReader:
                 self._malformed(exc)
                 continue
             k = admit(stream, ts_ns)
-            if k is not None:
+            if k is None:
+                continue
+            if joiner.idle and payload[-1:] == b"\n":  # the common case, without the joiner
+                position = (ts_ns, k)
+                body = payload[space + 1 : -1]
+                records.append(Record(stream, body, timestamp, position, position))
+            else:
                 records.extend(push(stream, timestamp, (ts_ns, k), payload[space + 1 :]))
         return records
 

@@ -11,6 +11,8 @@ Three layers, each fed arbitrary chunks and returning whatever became complete:
 
 from __future__ import annotations
 
+import struct
+
 STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
 DOCKER_PIECE_BYTES = 16 * 1024  # dockerd's log copier cuts longer lines into pieces of this size
 _HEADER = 8
@@ -22,12 +24,17 @@ class StreamFormatError(ValueError):
 
 
 class ChunkedDecoder:
-    """Decodes HTTP/1.1 chunked transfer-encoding incrementally."""
+    """Decodes HTTP/1.1 chunked transfer-encoding incrementally.
 
-    __slots__ = ("_buf", "_done", "_left")
+    dockerd flushes every log line as its own chunk, so this runs once per line: the common
+    case (no leftover from the previous read) works on the received bytes without copying them
+    into a buffer first.
+    """
+
+    __slots__ = ("_done", "_left", "_rest")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._rest = b""  # an incomplete size line or chunk trailer from the last read
         self._left = -1  # bytes of chunk data still to come; -1 while a size line is expected
         self._done = False
 
@@ -37,78 +44,83 @@ class ChunkedDecoder:
         return self._done
 
     def feed(self, data: bytes) -> bytes:
-        buf = self._buf
-        buf += data
-        out = bytearray()
-        pos = 0
-        while not self._done:
-            if self._left > 0:
-                take = min(self._left, len(buf) - pos)
-                if take == 0:
+        if self._rest:
+            data = self._rest + data
+            self._rest = b""
+        out: list[bytes] = []
+        pos, n, left = 0, len(data), self._left
+        while pos < n and not self._done:
+            if left > 0:
+                end = min(pos + left, n)
+                out.append(data[pos:end])
+                left -= end - pos
+                pos = end
+            elif left == 0:  # the CRLF that closes a chunk's data
+                if n - pos < 2:
                     break
-                out += buf[pos : pos + take]
-                pos += take
-                self._left -= take
-                continue
-            if self._left == 0:  # the CRLF that closes a chunk's data
-                if len(buf) - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
+                if data[pos : pos + 2] != b"\r\n":
                     raise StreamFormatError("chunked encoding: missing CRLF after chunk data")
                 pos += 2
-                self._left = -1
-                continue
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                if len(buf) - pos > 1024:
-                    raise StreamFormatError("chunked encoding: chunk-size line too long")
-                break
-            size_field = bytes(buf[pos:end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_field, 16)
-            except ValueError:
-                raise StreamFormatError(
-                    f"chunked encoding: bad chunk size {size_field[:20]!r}"
-                ) from None
-            pos = end + 2
-            if size == 0:
-                self._done = True  # trailers, if any, are of no interest
-                break
-            self._left = size
-        del buf[:pos]
-        return bytes(out)
+                left = -1
+            else:
+                end = data.find(b"\r\n", pos)
+                if end < 0:
+                    if n - pos > 1024:
+                        raise StreamFormatError("chunked encoding: chunk-size line too long")
+                    break
+                left = _chunk_size(data[pos:end])
+                pos = end + 2
+                if left == 0:
+                    self._done = True  # trailers, if any, are of no interest
+        self._left = left
+        if pos < n and not self._done:
+            self._rest = data[pos:]
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        return int(line, 16)
+    except ValueError:
+        try:
+            return int(line.split(b";", 1)[0].strip(), 16)  # chunk extensions
+        except ValueError:
+            raise StreamFormatError(f"chunked encoding: bad chunk size {line[:20]!r}") from None
+
+
+_FRAME_HEADER = struct.Struct(">II")
 
 
 class FrameParser:
     """Splits Docker's multiplexed stream into (stream, payload) frames."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._pending = b""  # an incomplete frame from the last read
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._buf)
+        return len(self._pending)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buf = self._buf
-        buf += data
+        if self._pending:
+            data = self._pending + data
         frames: list[tuple[int, bytes]] = []
-        pos = 0
-        n = len(buf)
+        unpack = _FRAME_HEADER.unpack_from
+        pos, n = 0, len(data)
         while n - pos >= _HEADER:
-            stream = buf[pos]
-            if stream > SYSTEM_ERROR or buf[pos + 1] or buf[pos + 2] or buf[pos + 3]:
+            head, size = unpack(data, pos)
+            if head & 0xFFFFFF or head >> 24 > SYSTEM_ERROR:
                 raise StreamFormatError(
-                    f"bad frame header {bytes(buf[pos : pos + _HEADER]).hex()} at offset {pos}"
+                    f"bad frame header {data[pos : pos + _HEADER].hex()} at offset {pos}"
                 )
-            end = pos + _HEADER + int.from_bytes(buf[pos + 4 : pos + 8], "big")
+            end = pos + _HEADER + size
             if end > n:
                 break
-            frames.append((stream, bytes(buf[pos + _HEADER : end])))
+            frames.append((head >> 24, data[pos + _HEADER : end]))
             pos = end
-        del buf[:pos]
+        self._pending = data[pos:] if pos < n else b""
         return frames
 
 

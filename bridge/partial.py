@@ -37,6 +37,11 @@ class PartialJoiner:
         self.merged = 0  # pieces merged into a longer line, for telemetry
 
     @property
+    def idle(self) -> bool:
+        """No unfinished line on any stream: a complete line is a record as it is."""
+        return not self._pending
+
+    @property
     def pending_bytes(self) -> int:
         return sum(p.size for p in self._pending.values())
 
