@@ -185,7 +185,7 @@ class LogReader:
         """The stopped container was read to its end. True when this reader is done."""
         records = self._joiner.flush()
         if records:
-            self._queue.put(Batch(self._handle, records, sum(len(r.message) for r in records)))
+            self._queue.put(Batch(self._handle, records, _footprint(records)))
         self._queue.put(EndOfStream(self._handle, finished_at))
         with self._lock:
             if self._wake:  # a start event came in meanwhile: look again
@@ -253,7 +253,7 @@ class LogReader:
         self._telemetry.partial_lines_merged(self._joiner.merged)
         self._joiner.merged = 0
         self._queue.put(
-            Batch(self._handle, records, sum(len(r.message) for r in records) + 64 * len(records))
+            Batch(self._handle, records, _footprint(records))
         )
 
     def _records(
@@ -331,6 +331,12 @@ class LogReader:
                     data = data[:remaining]
                     remaining -= len(data)
                 yield data
+
+
+def _footprint(records: list[Record]) -> int:
+    """Memory a batch holds, for the pending budget: the message bytes plus each record's own
+    objects (timestamp, positions, the record: about 380 bytes, measured with tracemalloc)."""
+    return sum(len(r.message) for r in records) + 384 * len(records)
 
 
 def _advanced(cursor: Cursor, cursor_filter: CursorFilter) -> Cursor:
