@@ -71,10 +71,12 @@ class LogReader:
         max_line_bytes: int,
         max_backoff: float,
         *,
-        assume_running: bool = False,
+        state_hint: dict[str, Any] | None = None,
     ) -> None:
         self._api = api
-        self._assume_running = assume_running
+        # The container's State as just seen (inspect or start event): the first pass uses it
+        # instead of asking dockerd again (with --rm there is no time to lose).
+        self._state_hint = state_hint
         self._handle = handle
         self._queue = queue
         self._telemetry = telemetry
@@ -123,7 +125,8 @@ class LogReader:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
 
     def _main(self) -> None:
         self._telemetry.container_attached()
@@ -146,9 +149,9 @@ class LogReader:
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
-                if self._assume_running:  # just started: no time to lose asking dockerd
-                    self._assume_running = False
-                    state, running = {}, True
+                if self._state_hint is not None:
+                    state, self._state_hint = self._state_hint, None
+                    running = bool(state.get("Running"))
                 else:
                     state = self._api.inspect_container(handle.id)["State"]
                     running = bool(state.get("Running"))
@@ -252,9 +255,7 @@ class LogReader:
     def _put(self, records: list[Record]) -> None:
         self._telemetry.partial_lines_merged(self._joiner.merged)
         self._joiner.merged = 0
-        self._queue.put(
-            Batch(self._handle, records, _footprint(records))
-        )
+        self._queue.put(Batch(self._handle, records, _footprint(records)))
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter

@@ -23,7 +23,9 @@ from bridge.timestamps import parse_general
 log = logging.getLogger(__name__)
 
 _STREAM_NAMES = {1: "stdout", 2: "stderr"}
-_LOOK_BACK = 16  # entries without a position (notices) skipped before giving up
+_STREAMS_BY_NAME = {name: stream for stream, name in _STREAM_NAMES.items()}
+_LOOK_BACK = 16  # entries without a position skipped before giving up
+_WALK_BACK = 200  # entries walked back from a container's last one, looking for both streams
 
 
 class JournalPositions:
@@ -60,22 +62,51 @@ class JournalPositions:
         return False
 
     def positions(self, container_id: str) -> dict[int, Position]:
-        """The last position of each stream of this container found in the journal."""
+        """The last position of each stream of this container found in the journal.
+
+        One indexed lookup per container (each costs milliseconds on a large journal): walk back
+        from its last entry until both streams are seen, and only for a stream not seen within a
+        short walk ask the journal for that stream alone.
+        """
         reader = self._reader
+        reader.flush_matches()
+        reader.add_match(CONTAINER_ID_FULL=container_id)
+        reader.seek_tail()
         found: dict[int, Position] = {}
+        looked = set()
+        for _ in range(_WALK_BACK):
+            entry = reader.get_previous()
+            if not entry:
+                return found  # every entry of the container was seen
+            stream = _STREAMS_BY_NAME.get(str(entry.get("CONTAINER_STREAM", "")))
+            if stream is None or stream in looked:
+                continue
+            position = entry_position(entry)
+            if position is not None:
+                found[stream] = position
+                looked.add(stream)
+                if len(looked) == len(_STREAM_NAMES):
+                    return found
         for stream, name in _STREAM_NAMES.items():
-            reader.flush_matches()
-            reader.add_match(CONTAINER_ID_FULL=container_id, CONTAINER_STREAM=name)
-            reader.seek_tail()
-            for _ in range(_LOOK_BACK):
-                entry = reader.get_previous()
-                if not entry:
-                    break
-                position = entry_position(entry)
+            if stream not in looked:
+                position = self._last_of_stream(container_id, name)
                 if position is not None:
                     found[stream] = position
-                    break
         return found
+
+    def _last_of_stream(self, container_id: str, stream_name: str) -> Position | None:
+        reader = self._reader
+        reader.flush_matches()
+        reader.add_match(CONTAINER_ID_FULL=container_id, CONTAINER_STREAM=stream_name)
+        reader.seek_tail()
+        for _ in range(_LOOK_BACK):
+            entry = reader.get_previous()
+            if not entry:
+                return None
+            position = entry_position(entry)
+            if position is not None:
+                return position
+        return None
 
 
 def entry_position(entry: dict[str, object]) -> Position | None:

@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -152,18 +153,33 @@ class Supervisor:
                     cid[:12],
                 )
         started = time.monotonic()
-        for summary in listed:
-            if self._stop.is_set():
-                return
-            self._consider(summary["Id"], journal)
+        ids = [c["Id"] for c in listed]
+        # Inspecting is I/O-bound: a few at a time, while this thread reads the journal back.
+        # Readers start once every position is known, so that they do not compete with that.
+        readers: list[LogReader] = []
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="inspect") as pool:
+            for cid, data in zip(ids, pool.map(self._inspect, ids), strict=True):
+                if self._stop.is_set():
+                    return
+                if data is not None and (reader := self._consider(cid, journal, inspected=data)):
+                    readers.append(reader)
+        for reader in readers:
+            reader.start()
         log.info(
             "attached to %d containers in %.2f s", len(self._readers), time.monotonic() - started
         )
 
     def _consider(
-        self, cid: str, journal: JournalPositions | None = None, *, started: bool = False
-    ) -> None:
+        self,
+        cid: str,
+        journal: JournalPositions | None = None,
+        *,
+        started: bool = False,
+        inspected: dict[str, Any] | None = None,
+    ) -> LogReader | None:
         """Starts or wakes the reader of one container if it is to be forwarded.
+
+        With `inspected` (the start-up listing) a new reader is returned, not started.
 
         `started`: a start event just came in. The reader then opens the log stream at once,
         without asking dockerd first: with --rm, a short-lived container's logs are removed
@@ -173,20 +189,20 @@ class Supervisor:
             handle = self._handles.get(cid)
         state: dict[str, Any] | None = None
         if handle is None or not started:
-            handle, state = self._prepare(cid, journal)
+            handle, state = self._prepare(cid, journal, inspected)
             if handle is None:
-                return
+                return None
         if (
             state is not None
             and not state.get("Running")
             and handle.finished_at
             and handle.finished_at == state.get("FinishedAt")
         ):
-            return  # stopped, and read to its end before: nothing new to read
+            return None  # stopped, and read to its end before: nothing new to read
         with self._lock:
             reader = self._readers.get(cid)
             if reader is not None and reader.wake():
-                return
+                return None
             handle.finished_at = ""
             reader = LogReader(
                 self._api,
@@ -195,22 +211,35 @@ class Supervisor:
                 self._telemetry,
                 self._config.forward.max_line_bytes,
                 self._config.docker.reconnect_max_seconds,
-                assume_running=started,
+                state_hint={"Running": True} if started else state,
             )
             self._readers[cid] = reader
+        if inspected is not None:
+            return reader
         reader.start()
+        return None
 
-    def _prepare(
-        self, cid: str, journal: JournalPositions | None = None
-    ) -> tuple[ContainerHandle | None, dict[str, Any] | None]:
-        """Inspects a container; registers a handle for it when it is to be forwarded."""
+    def _inspect(self, cid: str) -> dict[str, Any] | None:
         try:
-            data = self._api.inspect_container(cid)
-            info = ContainerInfo.from_inspect(data, _created_ns(data))
+            data: dict[str, Any] = self._api.inspect_container(cid)
+            return data
         except docker.errors.APIError as exc:
             if not is_gone(exc):
                 log.warning("container %s: cannot inspect (%s); skipped for now", cid[:12], exc)
+            return None
+
+    def _prepare(
+        self,
+        cid: str,
+        journal: JournalPositions | None = None,
+        inspected: dict[str, Any] | None = None,
+    ) -> tuple[ContainerHandle | None, dict[str, Any] | None]:
+        """Inspects a container; registers a handle for it when it is to be forwarded."""
+        data = inspected if inspected is not None else self._inspect(cid)
+        if data is None:
             return None, None
+        try:
+            info = ContainerInfo.from_inspect(data, _created_ns(data))
         except (KeyError, TypeError, ValueError) as exc:
             log.error("container %s: unusable inspect answer (%s); skipped", cid[:12], exc)
             return None, None
