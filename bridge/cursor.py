@@ -40,11 +40,6 @@ class Cursor:
             bounds.append(newest - guard_ns)
         return max(self.floor_ns, min(bounds), 0)
 
-    def advanced(self, stream: int, position: Position) -> Cursor:
-        streams = dict(self.streams)
-        streams[stream] = position
-        return Cursor(self.floor_ns, streams)
-
     def merged(self, other: Cursor) -> Cursor:
         """The later of two cursors, stream by stream."""
         streams = dict(self.streams)

@@ -83,9 +83,6 @@ class Bridge:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             self._reload.set()

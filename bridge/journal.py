@@ -59,10 +59,6 @@ class JournalSocket:
         self._max_datagram = 0
         self._gone_since: float | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
     def connect(self) -> None:
         """Connects (or reconnects); raises OSError when the socket is not there."""
         self.close()
