@@ -48,7 +48,9 @@ class ContainerHandle:
         fields = encode_pairs(container_fields(info, tag, selection))
         return cls(info, fields, start, backlog_tail, dict(start.streams))
 
-    def renamed(self, info: ContainerInfo, tag: TagTemplate, selection: MetadataSelection) -> None:
+    def refresh_fields(
+        self, info: ContainerInfo, tag: TagTemplate, selection: MetadataSelection
+    ) -> None:
         # Replacing two attributes; the writer reads `fields` once per batch, so an entry
         # carries either the old name or the new one, never a mix.
         self.fields = encode_pairs(container_fields(info, tag, selection))

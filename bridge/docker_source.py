@@ -151,10 +151,9 @@ class LogReader:
             try:
                 if self._state_hint is not None:
                     state, self._state_hint = self._state_hint, None
-                    running = bool(state.get("Running"))
                 else:
                     state = self._api.inspect_container(handle.id)["State"]
-                    running = bool(state.get("Running"))
+                running = bool(state.get("Running"))
                 if failing_since is not None:
                     log.info("container %s: reading again", self.name)
                     failing_since, backoff = None, 0.1

@@ -201,22 +201,27 @@ class JournalWriter:
             self._telemetry.lines_dropped("journal_error", len(refused), container=labels)
         committed = handle.committed
         counts: dict[int, list[int]] = {}
+        dropped: dict[str, int] = {}
+        skipped = set(refused)
+        last_sent: Record | None = None
         index = 0
         for record in records:
             if record.dropped is not None:
-                self._telemetry.lines_dropped(record.dropped, container=labels)
+                dropped[record.dropped] = dropped.get(record.dropped, 0) + 1
             else:
                 if index >= sent:
                     break  # abandoned at shutdown: not committed, so read again next start
+                if index not in skipped:
+                    count = counts.setdefault(record.stream, [0, 0])
+                    count[0] += 1
+                    count[1] += len(record.message)
+                    last_sent = record
                 index += 1
-                count = counts.setdefault(record.stream, [0, 0])
-                count[0] += 1
-                count[1] += len(record.message)
             committed[record.stream] = record.last
-        if counts:
-            self._telemetry.delivery_lag(
-                time.time() - records[min(index, len(records)) - 1].first[0] / NS_PER_SECOND
-            )
+        for reason, lines in dropped.items():
+            self._telemetry.lines_dropped(reason, lines, container=labels)
+        if last_sent is not None:
+            self._telemetry.delivery_lag(time.time() - last_sent.first[0] / NS_PER_SECOND)
         for stream, (lines, nbytes) in counts.items():
             self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
             self.lines_forwarded += lines

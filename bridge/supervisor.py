@@ -79,7 +79,7 @@ class Supervisor:
                 log.info("container %s: no longer forwarded after reload", handle.info.name)
                 self._forget(handle.id, prune=False)
             else:
-                handle.renamed(handle.info, self._tag, self._selection)
+                handle.refresh_fields(handle.info, self._tag, self._selection)
                 handle.next_chain = self._chain(handle)
         try:
             self._attach_all(None)
@@ -249,8 +249,10 @@ class Supervisor:
             return None, None
         with self._lock:
             handle = self._handles.get(cid)
-            if handle is None:
-                handle = self._handles[cid] = self._new_handle(info, journal)
+        if handle is None:  # built outside the lock: it may read the journal back
+            built = self._new_handle(info, journal)
+            with self._lock:
+                handle = self._handles.setdefault(cid, built)
         return handle, data.get("State") or {}
 
     def _skip_reason(self, info: ContainerInfo) -> str | None:
@@ -270,9 +272,9 @@ class Supervisor:
                 cursor = (cursor or Cursor()).merged(Cursor(0, found))
         tail: int | None = None
         if cursor is None:
-            first_run = journal is not None and info.created_ns <= self.state.first_run_ns
+            predates_first_run = journal is not None and info.created_ns <= self.state.first_run_ns
             backlog = self._config.forward.backlog_lines
-            if not first_run or backlog is None:
+            if not predates_first_run or backlog is None:
                 cursor = Cursor()  # from its first line
             elif backlog == 0:
                 cursor = Cursor(time.time_ns())
@@ -362,7 +364,7 @@ class Supervisor:
         data = self._api.inspect_container(cid)
         info = ContainerInfo.from_inspect(data, handle.info.created_ns)
         old = handle.info.name
-        handle.renamed(info, self._tag, self._selection)
+        handle.refresh_fields(info, self._tag, self._selection)
         log.info("container %s renamed to %s", old, info.name)
 
     def _forget(self, cid: str, *, prune: bool = True) -> None:

@@ -83,3 +83,20 @@ def test_writer_abandons_at_shutdown_without_committing():
     queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1))], 1))
     assert not writer.drain_and_stop(0.3)
     assert h.committed == {}
+
+
+class RefusingSocket(FakeSocket):
+    def send_batch(self, datagrams, keep_waiting):
+        return len(datagrams), [0]  # journald refused the first entry for good
+
+
+def test_refused_entries_are_counted_as_dropped_not_forwarded_and_still_committed():
+    registry = CollectorRegistry()
+    queue, h = PendingQueue(1 << 20), handle()
+    writer = JournalWriter(queue, RefusingSocket(), Telemetry(registry), lambda: None)
+    writer.start()
+    queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1)), Record(1, b"b", TS, (2, 1), (2, 1))], 2))
+    assert writer.drain_and_stop(5)
+    assert registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"}) == 1
+    assert registry.get_sample_value("journald_bridge_lines_dropped_total", {"reason": "journal_error"}) == 1
+    assert h.committed == {1: (2, 1)}
