@@ -45,13 +45,22 @@ Item = Batch | EndOfStream
 
 
 class PendingQueue:
-    """FIFO of batches bounded by the bytes they hold (one oversize batch may always enter)."""
+    """FIFO of batches bounded by the bytes they hold (one oversize batch may always enter).
+
+    Readers blocked on a full queue are woken once it has drained to three quarters, not after
+    every batch the writer finishes: during a catch-up the queue stays full, and waking every
+    reader per batch cost more CPU (and GIL hand-overs) than the batches themselves.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
+        self._resume_bytes = max_bytes * 3 // 4
         self._items: deque[Item] = deque()
         self._bytes = 0
-        self._cond = threading.Condition()
+        self._blocked = 0  # readers waiting for room
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._room = threading.Condition(lock)
 
     @property
     def pending_bytes(self) -> int:
@@ -59,29 +68,35 @@ class PendingQueue:
 
     def put(self, item: Item) -> None:
         nbytes = item.nbytes if isinstance(item, Batch) else 0
-        with self._cond:
-            while self._bytes and self._bytes + nbytes > self.max_bytes:
-                self._cond.wait()
+        with self._room:
+            if self._bytes and self._bytes + nbytes > self.max_bytes:
+                self._blocked += 1
+                try:
+                    while self._bytes and self._bytes + nbytes > self.max_bytes:
+                        self._room.wait()
+                finally:
+                    self._blocked -= 1
             self._items.append(item)
             self._bytes += nbytes
-            self._cond.notify_all()
+            self._not_empty.notify()
 
     def get(self, timeout: float) -> Item | None:
-        with self._cond:
+        with self._not_empty:
             if not self._items:
-                self._cond.wait(timeout)
+                self._not_empty.wait(timeout)
                 if not self._items:
                     return None
             return self._items.popleft()
 
     def release(self, nbytes: int) -> None:
         """The writer is done with `nbytes` (sent, or given up): readers may put more."""
-        with self._cond:
+        with self._room:
             self._bytes -= nbytes
-            self._cond.notify_all()
+            if self._blocked and self._bytes <= self._resume_bytes:
+                self._room.notify_all()
 
     def empty(self) -> bool:
-        with self._cond:
+        with self._not_empty:
             return not self._items
 
 

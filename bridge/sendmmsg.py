@@ -50,30 +50,50 @@ def _structs(count: int) -> tuple[struct.Struct, struct.Struct]:
     return struct.Struct("<" + _IOVEC * count), struct.Struct("<" + _MMSGHDR * count)
 
 
-def sendmmsg(fd: int, datagrams: Sequence[bytes]) -> int:
-    """Sends datagrams on a connected socket without blocking; returns how many were sent.
+class PackedDatagrams:
+    """A run of datagrams packed once into iovec and mmsghdr arrays, sendable from any index.
 
-    Raises BlockingIOError (EAGAIN) or OSError when not even the first one could be sent.
+    Under backpressure journald frees one slot at a time, so a run goes out in many calls;
+    packing once keeps each retry a single system call instead of re-packing what is left.
+    The datagrams list is kept referenced: the arrays point into its bytes objects.
     """
-    assert _sendmmsg is not None and _DATA_OFFSET is not None
-    count = len(datagrams)
-    iov_struct, hdr_struct = _structs(count)
-    iovecs = ctypes.create_string_buffer(iov_struct.size)
-    headers = ctypes.create_string_buffer(hdr_struct.size)
-    offset = _DATA_OFFSET
-    iov_values: list[int] = []
-    for data in datagrams:
-        iov_values += (id(data) + offset, len(data))
-    iov_struct.pack_into(iovecs, 0, *iov_values)
-    base = ctypes.addressof(iovecs)
-    hdr_values: list[int] = []
-    for i in range(count):
-        hdr_values += (0, 0, base + 16 * i, 1, 0, 0, 0, 0)
-    hdr_struct.pack_into(headers, 0, *hdr_values)
-    sent = int(_sendmmsg(fd, ctypes.addressof(headers), count, MSG_DONTWAIT))
-    if sent < 0:
-        err = ctypes.get_errno()
-        if err == errno.EAGAIN:
-            raise BlockingIOError(err, os.strerror(err))
-        raise OSError(err, os.strerror(err))
-    return sent
+
+    __slots__ = ("_base", "_datagrams", "_headers", "_iovecs", "count")
+
+    def __init__(self, datagrams: Sequence[bytes]) -> None:
+        assert _DATA_OFFSET is not None
+        self._datagrams = datagrams
+        self.count = count = len(datagrams)
+        iov_struct, hdr_struct = _structs(count)
+        self._iovecs = ctypes.create_string_buffer(iov_struct.size)
+        self._headers = ctypes.create_string_buffer(hdr_struct.size)
+        offset = _DATA_OFFSET
+        iov_values: list[int] = []
+        for data in datagrams:
+            iov_values += (id(data) + offset, len(data))
+        iov_struct.pack_into(self._iovecs, 0, *iov_values)
+        iov_base = ctypes.addressof(self._iovecs)
+        hdr_values: list[int] = []
+        for i in range(count):
+            hdr_values += (0, 0, iov_base + 16 * i, 1, 0, 0, 0, 0)
+        hdr_struct.pack_into(self._headers, 0, *hdr_values)
+        self._base = ctypes.addressof(self._headers)
+
+    def send(self, fd: int, start: int) -> int:
+        """Sends datagrams[start:] on a connected socket without blocking; returns how many
+        went. Raises BlockingIOError (EAGAIN) or OSError when not even the first one could."""
+        assert _sendmmsg is not None and 0 <= start < self.count
+        sent = int(
+            _sendmmsg(fd, self._base + _MMSGHDR_SIZE * start, self.count - start, MSG_DONTWAIT)
+        )
+        if sent < 0:
+            err = ctypes.get_errno()
+            if err == errno.EAGAIN:
+                raise BlockingIOError(err, os.strerror(err))
+            raise OSError(err, os.strerror(err))
+        return sent
+
+
+def sendmmsg(fd: int, datagrams: Sequence[bytes]) -> int:
+    """Sends datagrams on a connected socket without blocking; returns how many were sent."""
+    return PackedDatagrams(datagrams).send(fd, 0)

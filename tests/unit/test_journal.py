@@ -133,3 +133,33 @@ def test_batches_arrive_in_order_through_backpressure(server, make):
     assert journal.send_batch(datagrams, lambda: True) == (3000, [])
     thread.join(10)
     assert received == datagrams
+
+
+def test_a_packed_run_is_sent_from_where_the_last_call_stopped(server):
+    from bridge import sendmmsg
+
+    if not sendmmsg.AVAILABLE:
+        pytest.skip("no sendmmsg here")
+    path, srv = server
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    client.connect(path)
+    datagrams = [b"MESSAGE=%d\n" % i for i in range(10)]
+    packed = sendmmsg.PackedDatagrams(datagrams)
+    assert packed.send(client.fileno(), 7) == 3
+    assert packed.send(client.fileno(), 0) == 10
+    client.close()
+    received = [srv.recv(100) for _ in range(13)]
+    assert received == datagrams[7:] + datagrams
+
+
+def test_the_refill_pause_follows_the_queue_length(tmp_path):
+    from bridge.journal import _refill_pause
+
+    sysctl = tmp_path / "max_dgram_qlen"
+    sysctl.write_text("512\n")
+    assert _refill_pause(str(sysctl)) == pytest.approx(512 * 3e-6)
+    sysctl.write_text("10\n")
+    assert _refill_pause(str(sysctl)) == pytest.approx(0.00003)
+    assert _refill_pause(str(tmp_path / "missing")) == pytest.approx(0.00003)
+    sysctl.write_text("100000\n")
+    assert _refill_pause(str(sysctl)) == 0.002

@@ -52,6 +52,21 @@ def test_queue_blocks_producers_at_the_byte_budget():
     assert done.wait(1)
 
 
+def test_blocked_producers_wait_for_the_queue_to_drain_to_three_quarters():
+    queue = PendingQueue(100)
+    h = handle()
+    for _ in range(4):
+        queue.put(Batch(h, [], 25))
+    done = threading.Event()
+    threading.Thread(target=lambda: (queue.put(Batch(h, [], 10)), done.set())).start()
+    assert queue.get(0.1) is not None
+    queue.release(10)  # 90 pending: there is room, but not yet worth a wake-up
+    assert not done.wait(0.2)
+    queue.release(15)  # 75 pending: the producer goes on
+    assert done.wait(1)
+    assert queue.pending_bytes == 85
+
+
 def test_writer_commits_only_what_was_sent_and_counts_it():
     registry = CollectorRegistry()
     queue, sock, h = PendingQueue(1 << 20), FakeSocket(), handle()
@@ -95,8 +110,18 @@ def test_refused_entries_are_counted_as_dropped_not_forwarded_and_still_committe
     queue, h = PendingQueue(1 << 20), handle()
     writer = JournalWriter(queue, RefusingSocket(), Telemetry(registry), lambda: None)
     writer.start()
-    queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1)), Record(1, b"b", TS, (2, 1), (2, 1))], 2))
+    queue.put(
+        Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1)), Record(1, b"b", TS, (2, 1), (2, 1))], 2)
+    )
     assert writer.drain_and_stop(5)
-    assert registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"}) == 1
-    assert registry.get_sample_value("journald_bridge_lines_dropped_total", {"reason": "journal_error"}) == 1
+    assert (
+        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "journald_bridge_lines_dropped_total", {"reason": "journal_error"}
+        )
+        == 1
+    )
     assert h.committed == {1: (2, 1)}
