@@ -125,3 +125,54 @@ def test_refused_entries_are_counted_as_dropped_not_forwarded_and_still_committe
         == 1
     )
     assert h.committed == {1: (2, 1)}
+
+
+class RecordingSocket(FakeSocket):
+    """Records each send_batch call; refuses the entries at the given indices of a call."""
+
+    def __init__(self, refuse_indices=()):
+        super().__init__()
+        self.calls = []
+        self.refuse_indices = list(refuse_indices)
+
+    def send_batch(self, datagrams, keep_waiting):
+        self.calls.append(list(datagrams))
+        self.sent += datagrams
+        return len(datagrams), self.refuse_indices
+
+
+def test_queued_batches_of_several_containers_go_out_in_one_send_in_order():
+    registry = CollectorRegistry()
+    queue, sock = PendingQueue(1 << 20), RecordingSocket(refuse_indices=[2])
+    web = handle()
+    db = ContainerHandle.create(
+        ContainerInfo(id="c" * 64, name="db", image_name="img", image_id="sha256:b"),
+        TagTemplate("{{.Name}}"),
+        MetadataSelection(),
+        Cursor(),
+    )
+    queue.put(Batch(web, [Record(1, b"w1", TS, (1, 1), (1, 1))], 1))
+    queue.put(Batch(db, [Record(1, b"d1", TS, (5, 1), (5, 1))], 1))
+    queue.put(Batch(db, [Record(1, b"d2", TS, (6, 1), (6, 1))], 1))
+    writer = JournalWriter(queue, sock, Telemetry(registry), lambda: None)
+    writer.start()
+    assert writer.drain_and_stop(5)
+    assert len(sock.calls) == 1
+    assert [d.split(b"\n", 1)[0] for d in sock.calls[0]] == [
+        b"MESSAGE=w1",
+        b"MESSAGE=d1",
+        b"MESSAGE=d2",
+    ]
+    # index 2 of the one call is db's second entry: refused, counted against db, committed
+    assert web.committed == {1: (1, 1)} and db.committed == {1: (6, 1)}
+    assert (
+        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
+        == 2
+    )
+    assert (
+        registry.get_sample_value(
+            "journald_bridge_lines_dropped_total", {"reason": "journal_error"}
+        )
+        == 1
+    )
+    assert queue.pending_bytes == 0
