@@ -77,6 +77,56 @@ def wait_for_messages(messages: list[str], timeout: float) -> float:
         reader.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_of(name: str) -> int:
+    found = subprocess.run(["pgrep", "-xo", name], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else 0
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+class CpuMeter:
+    """Where a scenario's CPU went: each process in % of one core, the machine in % busy."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self._start: dict[str, float] = {}
+        self._machine: tuple[float, float] = (0.0, 0.0)
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._machine = machine_busy_seconds()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._t0
+        out = {
+            name: round((cpu_seconds(pid) - self._start[name]) / elapsed * 100, 1)
+            for name, pid in self.pids.items()
+        }
+        busy, total = machine_busy_seconds()
+        out["machine_busy"] = round(
+            (busy - self._machine[0]) / max(total - self._machine[1], 1e-9) * 100, 1
+        )
+        return out
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    parts = [f"{name} {value:.0f}%" for name, value in cpu.items() if name != "machine_busy"]
+    return ", ".join(parts) + f"; machine {cpu.get('machine_busy', 0):.0f}% busy"
+
+
 class BridgeProcess:
     def __init__(self, workdir: Path, label: str) -> None:
         self.port = _free_port()
@@ -110,8 +160,7 @@ class BridgeProcess:
 
     def cpu_seconds(self) -> float:
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def rss_mb(self) -> float:
         assert self.process is not None
@@ -165,11 +214,15 @@ class Bench:
 
     # --- 1. throughput ---------------------------------------------------------------------
 
-    def throughput_once(self, mode: str, containers: int = 4, lines: int = 50000) -> float:
+    def throughput_once(
+        self, mode: str, meter: CpuMeter | None = None, containers: int = 4, lines: int = 50000
+    ) -> float:
         tag = f"t{uuid.uuid4().hex[:6]}"
         tags = [f"{tag}-{n}" for n in range(containers)]
         if mode == "ceiling":
-            return self.ceiling_once(tags, lines)
+            return self.ceiling_once(tags, lines, meter)
+        if meter is not None:
+            meter.start()
         started = time.time()
         self.run_containers(
             [line_script(t, lines) for t in tags], "journald" if mode == "driver" else "json-file"
@@ -178,7 +231,7 @@ class Bench:
         self.cleanup_containers()
         return containers * (lines + 1) / (done - started)
 
-    def ceiling_once(self, tags: list[str], lines: int) -> float:
+    def ceiling_once(self, tags: list[str], lines: int, meter: CpuMeter | None = None) -> float:
         """Pre-encoded datagrams with the bridge's field set, from one process, as fast as possible."""
         datagrams = []
         for n, tag in enumerate(tags):
@@ -201,6 +254,8 @@ class Bench:
                 )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.connect("/run/systemd/journal/socket")
+        if meter is not None:
+            meter.start()
         started = time.time()
         for datagram in datagrams:
             sock.send(datagram)  # blocking: journald's pace
@@ -208,18 +263,47 @@ class Bench:
         done = wait_for_messages([f"END-{t}" for t in tags], 600)
         return len(datagrams) / (done - started)
 
+    def process_pids(self, bridge: BridgeProcess | None) -> dict[str, int]:
+        pids = {"dockerd": pid_of("dockerd"), "journald": pid_of("systemd-journal")}
+        if bridge is not None and bridge.process is not None:
+            pids = {"bridge": bridge.process.pid, **pids}
+        return pids
+
     def throughput(self, bridge: BridgeProcess) -> None:
         runs: dict[str, list[float]] = {"bridge": [], "driver": [], "ceiling": []}
+        cpu: dict[str, list[dict[str, float]]] = {"bridge": [], "driver": [], "ceiling": []}
         for rep in range(self.reps):
             for mode in ("bridge", "driver", "ceiling"):
-                rate = self.throughput_once(mode)
+                pids = self.process_pids(bridge)
+                if mode == "ceiling":
+                    pids = {"sender": os.getpid(), "journald": pids["journald"]}
+                meter = CpuMeter(pids)
+                rate = self.throughput_once(mode, meter)
+                used = meter.stop()
                 runs[mode].append(rate)
-                print(f"  throughput rep {rep + 1} {mode}: {rate:,.0f} lines/s", flush=True)
+                cpu[mode].append(used)
+                print(
+                    f"  throughput rep {rep + 1} {mode}: {rate:,.0f} lines/s; cpu {cpu_text(used)}",
+                    flush=True,
+                )
         med = {m: statistics.median(v) for m, v in runs.items()}
-        self.results["throughput"] = {"runs": runs, "median": med}
+        cpu_med = {
+            m: {k: statistics.median(u[k] for u in uses) for k in uses[0]}
+            for m, uses in cpu.items()
+        }
+        self.results["throughput"] = {
+            "runs": runs,
+            "median": med,
+            "cpu": cpu,
+            "cpu_median": cpu_med,
+        }
         self.say(
             f"throughput: bridge {med['bridge']:,.0f} lines/s, driver {med['driver']:,.0f}, ceiling {med['ceiling']:,.0f}; "
             f"a/b = {med['bridge'] / med['driver']:.2f}, a/c = {med['bridge'] / med['ceiling']:.2f} (median of {self.reps})"
+        )
+        self.say(
+            "throughput CPU, % of one core (median): "
+            + "; ".join(f"{mode}: {cpu_text(cpu_med[mode])}" for mode in cpu_med)
         )
 
     # --- 2. latency ----------------------------------------------------------------------------
@@ -332,7 +416,10 @@ class Bench:
             c.wait(timeout=600)
         started = time.time()
         bridge.start()
+        meter = CpuMeter(self.process_pids(bridge))
+        meter.start()
         done = wait_for_messages([f"END-{t}" for t in tags], 900)
+        used = meter.stop()
         bridge.stop()
         self.cleanup_containers()
         rate = 4 * 250001 / (done - started)
@@ -343,10 +430,11 @@ class Bench:
             "seconds": done - started,
             "lines_per_second": rate,
             "ratio_to_ceiling": rate / ceiling,
+            "cpu": used,
         }
         self.say(
             f"catch-up: 1,000,000 lines written while the bridge was down, in the journal {done - started:.1f} s "
-            f"after it started ({rate:,.0f} lines/s, {rate / ceiling:.2f} of the ceiling)"
+            f"after it started ({rate:,.0f} lines/s, {rate / ceiling:.2f} of the ceiling); cpu {cpu_text(used)}"
         )
 
     def write_results(self, started: float) -> None:

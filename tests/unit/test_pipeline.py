@@ -35,6 +35,14 @@ class FakeSocket:
         return len(datagrams), []
 
 
+def forwarded(registry, stream="stdout"):
+    return registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": stream})
+
+
+def dropped(registry, reason):
+    return registry.get_sample_value("journald_bridge_lines_dropped_total", {"reason": reason})
+
+
 def handle():
     info = ContainerInfo(id="a" * 64, name="web", image_name="img", image_id="sha256:b")
     return ContainerHandle.create(info, TagTemplate("{{.Name}}"), MetadataSelection(), Cursor())
@@ -79,10 +87,7 @@ def test_writer_commits_only_what_was_sent_and_counts_it():
     assert len(sock.sent) == 2 and b"CONTAINER_NAME=web\n" in sock.sent[0]
     assert h.committed == {1: (1, 1), 2: (2, 1)}
     assert h.finished_at == "2026-11-28T00:00:00Z"
-    assert (
-        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
-        == 1
-    )
+    assert forwarded(registry) == 1
     assert (
         registry.get_sample_value("journald_bridge_bytes_forwarded_total", {"stream": "stderr"})
         == 2
@@ -114,16 +119,8 @@ def test_refused_entries_are_counted_as_dropped_not_forwarded_and_still_committe
         Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1)), Record(1, b"b", TS, (2, 1), (2, 1))], 2)
     )
     assert writer.drain_and_stop(5)
-    assert (
-        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
-        == 1
-    )
-    assert (
-        registry.get_sample_value(
-            "journald_bridge_lines_dropped_total", {"reason": "journal_error"}
-        )
-        == 1
-    )
+    assert forwarded(registry) == 1
+    assert dropped(registry, "journal_error") == 1
     assert h.committed == {1: (2, 1)}
 
 
@@ -165,14 +162,6 @@ def test_queued_batches_of_several_containers_go_out_in_one_send_in_order():
     ]
     # index 2 of the one call is db's second entry: refused, counted against db, committed
     assert web.committed == {1: (1, 1)} and db.committed == {1: (6, 1)}
-    assert (
-        registry.get_sample_value("journald_bridge_lines_forwarded_total", {"stream": "stdout"})
-        == 2
-    )
-    assert (
-        registry.get_sample_value(
-            "journald_bridge_lines_dropped_total", {"reason": "journal_error"}
-        )
-        == 1
-    )
+    assert forwarded(registry) == 2
+    assert dropped(registry, "journal_error") == 1
     assert queue.pending_bytes == 0
