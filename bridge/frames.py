@@ -72,6 +72,12 @@ class ChunkedDecoder:
                 pos = end + 2
                 if left == 0:
                     self._done = True  # trailers, if any, are of no interest
+                elif pos + left + 2 <= n:  # the whole chunk is here: one step, not three
+                    end = pos + left
+                    if data[end : end + 2] != b"\r\n":
+                        raise StreamFormatError("chunked encoding: missing CRLF after chunk data")
+                    out.append(data[pos:end])
+                    pos, left = end + 2, -1
         self._left = left
         if pos < n and not self._done:
             self._rest = data[pos:]

@@ -32,6 +32,28 @@ def default_priority(stream: int) -> int:
 def encode_record(record: Record, container_fields: bytes) -> bytes:
     """One journal entry for a record; `container_fields` is the pre-encoded fixed part."""
     message = record.message
+    first = record.first
+    if (  # the common entry, in one join (this runs once per line)
+        first[1] == 1
+        and first == record.last
+        and record.partial is None
+        and not record.extra_fields
+        and b"\n" not in message
+    ):
+        priority = record.priority
+        return b"".join(
+            (
+                b"MESSAGE=",
+                message,
+                b"\n",
+                _PRIORITY[priority if priority is not None else default_priority(record.stream)],
+                b"SYSLOG_TIMESTAMP=",
+                record.timestamp,
+                b"\n",
+                _STREAM.get(record.stream, b""),
+                container_fields,
+            )
+        )
     if b"\n" in message:
         head = b"MESSAGE\n" + len(message).to_bytes(8, "little") + message + b"\n"
     else:

@@ -54,3 +54,35 @@ def test_partial_and_cursor_fields():
     assert (fields[b"CONTAINER_PARTIAL_ID"], fields[b"CONTAINER_PARTIAL_ORDINAL"]) == (b"p1", b"2")
     assert fields[b"CONTAINER_PARTIAL_LAST"] == b"false"
     assert parse_cursor_field(fields[b"JOURNALD_BRIDGE_CURSOR"]) == (5, 3)
+
+
+records_st = st.builds(
+    Record,
+    stream=st.sampled_from([1, 2]),
+    message=st.binary(max_size=60),
+    timestamp=st.just(TS),
+    first=st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    last=st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    partial=st.none() | st.builds(PartialMark, st.just("p"), st.integers(1, 3), st.booleans()),
+    priority=st.none() | st.integers(0, 7),
+    extra_fields=st.lists(
+        st.tuples(st.sampled_from([b"USER", b"LEVEL"]), st.binary(max_size=10)), max_size=2
+    ).map(tuple),
+)
+
+
+@given(records_st)
+def test_every_record_encodes_to_the_fields_it_holds(record):
+    """The one-join shortcut for common entries and the general path agree field by field."""
+    fields = decode(encode_record(record, b"CONTAINER_NAME=web\n"))
+    names = [name for name, _ in fields]
+    assert fields[0] == (b"MESSAGE", record.message)
+    priority = record.priority if record.priority is not None else (3 if record.stream == 2 else 6)
+    assert (b"PRIORITY", b"%d" % priority) in fields
+    assert (b"SYSLOG_TIMESTAMP", TS) in fields
+    assert (b"CONTAINER_NAME", b"web") in fields
+    exact = record.first == record.last and record.first[1] == 1
+    assert (b"JOURNALD_BRIDGE_CURSOR" in names) is not exact
+    assert (b"CONTAINER_PARTIAL_ID" in names) is (record.partial is not None)
+    for pair in record.extra_fields:
+        assert pair in fields
