@@ -6,7 +6,7 @@ speed. One call sends a batch with one GIL release.
 
 The iovec and mmsghdr arrays are packed with `struct` in one call per batch (building ctypes
 structures field by field cost more than the send itself). Data pointers come from the bytes
-objects' buffers; the caller's list keeps them alive for the duration of the call.
+objects' buffers; `PackedDatagrams` keeps the list, and so them, alive.
 """
 
 from __future__ import annotations
@@ -93,7 +93,3 @@ class PackedDatagrams:
             raise OSError(err, os.strerror(err))
         return sent
 
-
-def sendmmsg(fd: int, datagrams: Sequence[bytes]) -> int:
-    """Sends datagrams on a connected socket without blocking; returns how many were sent."""
-    return PackedDatagrams(datagrams).send(fd, 0)
