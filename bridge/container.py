@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bridge.cursor import Cursor, Position
 from bridge.fields import (
@@ -34,7 +35,8 @@ class ContainerHandle:
     finished_at: str = ""
     removed: bool = False
     chain: TransformChain | None = None  # used by the writer thread only
-    next_chain: TransformChain | bool | None = False  # set at reload; the writer swaps it in
+    # Set at reload (None: no transforms any more); the writer swaps it in. False: no change.
+    next_chain: TransformChain | Literal[False] | None = False
 
     @classmethod
     def create(

@@ -32,41 +32,26 @@ def default_priority(stream: int) -> int:
 def encode_record(record: Record, container_fields: bytes) -> bytes:
     """One journal entry for a record; `container_fields` is the pre-encoded fixed part."""
     message = record.message
-    first = record.first
-    if (  # the common entry, in one join (this runs once per line)
-        first[1] == 1
-        and first == record.last
-        and record.partial is None
-        and not record.extra_fields
-        and b"\n" not in message
-    ):
-        priority = record.priority
-        return b"".join(
-            (
-                b"MESSAGE=",
-                message,
-                b"\n",
-                _PRIORITY[priority if priority is not None else default_priority(record.stream)],
-                b"SYSLOG_TIMESTAMP=",
-                record.timestamp,
-                b"\n",
-                _STREAM.get(record.stream, b""),
-                container_fields,
-            )
-        )
-    if b"\n" in message:
-        head = b"MESSAGE\n" + len(message).to_bytes(8, "little") + message + b"\n"
-    else:
-        head = b"MESSAGE=" + message + b"\n"
     priority = record.priority if record.priority is not None else default_priority(record.stream)
-    parts = [
-        head,
-        _PRIORITY[priority],
-        b"SYSLOG_TIMESTAMP=" + record.timestamp + b"\n",
-        _STREAM.get(record.stream, b""),
-        container_fields,
-    ]
-    if record.needs_cursor_field:
+    # One join for what every entry has: this runs once per line.
+    entry = b"".join(
+        (
+            b"MESSAGE\n" + len(message).to_bytes(8, "little") if b"\n" in message else b"MESSAGE=",
+            message,
+            b"\n",
+            _PRIORITY[priority],
+            b"SYSLOG_TIMESTAMP=",
+            record.timestamp,
+            b"\n",
+            _STREAM.get(record.stream, b""),
+            container_fields,
+        )
+    )
+    needs_cursor = record.needs_cursor_field
+    if not (needs_cursor or record.partial is not None or record.extra_fields):
+        return entry
+    parts = [entry]
+    if needs_cursor:
         ts, k = record.last
         parts.append(b"JOURNALD_BRIDGE_CURSOR=%d:%d\n" % (ts, k))
     partial = record.partial

@@ -200,7 +200,7 @@ class JournalWriter:
         if new is not False:
             if handle.chain is not None:
                 self._send(handle, handle.chain.tick(time.time(), final=True))
-            handle.chain = new if isinstance(new, TransformChain) else None
+            handle.chain = new
             handle.next_chain = False
         return handle.chain
 

@@ -92,4 +92,3 @@ class PackedDatagrams:
                 raise BlockingIOError(err, os.strerror(err))
             raise OSError(err, os.strerror(err))
         return sent
-
