@@ -30,7 +30,7 @@ _GONE = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET, err
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 _MAX_BACKOFF = 5.0
 _ATTEMPTS_ON_UNKNOWN_ERROR = 5
-_BATCH = 256  # datagrams per sendmmsg call
+_BATCH = sendmmsg.MAX_RUN  # datagrams per sendmmsg call
 # When journald's queue was full, the writer waits until about a quarter of it has drained
 # (at ~12 µs an entry) before refilling: journald frees one slot per entry it reads, and waking
 # the writer for each one cost both processes more CPU than the entries themselves (catch-up
@@ -176,19 +176,19 @@ class JournalSocket:
         keep_waiting: KeepWaiting,
     ) -> tuple[int, bool]:
         """Sends datagrams[start:end] through sendmmsg; returns where it got to."""
-        packed = sendmmsg.PackedDatagrams(datagrams[start:end])
-        index = start
-        while index < end and self._sock is sock:  # a reconnect means packing for the new one
-            try:
-                index += packed.send(sock.fileno(), index - start)
-            except BlockingIOError:
-                if not self._wait_writable(sock, keep_waiting):
-                    return index, False
-                time.sleep(self._refill_pause)
-            except OSError:  # the one-by-one path knows every error
-                index, ok = self._send_one(datagrams, index, refused, keep_waiting)
-                if not ok:
-                    return index, False
+        with sendmmsg.PackedDatagrams(datagrams[start:end]) as packed:
+            index = start
+            while index < end and self._sock is sock:  # a reconnect means packing anew
+                try:
+                    index += packed.send(sock.fileno(), index - start)
+                except BlockingIOError:
+                    if not self._wait_writable(sock, keep_waiting):
+                        return index, False
+                    time.sleep(self._refill_pause)
+                except OSError:  # the one-by-one path knows every error
+                    index, ok = self._send_one(datagrams, index, refused, keep_waiting)
+                    if not ok:
+                        return index, False
         return index, True
 
     def _send_one(
