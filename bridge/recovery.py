@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 _STREAM_NAMES = {1: "stdout", 2: "stderr"}
 _STREAMS_BY_NAME = {name: stream for stream, name in _STREAM_NAMES.items()}
 _LOOK_BACK = 16  # entries without a position skipped before giving up
-_WALK_BACK = 200  # entries walked back from a container's last one, looking for both streams
 
 
 class JournalPositions:
     def __init__(self, namespace: str = "") -> None:
         self._reader = journal.Reader(namespace=namespace or None)
+        self._known: set[str] | None = None  # CONTAINER_ID_FULL values in the journal
 
     def close(self) -> None:
         self._reader.close()
@@ -64,34 +64,21 @@ class JournalPositions:
     def positions(self, container_id: str) -> dict[int, Position]:
         """The last position of each stream of this container found in the journal.
 
-        One indexed lookup per container (each costs milliseconds on a large journal): walk back
-        from its last entry until both streams are seen, and only for a stream not seen within a
-        short walk ask the journal for that stream alone.
+        Each indexed lookup costs milliseconds on a large journal (every journal file is asked),
+        so a container the journal has never seen costs none: the set of containers it holds is
+        read once, on the first call (after `sync`). Then one lookup per stream: walking back
+        from the container's last entry to find the other stream cost more, for a container
+        that writes mostly to one of them (10 ms against 5.5 ms with 94 journal files).
         """
-        reader = self._reader
-        reader.flush_matches()
-        reader.add_match(CONTAINER_ID_FULL=container_id)
-        reader.seek_tail()
+        if self._known is None:
+            self._known = {str(v) for v in self._reader.query_unique("CONTAINER_ID_FULL")}
+        if container_id not in self._known:
+            return {}
         found: dict[int, Position] = {}
-        looked = set()
-        for _ in range(_WALK_BACK):
-            entry = reader.get_previous()
-            if not entry:
-                return found  # every entry of the container was seen
-            stream = _STREAMS_BY_NAME.get(str(entry.get("CONTAINER_STREAM", "")))
-            if stream is None or stream in looked:
-                continue
-            position = entry_position(entry)
+        for stream, name in _STREAM_NAMES.items():
+            position = self._last_of_stream(container_id, name)
             if position is not None:
                 found[stream] = position
-                looked.add(stream)
-                if len(looked) == len(_STREAM_NAMES):
-                    return found
-        for stream, name in _STREAM_NAMES.items():
-            if stream not in looked:
-                position = self._last_of_stream(container_id, name)
-                if position is not None:
-                    found[stream] = position
         return found
 
     def _last_of_stream(self, container_id: str, stream_name: str) -> Position | None:
