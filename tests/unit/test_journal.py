@@ -135,7 +135,9 @@ def test_batches_arrive_in_order_through_backpressure(server, make):
     assert received == datagrams
 
 
-def test_a_packed_run_is_sent_from_where_the_last_call_stopped(server):
+@pytest.fixture
+def sendmmsg_client(server):
+    """A client socket connected to the test server, where sendmmsg is available."""
     from bridge import sendmmsg
 
     if not sendmmsg.AVAILABLE:
@@ -143,32 +145,34 @@ def test_a_packed_run_is_sent_from_where_the_last_call_stopped(server):
     path, srv = server
     client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     client.connect(path)
+    yield client, srv
+    client.close()
+
+
+def test_a_packed_run_is_sent_from_where_the_last_call_stopped(sendmmsg_client):
+    from bridge.sendmmsg import PackedDatagrams
+
+    client, srv = sendmmsg_client
     datagrams = [b"MESSAGE=%d\n" % i for i in range(10)]
-    with sendmmsg.PackedDatagrams(datagrams) as packed:
+    with PackedDatagrams(datagrams) as packed:
         assert packed.send(client.fileno(), 7) == 3
         assert packed.send(client.fileno(), 0) == 10
-    client.close()
     received = [srv.recv(100) for _ in range(13)]
     assert received == datagrams[7:] + datagrams
 
 
-def test_packed_runs_share_arrays_only_once_released(server):
-    from bridge import sendmmsg
+def test_packed_runs_share_arrays_only_once_released(sendmmsg_client):
+    from bridge.sendmmsg import PackedDatagrams
 
-    if not sendmmsg.AVAILABLE:
-        pytest.skip("no sendmmsg here")
-    path, srv = server
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    client.connect(path)
-    first = sendmmsg.PackedDatagrams([b"MESSAGE=first\n"])
-    second = sendmmsg.PackedDatagrams([b"MESSAGE=second\n"])  # first still holds its arrays
+    client, srv = sendmmsg_client
+    first = PackedDatagrams([b"MESSAGE=first\n"])
+    second = PackedDatagrams([b"MESSAGE=second\n"])  # first still holds its arrays
     assert second.send(client.fileno(), 0) == 1
     assert first.send(client.fileno(), 0) == 1
     with first:
         pass
-    with sendmmsg.PackedDatagrams([b"MESSAGE=third\n", b"MESSAGE=fourth\n"]) as third:
+    with PackedDatagrams([b"MESSAGE=third\n", b"MESSAGE=fourth\n"]) as third:
         assert third.send(client.fileno(), 0) == 2  # on first's arrays, now released
-    client.close()
     received = [srv.recv(100) for _ in range(4)]
     assert received == [b"MESSAGE=%s\n" % w for w in (b"second", b"first", b"third", b"fourth")]
 
