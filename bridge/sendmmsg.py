@@ -91,7 +91,9 @@ class PackedDatagrams:
     __slots__ = ("_arrays", "_datagrams", "count")
 
     def __init__(self, datagrams: Sequence[bytes]) -> None:
-        assert _DATA_OFFSET is not None and len(datagrams) <= MAX_RUN
+        assert _DATA_OFFSET is not None
+        if len(datagrams) > MAX_RUN:  # the arrays hold MAX_RUN: never write past them
+            raise ValueError(f"at most {MAX_RUN} datagrams per run, not {len(datagrams)}")
         self._datagrams = datagrams
         self.count = count = len(datagrams)
         arrays: _Arrays | None = getattr(_spare, "arrays", None)

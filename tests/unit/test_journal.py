@@ -177,6 +177,13 @@ def test_packed_runs_share_arrays_only_once_released(sendmmsg_client):
     assert received == [b"MESSAGE=%s\n" % w for w in (b"second", b"first", b"third", b"fourth")]
 
 
+def test_a_run_longer_than_the_arrays_is_refused(sendmmsg_client):
+    from bridge.sendmmsg import MAX_RUN, PackedDatagrams
+
+    with pytest.raises(ValueError, match="at most"):
+        PackedDatagrams([b"MESSAGE=x\n"] * (MAX_RUN + 1))
+
+
 def test_the_refill_pause_follows_the_queue_length(tmp_path):
     from bridge.journal import _refill_pause
 
