@@ -42,6 +42,9 @@ def _check_regex(value: str) -> str:
 class DockerConfig(_Section):
     host: str = ""  # empty: DOCKER_HOST and friends, else unix:///var/run/docker.sock
     reconnect_max_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # How often to list containers as a safety net: dockerd drops events for a subscriber
+    # that falls behind, and a missed start event would leave a container unread.
+    resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class JournalConfig(_Section):

@@ -36,6 +36,7 @@ from bridge.transforms import TransformChain, build_chain
 log = logging.getLogger(__name__)
 
 EVENTS = ("create", "start", "die", "destroy", "rename")
+_EVENT_IN_FLIGHT_SECONDS = 5  # a container younger than this may be unseen only for now
 
 
 class Supervisor:
@@ -55,11 +56,15 @@ class Supervisor:
         self._filter = container_filter
         self._handles: dict[str, ContainerHandle] = {}
         self._readers: dict[str, LogReader] = {}
+        self._skipped: set[str] = set()  # containers the filters leave out, until reload
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._events: Any = None
         self._thread = threading.Thread(
             target=self._follow_events, name="docker-events", daemon=True
+        )
+        self._resync_thread = threading.Thread(
+            target=self._resync_loop, name="docker-resync", daemon=True
         )
         self.docker_connected = False
         self.apply_config(config)
@@ -74,6 +79,7 @@ class Supervisor:
         self._filter = container_filter
         with self._lock:
             handles = list(self._handles.values())
+            self._skipped.clear()
         for handle in handles:
             if self._skip_reason(handle.info) is not None:
                 log.info("container %s: no longer forwarded after reload", handle.info.name)
@@ -106,6 +112,7 @@ class Supervisor:
         self._subscribe()
         self._attach_all(journal)
         self._thread.start()
+        self._resync_thread.start()
 
     def stop(self, timeout: float) -> None:
         self._stop.set()
@@ -246,6 +253,8 @@ class Supervisor:
         reason = self._skip_reason(info)
         if reason is not None:
             log.debug("container %s (%s): not forwarded: %s", info.name, cid[:12], reason)
+            with self._lock:
+                self._skipped.add(cid)
             return None, None
         with self._lock:
             handle = self._handles.get(cid)
@@ -331,6 +340,43 @@ class Supervisor:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._config.docker.reconnect_max_seconds)
 
+    def _resync_loop(self) -> None:
+        while not self._stop.wait(self._config.docker.resync_seconds):
+            if self._events is None:
+                continue  # reconnecting: that lists every container anyway
+            try:
+                self._resync()
+            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+                log.debug("periodic container listing failed: %s", exc)
+            except Exception as exc:  # a bug here must not end the safety net
+                log.exception("periodic container listing failed: %s", exc)
+
+    def _resync(self) -> None:
+        """Attaches what the events stream missed: containers never seen, and running ones
+        whose reader has finished (a missed start after a stop)."""
+        settled = time.time() - _EVENT_IN_FLIGHT_SECONDS
+        for container in self._api.containers(all=True):
+            cid = str(container.get("Id", ""))
+            running = container.get("State") == "running"
+            with self._lock:
+                handled = cid in self._handles
+                known = handled or cid in self._skipped
+                reader = self._readers.get(cid)
+            if not known and container.get("Created", 0) > settled:
+                continue  # its create event may be on its way still
+            unread = handled and running and (reader is None or reader.finished)
+            if cid and (not known or unread):
+                self._consider(cid)
+                with self._lock:
+                    attached = cid in self._readers and cid not in self._skipped
+                if attached:
+                    self._telemetry.container_resynced()
+                    log.warning(
+                        "container %s: attached by the periodic listing (a Docker event was "
+                        "missed)",
+                        cid[:12],
+                    )
+
     def _close_events(self) -> None:
         events, self._events = self._events, None
         if events is not None:
@@ -371,6 +417,7 @@ class Supervisor:
         with self._lock:
             handle = self._handles.pop(cid, None)
             reader = self._readers.pop(cid, None)
+            self._skipped.discard(cid)
             if prune:
                 self.state.containers.pop(cid, None)
         if reader is not None:

@@ -39,6 +39,11 @@ class Telemetry:
         )
         self._attach = Counter(f"{ns}_container_attach", "Log streams opened.", registry=registry)
         self._detach = Counter(f"{ns}_container_detach", "Log streams ended.", registry=registry)
+        self._resync = Counter(
+            f"{ns}_container_resync",
+            "Containers attached by the periodic listing: their Docker event was missed.",
+            registry=registry,
+        )
         self._events = Counter(
             f"{ns}_docker_events", "Docker events received.", ["action"], registry=registry
         )
@@ -177,6 +182,9 @@ class Telemetry:
     def container_attached(self) -> None:
         self._attach.inc()
         self._attached.inc()
+
+    def container_resynced(self) -> None:
+        self._resync.inc()
 
     def container_detached(self) -> None:
         self._detach.inc()

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge.config import Config
+from bridge.docker_source import LogReader
+from bridge.filters import ContainerFilter
+from bridge.pipeline import PendingQueue
+from bridge.state import State
+from bridge.supervisor import Supervisor
+from bridge.telemetry import Telemetry
+
+OLD = time.time() - 60  # created long enough ago for its events to have arrived
+
+
+class FakeAPI:
+    """The container list and inspect answers of a dockerd whose events the bridge missed."""
+
+    def __init__(self, containers: list[dict[str, Any]]) -> None:
+        self.listed = containers
+
+    def containers(self, all: bool = False) -> list[dict[str, Any]]:  # docker-py's signature
+        return self.listed
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        entry = next(c for c in self.listed if c["Id"] == cid)
+        return {
+            "Id": cid,
+            "Name": "/" + entry["Name"],
+            "Config": {"Image": "busybox", "Labels": entry.get("Labels", {})},
+            "Image": "sha256:" + "0" * 64,
+            "Created": "2026-11-28T00:00:00Z",
+            "State": {"Running": entry["State"] == "running", "FinishedAt": ""},
+            "HostConfig": {"LogConfig": {"Type": "json-file"}},
+        }
+
+
+def container(
+    n: int, state: str = "running", created: float = OLD, **labels: str
+) -> dict[str, Any]:
+    return {
+        "Id": f"{n:064x}",
+        "Name": f"c{n}",
+        "State": state,
+        "Created": created,
+        "Labels": labels,
+    }
+
+
+@pytest.fixture
+def supervisor(monkeypatch):
+    monkeypatch.setattr(LogReader, "start", lambda self: None)  # no thread, no log stream
+
+    def make(api: FakeAPI, config: Config | None = None) -> tuple[Supervisor, CollectorRegistry]:
+        config = config or Config()
+        registry = CollectorRegistry()
+        sup = Supervisor(
+            config,
+            api,  # type: ignore[arg-type]
+            PendingQueue(1 << 20),
+            Telemetry(registry),
+            State(first_run_ns=0),
+            ContainerFilter(config.filter),
+        )
+        return sup, registry
+
+    return make
+
+
+def resynced(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("journald_bridge_container_resync_total") or 0.0
+
+
+def test_the_listing_attaches_a_container_whose_events_were_missed(supervisor, caplog):
+    api = FakeAPI([container(1), container(2, state="exited")])
+    sup, registry = supervisor(api)
+    sup._resync()
+    assert set(sup._readers) == {f"{1:064x}", f"{2:064x}"}
+    assert resynced(registry) == 2
+    assert "a Docker event was missed" in caplog.text
+    sup._resync()  # known now: nothing more to do
+    assert resynced(registry) == 2
+
+
+def test_a_container_just_created_is_left_to_its_events(supervisor):
+    sup, registry = supervisor(FakeAPI([container(1, created=time.time())]))
+    sup._resync()
+    assert sup._readers == {} and resynced(registry) == 0
+
+
+def test_a_filtered_out_container_is_inspected_once(supervisor):
+    config = Config.model_validate({"filter": {"include_labels": ["team=web"]}})
+    api = FakeAPI([container(1, team="db"), container(2, team="web")])
+    inspected: list[str] = []
+    inspect = api.inspect_container
+    api.inspect_container = lambda cid: inspected.append(cid) or inspect(cid)  # type: ignore[method-assign]
+    sup, registry = supervisor(api, config)
+    sup._resync()
+    sup._resync()
+    assert set(sup._readers) == {f"{2:064x}"}
+    assert inspected.count(f"{1:064x}") == 1
+    assert resynced(registry) == 1
