@@ -85,10 +85,6 @@ class PendingQueue:
             self._bytes += nbytes
             self._not_empty.notify()
 
-    def get(self, timeout: float) -> Item | None:
-        items = self.get_many(timeout, 0)
-        return items[0] if items else None
-
     def get_many(self, timeout: float, max_bytes: int) -> list[Item]:
         """Waits up to `timeout` for an item, then takes queued ones while they hold fewer
         than `max_bytes` in all (at least one)."""

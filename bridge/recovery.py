@@ -9,6 +9,7 @@ then.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -29,8 +30,6 @@ _LOOK_BACK = 16  # entries without a position skipped before giving up
 class JournalPositions:
     def __init__(self, namespace: str = "", reader: journal.Reader | None = None) -> None:
         self._reader = reader if reader is not None else journal.Reader(namespace=namespace or None)
-        self._known: set[str] | None = None  # CONTAINER_ID_FULL values in the journal
-        self._listed = False
 
     def close(self) -> None:
         self._reader.close()
@@ -70,13 +69,8 @@ class JournalPositions:
         from the container's last entry to find the other stream cost more, for a container
         that writes mostly to one of them (10 ms against 5.5 ms with 94 journal files).
         """
-        if not self._listed:
-            self._listed = True
-            try:
-                self._known = {str(v) for v in self._reader.query_unique("CONTAINER_ID_FULL")}
-            except OSError as exc:  # then every container is looked up
-                log.warning("cannot list the containers in the journal (%s)", exc)
-        if self._known is not None and container_id not in self._known:
+        known = self._known_containers
+        if known is not None and container_id not in known:
             return {}
         found: dict[int, Position] = {}
         try:
@@ -91,6 +85,15 @@ class JournalPositions:
                 exc,
             )
         return found
+
+    @functools.cached_property
+    def _known_containers(self) -> set[str] | None:
+        """The CONTAINER_ID_FULL values in the journal; None when it cannot say."""
+        try:
+            return {str(v) for v in self._reader.query_unique("CONTAINER_ID_FULL")}
+        except OSError as exc:  # then every container is looked up
+            log.warning("cannot list the containers in the journal (%s)", exc)
+            return None
 
     def _last_of_stream(self, container_id: str, stream_name: str) -> Position | None:
         reader = self._reader

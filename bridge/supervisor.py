@@ -357,25 +357,24 @@ class Supervisor:
         settled = time.time() - _EVENT_IN_FLIGHT_SECONDS
         for container in self._api.containers(all=True):
             cid = str(container.get("Id", ""))
-            running = container.get("State") == "running"
             with self._lock:
                 handled = cid in self._handles
                 known = handled or cid in self._skipped
                 reader = self._readers.get(cid)
-            if not known and container.get("Created", 0) > settled:
-                continue  # its create event may be on its way still
-            unread = handled and running and (reader is None or reader.finished)
-            if cid and (not known or unread):
-                self._consider(cid)
-                with self._lock:
-                    attached = cid in self._readers and cid not in self._skipped
-                if attached:
-                    self._telemetry.container_resynced()
-                    log.warning(
-                        "container %s: attached by the periodic listing (a Docker event was "
-                        "missed)",
-                        cid[:12],
-                    )
+            if not cid or (not known and container.get("Created", 0) > settled):
+                continue  # a create event may be on its way still
+            running = container.get("State") == "running"
+            if known and not (handled and running and (reader is None or reader.finished)):
+                continue
+            self._consider(cid)
+            with self._lock:
+                attached = self._readers.get(cid) not in (None, reader)
+            if attached:
+                self._telemetry.container_resynced()
+                log.warning(
+                    "container %s: attached by the periodic listing (a Docker event was missed)",
+                    cid[:12],
+                )
 
     def _close_events(self) -> None:
         events, self._events = self._events, None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import docker.errors
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -103,4 +104,31 @@ def test_a_filtered_out_container_is_inspected_once(supervisor):
     sup._resync()
     assert set(sup._readers) == {f"{2:064x}"}
     assert inspected.count(f"{1:064x}") == 1
+    assert resynced(registry) == 1
+
+
+def test_a_running_container_whose_reader_ended_is_read_again(supervisor):
+    api = FakeAPI([container(1), container(2, state="exited")])
+    sup, registry = supervisor(api)
+    sup._resync()
+    first = dict(sup._readers)
+    for reader in first.values():
+        reader._finished = True  # stream ended (container stopped); its start event was missed
+    sup._resync()
+    assert sup._readers[f"{1:064x}"] is not first[f"{1:064x}"]
+    assert sup._readers[f"{2:064x}"] is first[f"{2:064x}"]  # still stopped: nothing to read
+    assert resynced(registry) == 3
+
+
+def test_no_attach_is_counted_when_nothing_was_attached(supervisor):
+    api = FakeAPI([container(1)])
+    sup, registry = supervisor(api)
+    sup._resync()
+    sup._readers[f"{1:064x}"]._finished = True
+
+    def gone(cid: str) -> dict[str, Any]:
+        raise docker.errors.NotFound("removed meanwhile")
+
+    api.inspect_container = gone  # type: ignore[method-assign]
+    sup._resync()
     assert resynced(registry) == 1
