@@ -1,0 +1,132 @@
+"""The real dockerd of the integration tests: a health probe and a recovery for when it hangs.
+
+Once in a dozen full runs, dockerd 20.10 with its containerd 1.6 stopped processing container
+exits and starts for good while 200 test containers exited at once (no log line after that, 90
+containers left "running", every later `docker start` hanging). Without a recovery every later
+test then waits out its timeouts and the run never finishes. With it, a test that fails while
+dockerd is found hung is reported, dockerd is restarted (after a goroutine dump, kept for a bug
+report) and the test runs once more; a test that fails while dockerd answers is a plain failure.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+
+SETUP = Path(__file__).parents[2] / "scripts" / "setup.sh"
+DUMPS = Path("/var/log/journald-bridge-tests")
+PROBE_IMAGE = "bridge-test/busybox:latest"
+
+
+def _pids(name: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def healthy(timeout: float = 30) -> bool:
+    """Whether dockerd starts, runs and removes a container within `timeout` seconds.
+
+    Listing is not enough: the hang seen left the API answering while no container started.
+    """
+    try:
+        client = docker.from_env(version="1.41", timeout=timeout)
+    except docker.errors.DockerException:
+        return False
+    try:
+        client.containers.run(PROBE_IMAGE, ["true"], remove=True, network_mode="none")
+        return True
+    except Exception:  # a timeout, a refused connection, an API error: all mean "not healthy"
+        return False
+    finally:
+        client.close()
+
+
+def _dump_goroutines() -> str:
+    """Asks dockerd for its goroutine stacks; returns where they were kept and their summary."""
+    before = set(glob.glob("/var/run/docker/goroutine-stacks-*.log"))
+    for pid in _pids("dockerd"):
+        os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        new = set(glob.glob("/var/run/docker/goroutine-stacks-*.log")) - before
+        if new:
+            time.sleep(0.5)  # written in one go, but let it finish
+            source = Path(sorted(new)[-1])
+            DUMPS.mkdir(parents=True, exist_ok=True)
+            kept = DUMPS / source.name
+            shutil.copyfile(source, kept)
+            return f"goroutine dump {kept} ({summarise(kept.read_text(errors='replace'))})"
+        time.sleep(0.2)
+    return "no goroutine dump"
+
+
+def summarise(stacks: str, top: int = 3) -> str:
+    """The functions most goroutines blocked for a minute or more are waiting in."""
+    waiting: collections.Counter[str] = collections.Counter()
+    for match in re.finditer(r"goroutine \d+ \[([^\]]*\d+ minutes?)\]:\n(\S+)\(", stacks):
+        state = match.group(1).split(",")[0]
+        waiting[f"{state} in {match.group(2)}"] += 1
+    if not waiting:
+        return "no goroutine blocked for a minute"
+    return "; ".join(f"{n} x {where}" for where, n in waiting.most_common(top))
+
+
+def restart(*, force: bool = False) -> None:
+    """Stops dockerd (and the containerd it started) and starts them the way `make setup` does.
+
+    `force` kills at once: a hung dockerd may never finish a graceful shutdown.
+    """
+    dockerds = _pids("dockerd")
+    assert dockerds, "dockerd is not running"
+    children = [pid for pid in _pids("containerd") if _parent(pid) in dockerds]
+    if not force:
+        for pid in dockerds:
+            os.kill(pid, signal.SIGTERM)
+        _wait_gone(dockerds, 60)
+    for pid in dockerds + children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(dockerds + children, 30):
+        raise RuntimeError("dockerd or its containerd did not exit")
+    subprocess.run([str(SETUP)], check=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running or stopped; a zombie (killed, not yet reaped by whoever adopted it) is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def recover() -> str:
+    """Restarts a hung dockerd; returns a one-line account of what was found."""
+    found = _dump_goroutines()
+    restart(force=True)
+    return found
