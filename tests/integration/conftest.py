@@ -262,6 +262,10 @@ class Bridge:
         return json.loads((self.state_dir / "positions.json").read_text())
 
 
+MAX_DOCKERD_RECOVERIES = 2
+_RECOVERIES = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     """Runs an integration test once more when it failed because dockerd hung (see dockerd.py).
@@ -273,6 +277,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     reports = runtestprotocol(item, nextitem=nextitem, log=False)
     if any(r.failed for r in reports) and not dockerd.healthy():
+        recoveries = item.session.stash.get(_RECOVERIES, 0) + 1
+        item.session.stash[_RECOVERIES] = recoveries
+        if recoveries > MAX_DOCKERD_RECOVERIES:  # a broken host, not a passing hang: say so now
+            pytest.exit(f"dockerd hung {recoveries} times; stopping at {item.nodeid}", returncode=1)
         found = dockerd.recover()
         reporter = item.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
