@@ -201,6 +201,7 @@ class Bench:
                 IMAGE,
                 ["sh", "-c", s],
                 detach=True,
+                network_disabled=True,  # no libnetwork endpoint: see tests/integration/dockerd.py
                 network_mode="none",
                 labels={LABEL: self.label},
                 log_config={"type": driver},

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,16 +21,15 @@ import docker.errors
 
 from bridge.config import Config
 from bridge.container import ContainerHandle
-from bridge.cursor import Cursor
 from bridge.docker_source import TRANSIENT_ERRORS, LogReader, is_gone
-from bridge.fields import ContainerInfo, MetadataSelection, TagTemplate
+from bridge.fields import ContainerInfo
 from bridge.filters import ContainerFilter
+from bridge.handles import HandleFactory
 from bridge.pipeline import PendingQueue
 from bridge.recovery import JournalPositions
 from bridge.state import ContainerState, State
 from bridge.telemetry import Telemetry
 from bridge.timestamps import parse_general
-from bridge.transforms import TransformChain, build_chain
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +65,8 @@ class Supervisor:
             target=self._resync_loop, name="docker-resync", daemon=True
         )
         self.docker_connected = False
-        self.apply_config(config)
+        self._config = config
+        self._handle_factory = HandleFactory(config, state, telemetry)
 
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
         """Applies a reloaded config: fields, transforms and filters, without losing a line.
@@ -85,8 +84,8 @@ class Supervisor:
                 log.info("container %s: no longer forwarded after reload", handle.info.name)
                 self._forget(handle.id, prune=False)
             else:
-                handle.refresh_fields(handle.info, self._tag, self._selection)
-                handle.next_chain = self._chain(handle)
+                self._handle_factory.refresh(handle, handle.info)
+                handle.next_chain = self._handle_factory.chain(handle)
         try:
             self._attach_all(None)
         except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
@@ -95,15 +94,8 @@ class Supervisor:
             )
 
     def apply_config(self, config: Config) -> None:
-        fwd = config.forward
         self._config = config
-        self._tag = TagTemplate(fwd.tag)
-        self._selection = MetadataSelection(
-            labels=fwd.labels,
-            labels_regex=_compile(fwd.labels_regex),
-            env=fwd.env,
-            env_regex=_compile(fwd.env_regex),
-        )
+        self._handle_factory.apply_config(config)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -259,7 +251,7 @@ class Supervisor:
         with self._lock:
             handle = self._handles.get(cid)
         if handle is None:  # built outside the lock: it may read the journal back
-            built = self._new_handle(info, journal)
+            built = self._handle_factory.build(info, journal)
             with self._lock:
                 handle = self._handles.setdefault(cid, built)
         return handle, data.get("State") or {}
@@ -271,48 +263,6 @@ class Supervisor:
         if driver == "journald" and self._config.forward.skip_journald_driver:
             return "its log driver already writes to the journal"
         return self._filter.reason_to_skip(info)
-
-    def _new_handle(self, info: ContainerInfo, journal: JournalPositions | None) -> ContainerHandle:
-        saved = self.state.containers.get(info.id)
-        cursor = saved.cursor if saved is not None else None
-        if journal is not None:
-            found = journal.positions(info.id)
-            if found:
-                cursor = (cursor or Cursor()).merged(Cursor(0, found))
-        tail: int | None = None
-        if cursor is None:
-            predates_first_run = journal is not None and info.created_ns <= self.state.first_run_ns
-            backlog = self._config.forward.backlog_lines
-            if not predates_first_run or backlog is None:
-                cursor = Cursor()  # from its first line
-            elif backlog == 0:
-                cursor = Cursor(time.time_ns())
-            else:
-                cursor, tail = Cursor(), backlog
-        handle = ContainerHandle.create(info, self._tag, self._selection, cursor, tail)
-        handle.chain = self._chain(handle)
-        if saved is not None:
-            handle.finished_at = saved.finished_at
-        return handle
-
-    def _chain(self, handle: ContainerHandle) -> TransformChain | None:
-        reported: set[str] = set()
-
-        def report(kind: str, message: str) -> None:
-            if kind not in reported:  # once per container and option
-                reported.add(kind)
-                self._telemetry.transform_error(kind)
-                log.error(
-                    "container %s: label journald-bridge.%s: %s", handle.info.name, kind, message
-                )
-
-        return build_chain(
-            self._config.transforms,
-            handle.info.labels,
-            self._config.forward.max_line_bytes,
-            lambda: handle.info.name,
-            report,
-        )
 
     # --- events ---------------------------------------------------------------------------
 
@@ -409,7 +359,7 @@ class Supervisor:
         data = self._api.inspect_container(cid)
         info = ContainerInfo.from_inspect(data, handle.info.created_ns)
         old = handle.info.name
-        handle.refresh_fields(info, self._tag, self._selection)
+        self._handle_factory.refresh(handle, info)
         log.info("container %s renamed to %s", old, info.name)
 
     def _forget(self, cid: str, *, prune: bool = True) -> None:
@@ -424,10 +374,6 @@ class Supervisor:
         if handle is not None:
             handle.removed = True
             self._telemetry.container_removed(handle.metric_labels)
-
-
-def _compile(pattern: str) -> re.Pattern[str] | None:
-    return re.compile(pattern) if pattern else None
 
 
 def _created_ns(data: dict[str, Any]) -> int:

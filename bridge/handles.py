@@ -1,0 +1,94 @@
+"""One ContainerHandle per forwarded container: where its reading starts, what its lines wear.
+
+Where to start is the resume decision: the state file's cursor, merged with what the journal
+itself holds (a crash may have left entries newer than the last saved cursor), or, for a
+container the bridge has never seen, its first line — except containers that predate the
+bridge's first run on the host, which get `forward.backlog_lines`. What the lines wear is the
+field set (tag template, selected labels and env) and the container's transform chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from bridge.config import Config
+from bridge.container import ContainerHandle
+from bridge.cursor import Cursor
+from bridge.fields import ContainerInfo, MetadataSelection, TagTemplate
+from bridge.recovery import JournalPositions
+from bridge.state import State
+from bridge.telemetry import Telemetry
+from bridge.transforms import TransformChain, build_chain
+
+log = logging.getLogger(__name__)
+
+
+class HandleFactory:
+    def __init__(self, config: Config, state: State, telemetry: Telemetry) -> None:
+        self._state = state
+        self._telemetry = telemetry
+        self.apply_config(config)
+
+    def apply_config(self, config: Config) -> None:
+        fwd = config.forward
+        self._config = config
+        self._tag = TagTemplate(fwd.tag)
+        self._selection = MetadataSelection(
+            labels=fwd.labels,
+            labels_regex=_compile(fwd.labels_regex),
+            env=fwd.env,
+            env_regex=_compile(fwd.env_regex),
+        )
+
+    def build(self, info: ContainerInfo, journal: JournalPositions | None) -> ContainerHandle:
+        """A handle for a container seen now; `journal` only at start-up (read-back)."""
+        saved = self._state.containers.get(info.id)
+        cursor = saved.cursor if saved is not None else None
+        if journal is not None:
+            found = journal.positions(info.id)
+            if found:
+                cursor = (cursor or Cursor()).merged(Cursor(0, found))
+        tail: int | None = None
+        if cursor is None:
+            predates_first_run = journal is not None and info.created_ns <= self._state.first_run_ns
+            backlog = self._config.forward.backlog_lines
+            if not predates_first_run or backlog is None:
+                cursor = Cursor()  # from its first line
+            elif backlog == 0:
+                cursor = Cursor(time.time_ns())
+            else:
+                cursor, tail = Cursor(), backlog
+        handle = ContainerHandle.create(info, self._tag, self._selection, cursor, tail)
+        handle.chain = self.chain(handle)
+        if saved is not None:
+            handle.finished_at = saved.finished_at
+        return handle
+
+    def refresh(self, handle: ContainerHandle, info: ContainerInfo) -> None:
+        """New fields after a rename or a reload; the next batch uses them."""
+        handle.refresh_fields(info, self._tag, self._selection)
+
+    def chain(self, handle: ContainerHandle) -> TransformChain | None:
+        reported: set[str] = set()
+
+        def report(kind: str, message: str) -> None:
+            if kind not in reported:  # once per container and option
+                reported.add(kind)
+                self._telemetry.transform_error(kind)
+                log.error(
+                    "container %s: label journald-bridge.%s: %s", handle.info.name, kind, message
+                )
+
+        return build_chain(
+            self._config.transforms,
+            handle.info.labels,
+            self._config.forward.max_line_bytes,
+            lambda: handle.info.name,
+            report,
+        )
+
+
+def _compile(pattern: str) -> re.Pattern[str] | None:
+    return re.compile(pattern) if pattern else None
