@@ -76,12 +76,23 @@ def _dump_goroutines() -> str:
     return "no goroutine dump"
 
 
+_PLUMBING = ("runtime.", "sync.", "internal/", "syscall.")
+_BLOCKED = re.compile(r"goroutine \d+ \[([^,\]]+)[^\]]*\d+ minutes?\]:\n")
+
+
 def summarise(stacks: str, top: int = 3) -> str:
-    """The functions most goroutines blocked for a minute or more are waiting in."""
+    """Where goroutines blocked for a minute or more wait: their first frame outside Go's own
+    runtime, sync and poll plumbing, most common first."""
     waiting: collections.Counter[str] = collections.Counter()
-    for match in re.finditer(r"goroutine \d+ \[([^\]]*\d+ minutes?)\]:\n(\S+)\(", stacks):
-        state = match.group(1).split(",")[0]
-        waiting[f"{state} in {match.group(2)}"] += 1
+    for block in stacks.split("\n\n"):
+        header = _BLOCKED.match(block)
+        if header is None:
+            continue
+        frames = [line.split("(0x")[0] for line in block.splitlines()[1:] if line[:1] != "\t"]
+        where = next(
+            (f for f in frames if not f.startswith(_PLUMBING)), frames[0] if frames else ""
+        )
+        waiting[f"{header.group(1)} in {where.rsplit('/', 1)[-1]}"] += 1
     if not waiting:
         return "no goroutine blocked for a minute"
     return "; ".join(f"{n} x {where}" for where, n in waiting.most_common(top))
