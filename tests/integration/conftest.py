@@ -390,11 +390,6 @@ def docker_logs(container: Any) -> list[bytes]:
     return lines
 
 
-def restart_dockerd() -> None:
-    """Stops the real dockerd (its containers die with it) and starts it the way setup does."""
-    dockerd.restart()
-
-
 def writer_script(
     tag: str, lines: int, *, pace_every: int = 200, pace: str = "0.15", long_every: int = 500
 ) -> str:

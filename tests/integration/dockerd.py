@@ -99,7 +99,13 @@ def summarise(stacks: str, top: int = 3) -> str:
 
 
 def restart(*, force: bool = False) -> None:
-    """Stops dockerd (and the containerd it started) and starts them the way `make setup` does.
+    """Stops dockerd (and the containerd it started) and starts them the way `make setup` does."""
+    stop(force=force)
+    start()
+
+
+def stop(*, force: bool = False) -> None:
+    """Stops dockerd and its containerd; returns once both are gone.
 
     `force` kills at once: a hung dockerd may never finish a graceful shutdown.
     """
@@ -119,6 +125,10 @@ def restart(*, force: bool = False) -> None:
     # takes a zombie containerd (not yet reaped by whoever adopted it) for a live one.
     for pid_file in ("/var/run/docker.pid", "/var/run/docker/containerd/containerd.pid"):
         Path(pid_file).unlink(missing_ok=True)
+
+
+def start() -> None:
+    """Starts dockerd the way `make setup` does (a no-op while one answers)."""
     subprocess.run([str(SETUP)], check=True)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import dockerd
 from tests.integration.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -166,10 +166,8 @@ def test_per_container_series_do_not_grow_with_container_churn(bridge, journald,
 def test_readyz_follows_dockerd(bridge):
     bridge.start()
     assert bridge.get("/readyz") == (200, "ready\n")
-    pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
-    for pid in pids:
-        os.kill(int(pid), signal.SIGTERM)
     try:
+        dockerd.stop()
         _, body = wait_until(
             lambda: (r := bridge.get("/readyz"))[0] == 503 and r, 60, "readyz to turn 503"
         )
@@ -177,13 +175,8 @@ def test_readyz_follows_dockerd(bridge):
         assert bridge.get("/healthz") == (200, "ok\n")
         assert bridge.metric("journald_bridge_docker_up") == 0
     finally:
-        wait_until(
-            lambda: not subprocess.run(["pidof", "dockerd"], capture_output=True).stdout,
-            60,
-            "dockerd exit",
-        )
         restart_dockerd_started = time.monotonic()
-        subprocess.run([str(Path(__file__).parents[2] / "scripts" / "setup.sh")], check=True)
+        dockerd.start()
     wait_until(lambda: bridge.get("/readyz")[0] == 200, 60, "readyz to turn 200")
     print(f"readyz back {time.monotonic() - restart_dockerd_started:.1f} s after dockerd started")
 

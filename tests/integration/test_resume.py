@@ -11,11 +11,11 @@ import time
 
 import pytest
 
+from tests.integration import dockerd
 from tests.integration.conftest import (
     docker_logs,
     expected_keys,
     line_keys,
-    restart_dockerd,
     wait_until,
     writer_script,
 )
@@ -73,7 +73,7 @@ def test_dockerd_restart_loses_and_duplicates_nothing_it_stored(
     )
     started = [containers.run(script, restart_policy={"Name": "always"}) for _ in range(2)]
     time.sleep(2)
-    restart_dockerd()
+    dockerd.restart()
     wait_until(
         lambda: all(c.reload() or c.status == "running" for c in started), 60, "containers back"
     )
