@@ -96,35 +96,58 @@ def machine_busy_seconds() -> tuple[float, float]:
 
 
 class CpuMeter:
-    """Where a scenario's CPU went: each process in % of one core, the machine in % busy."""
+    """Where a scenario's CPU went: each process in % of one core, the machine in % busy.
+
+    A process's figure counts all its threads, ended ones included: journald's can pass 100%
+    because it fsyncs archived journal files in "journal-offline" threads beside its main one.
+    """
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid}
         self._start: dict[str, float] = {}
         self._machine: tuple[float, float] = (0.0, 0.0)
         self._t0 = 0.0
+        self._used: dict[str, float] | None = None
+        self.seconds: dict[str, float] = {}
 
     def start(self) -> None:
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self._machine = machine_busy_seconds()
         self._t0 = time.monotonic()
+        self._used = None
 
     def stop(self) -> dict[str, float]:
+        """The figures from start() until the first call (later calls return the same)."""
+        if self._used is not None:
+            return self._used
         elapsed = time.monotonic() - self._t0
-        out = {
-            name: round((cpu_seconds(pid) - self._start[name]) / elapsed * 100, 1)
-            for name, pid in self.pids.items()
+        self.seconds = {
+            name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()
         }
+        out = {name: round(used / elapsed * 100, 1) for name, used in self.seconds.items()}
         busy, total = machine_busy_seconds()
         out["machine_busy"] = round(
             (busy - self._machine[0]) / max(total - self._machine[1], 1e-9) * 100, 1
         )
+        self._used = out
         return out
+
+    def per_line(self, lines: int) -> dict[str, float]:
+        """Microseconds of CPU each process spent per line."""
+        return {name: round(used / lines * 1e6, 1) for name, used in self.seconds.items()}
+
+
+def _median_each(dicts: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(d[key] for d in dicts) for key in dicts[0]}
 
 
 def cpu_text(cpu: dict[str, float]) -> str:
     parts = [f"{name} {value:.0f}%" for name, value in cpu.items() if name != "machine_busy"]
     return ", ".join(parts) + f"; machine {cpu.get('machine_busy', 0):.0f}% busy"
+
+
+def per_line_text(per_line: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.1f}" for name, value in per_line.items() if value >= 0.05)
 
 
 class BridgeProcess:
@@ -229,6 +252,8 @@ class Bench:
             [line_script(t, lines) for t in tags], "journald" if mode == "driver" else "json-file"
         )
         done = wait_for_messages([f"END-{t}" for t in tags], 600)
+        if meter is not None:
+            meter.stop()  # before removing the containers, which is dockerd's work too
         self.cleanup_containers()
         return containers * (lines + 1) / (done - started)
 
@@ -262,6 +287,8 @@ class Bench:
             sock.send(datagram)  # blocking: journald's pace
         sock.close()
         done = wait_for_messages([f"END-{t}" for t in tags], 600)
+        if meter is not None:
+            meter.stop()
         return len(datagrams) / (done - started)
 
     def process_pids(self, bridge: BridgeProcess | None) -> dict[str, int]:
@@ -273,6 +300,8 @@ class Bench:
     def throughput(self, bridge: BridgeProcess) -> None:
         runs: dict[str, list[float]] = {"bridge": [], "driver": [], "ceiling": []}
         cpu: dict[str, list[dict[str, float]]] = {"bridge": [], "driver": [], "ceiling": []}
+        per_line: dict[str, list[dict[str, float]]] = {"bridge": [], "driver": [], "ceiling": []}
+        lines = 4 * 50001
         for rep in range(self.reps):
             for mode in ("bridge", "driver", "ceiling"):
                 pids = self.process_pids(bridge)
@@ -283,20 +312,22 @@ class Bench:
                 used = meter.stop()
                 runs[mode].append(rate)
                 cpu[mode].append(used)
+                per_line[mode].append(meter.per_line(lines))
                 print(
-                    f"  throughput rep {rep + 1} {mode}: {rate:,.0f} lines/s; cpu {cpu_text(used)}",
+                    f"  throughput rep {rep + 1} {mode}: {rate:,.0f} lines/s; cpu {cpu_text(used)}; "
+                    f"us/line {per_line_text(per_line[mode][-1])}",
                     flush=True,
                 )
         med = {m: statistics.median(v) for m, v in runs.items()}
-        cpu_med = {
-            m: {k: statistics.median(u[k] for u in uses) for k in uses[0]}
-            for m, uses in cpu.items()
-        }
+        cpu_med = {m: _median_each(uses) for m, uses in cpu.items()}
+        per_line_med = {m: _median_each(uses) for m, uses in per_line.items()}
         self.results["throughput"] = {
             "runs": runs,
             "median": med,
             "cpu": cpu,
             "cpu_median": cpu_med,
+            "cpu_us_per_line": per_line,
+            "cpu_us_per_line_median": per_line_med,
         }
         self.say(
             f"throughput: bridge {med['bridge']:,.0f} lines/s, driver {med['driver']:,.0f}, ceiling {med['ceiling']:,.0f}; "
@@ -305,6 +336,13 @@ class Bench:
         self.say(
             "throughput CPU, % of one core (median): "
             + "; ".join(f"{mode}: {cpu_text(cpu_med[mode])}" for mode in cpu_med)
+        )
+        self.say(
+            "throughput CPU per line, µs (median): "
+            + "; ".join(
+                f"{mode}: {per_line_text(v)} (sum {sum(v.values()):.1f})"
+                for mode, v in per_line_med.items()
+            )
         )
 
     # --- 2. latency ----------------------------------------------------------------------------
@@ -405,37 +443,59 @@ class Bench:
     # --- 4. catch-up -----------------------------------------------------------------------------
 
     def catch_up(self) -> None:
+        """1,000,000 lines written while the bridge is down, each run next to a ceiling run."""
         workdir = self.workdir / "catchup"
         workdir.mkdir()
         bridge = BridgeProcess(workdir, self.label)
         bridge.start()  # first run: later containers are forwarded from their first line
         bridge.stop()
-        tag = f"c{uuid.uuid4().hex[:6]}"
-        tags = [f"{tag}-{n}" for n in range(4)]
-        containers = self.run_containers([line_script(t, 250000) for t in tags])
-        for c in containers:
-            c.wait(timeout=600)
-        started = time.time()
-        bridge.start()
-        meter = CpuMeter(self.process_pids(bridge))
-        meter.start()
-        done = wait_for_messages([f"END-{t}" for t in tags], 900)
-        used = meter.stop()
-        bridge.stop()
-        self.cleanup_containers()
-        rate = 4 * 250001 / (done - started)
-        ceiling = self.results.get("throughput", {}).get("median", {}).get(
-            "ceiling"
-        ) or self.ceiling_once([f"cc{uuid.uuid4().hex[:6]}"], 50000)
-        self.results["catch_up"] = {
-            "seconds": done - started,
-            "lines_per_second": rate,
-            "ratio_to_ceiling": rate / ceiling,
-            "cpu": used,
+        containers, lines = 4, 250000
+        total = containers * (lines + 1)
+        runs: list[dict[str, Any]] = []
+        for rep in range(self.reps):
+            tag = f"c{uuid.uuid4().hex[:6]}"
+            tags = [f"{tag}-{n}" for n in range(containers)]
+            for c in self.run_containers([line_script(t, lines) for t in tags]):
+                c.wait(timeout=600)
+            started = time.time()
+            bridge.start()
+            meter = CpuMeter(self.process_pids(bridge))
+            meter.start()
+            done = wait_for_messages([f"END-{t}" for t in tags], 900)
+            used = meter.stop()
+            bridge.stop()
+            self.cleanup_containers()
+            ceiling_meter = CpuMeter({"sender": os.getpid(), "journald": pid_of("systemd-journal")})
+            ceiling = self.throughput_once("ceiling", ceiling_meter)
+            ceiling_meter.stop()
+            run: dict[str, Any] = {
+                "seconds": done - started,
+                "lines_per_second": total / (done - started),
+                "ceiling": ceiling,
+                "ratio_to_ceiling": total / (done - started) / ceiling,
+                "cpu": used,
+                "cpu_us_per_line": meter.per_line(total),
+                "ceiling_cpu_us_per_line": ceiling_meter.per_line(4 * 50001),
+            }
+            runs.append(run)
+            self.say_progress(
+                f"catch-up rep {rep + 1}: {run['lines_per_second']:,.0f} lines/s in {run['seconds']:.1f} s, "
+                f"ceiling {ceiling:,.0f}: {run['ratio_to_ceiling']:.2f}; cpu {cpu_text(used)}; "
+                f"us/line {per_line_text(run['cpu_us_per_line'])}"
+            )
+        median = {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("seconds", "lines_per_second", "ceiling", "ratio_to_ceiling")
         }
+        cpu = _median_each([r["cpu"] for r in runs])
+        per_line = _median_each([r["cpu_us_per_line"] for r in runs])
+        self.results["catch_up"] = {**median, "cpu": cpu, "cpu_us_per_line": per_line, "runs": runs}
         self.say(
-            f"catch-up: 1,000,000 lines written while the bridge was down, in the journal {done - started:.1f} s "
-            f"after it started ({rate:,.0f} lines/s, {rate / ceiling:.2f} of the ceiling); cpu {cpu_text(used)}"
+            f"catch-up: 1,000,000 lines written while the bridge was down, in the journal "
+            f"{median['seconds']:.1f} s after it started ({median['lines_per_second']:,.0f} lines/s); "
+            f"{median['ratio_to_ceiling']:.2f} of the ceiling measured next to each run "
+            f"({median['ceiling']:,.0f}; median of {self.reps}); cpu {cpu_text(cpu)}; "
+            f"CPU per line, µs: {per_line_text(per_line)}"
         )
 
     def write_results(self, started: float) -> None:
@@ -486,8 +546,10 @@ def main() -> int:
             bridge.start()
         try:
             if "throughput" in args.only:
+                assert bridge is not None
                 bench.throughput(bridge)
             if "latency" in args.only:
+                assert bridge is not None
                 bench.latency(bridge)
         finally:
             if bridge is not None:
