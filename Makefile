@@ -38,6 +38,6 @@ install: wheels
 uninstall:
 	deploy/install.sh uninstall
 
-# The benchmark on the real dockerd and journald; writes bench/results.md (about 12 minutes).
+# The benchmark on the real dockerd and journald; writes bench/results.md (about 10 minutes).
 bench: setup
 	.venv/bin/python bench/run.py
