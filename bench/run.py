@@ -40,6 +40,8 @@ from systemd import journal
 ROOT = Path(__file__).parents[1]
 IMAGE = "bridge-test/busybox:latest"
 PAD = "x" * 80  # ~100-byte lines with the sequence number and tag
+THROUGHPUT_CONTAINERS, THROUGHPUT_LINES = 4, 50000
+THROUGHPUT_TOTAL = THROUGHPUT_CONTAINERS * (THROUGHPUT_LINES + 1)  # with each one's sentinel
 
 
 def line_script(tag: str, count: int, *, pace: str | None = None) -> str:
@@ -86,7 +88,11 @@ class Bench:
     # --- 1. throughput ---------------------------------------------------------------------
 
     def throughput_once(
-        self, mode: str, meter: CpuMeter | None = None, containers: int = 4, lines: int = 50000
+        self,
+        mode: str,
+        meter: CpuMeter | None = None,
+        containers: int = THROUGHPUT_CONTAINERS,
+        lines: int = THROUGHPUT_LINES,
     ) -> float:
         tag = f"t{uuid.uuid4().hex[:6]}"
         tags = [f"{tag}-{n}" for n in range(containers)]
@@ -138,28 +144,28 @@ class Bench:
             meter.stop()
         return len(datagrams) / (done - started)
 
-    def process_pids(self, bridge: BridgeProcess | None) -> dict[str, int]:
-        pids = {"dockerd": pid_of("dockerd"), "journald": pid_of("systemd-journal")}
+    def meter(self, mode: str, bridge: BridgeProcess | None = None) -> CpuMeter:
+        """A CPU meter on the processes that do a mode's work."""
+        journald = pid_of("systemd-journal")
+        if mode == "ceiling":
+            return CpuMeter({"sender": os.getpid(), "journald": journald})
+        pids = {"dockerd": pid_of("dockerd"), "journald": journald}
         if bridge is not None and bridge.process is not None:
             pids = {"bridge": bridge.process.pid, **pids}
-        return pids
+        return CpuMeter(pids)
 
     def throughput(self, bridge: BridgeProcess) -> None:
         runs: dict[str, list[float]] = {"bridge": [], "driver": [], "ceiling": []}
         cpu: dict[str, list[dict[str, float]]] = {"bridge": [], "driver": [], "ceiling": []}
         per_line: dict[str, list[dict[str, float]]] = {"bridge": [], "driver": [], "ceiling": []}
-        lines = 4 * 50001
         for rep in range(self.reps):
             for mode in ("bridge", "driver", "ceiling"):
-                pids = self.process_pids(bridge)
-                if mode == "ceiling":
-                    pids = {"sender": os.getpid(), "journald": pids["journald"]}
-                meter = CpuMeter(pids)
+                meter = self.meter(mode, bridge)
                 rate = self.throughput_once(mode, meter)
                 used = meter.stop()
                 runs[mode].append(rate)
                 cpu[mode].append(used)
-                per_line[mode].append(meter.per_line(lines))
+                per_line[mode].append(meter.per_line(THROUGHPUT_TOTAL))
                 print(
                     f"  throughput rep {rep + 1} {mode}: {rate:,.0f} lines/s; cpu {cpu_text(used)}; "
                     f"us/line {per_line_text(per_line[mode][-1])}",
@@ -306,15 +312,14 @@ class Bench:
                 c.wait(timeout=600)
             started = time.time()
             bridge.start()
-            meter = CpuMeter(self.process_pids(bridge))
+            meter = self.meter("bridge", bridge)
             meter.start()
             done = wait_for_messages([f"END-{t}" for t in tags], 900)
             used = meter.stop()
             bridge.stop()
             self.cleanup_containers()
-            ceiling_meter = CpuMeter({"sender": os.getpid(), "journald": pid_of("systemd-journal")})
+            ceiling_meter = self.meter("ceiling")
             ceiling = self.throughput_once("ceiling", ceiling_meter)
-            ceiling_meter.stop()
             run: dict[str, Any] = {
                 "seconds": done - started,
                 "lines_per_second": total / (done - started),
@@ -322,7 +327,7 @@ class Bench:
                 "ratio_to_ceiling": total / (done - started) / ceiling,
                 "cpu": used,
                 "cpu_us_per_line": meter.per_line(total),
-                "ceiling_cpu_us_per_line": ceiling_meter.per_line(4 * 50001),
+                "ceiling_cpu_us_per_line": ceiling_meter.per_line(THROUGHPUT_TOTAL),
             }
             runs.append(run)
             self.say_progress(
