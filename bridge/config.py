@@ -30,12 +30,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_regex(value: str) -> str:
+def _check_regex(value: str, *, as_bytes: bool = False) -> str:
+    """`value` if it compiles (on its UTF-8 bytes with `as_bytes`), else a one-line ValueError.
+
+    Compiling fails in more ways than re.error: RecursionError (deep nesting), OverflowError
+    (a huge repeat count), UnicodeEncodeError (a lone surrogate from the environment).
+    """
     if value:
         try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+            re.compile(value.encode() if as_bytes else value)
+        except Exception as exc:
+            shown = value if len(value) <= 80 else value[:80] + "..."
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"invalid regular expression {shown!r}: {reason}") from None
     return value
 
 
@@ -71,9 +78,14 @@ class ForwardConfig(_Section):
     env_regex: str = ""
     skip_journald_driver: bool = True
 
-    @field_validator("backlog")
+    @field_validator("backlog", mode="before")
     @classmethod
-    def _backlog(cls, value: str) -> str:
+    def _backlog(cls, value: object) -> str:
+        # A number of lines may come as an integer (TOML, or JOURNALD_BRIDGE_FORWARD__BACKLOG).
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"must be 'none', 'all' or a number of lines, not {value!r}")
         if value in ("none", "all") or (value.isdigit() and int(value) >= 0):
             return value
         raise ValueError(f"must be 'none', 'all' or a number of lines, not {value!r}")
@@ -108,22 +120,97 @@ class FilterConfig(_Section):
 
 
 class MetricsConfig(_Section):
+    """The status endpoint. TLS and basic auth, as in Prometheus's exporter web config, are off
+    by default; each is on when its keys are set, and its files are read at validation, so an
+    unreadable or mismatched file is a config error rather than a start-up failure."""
+
     enabled: bool = True
-    listen: str = "127.0.0.1:9580"
+    listen: str = "127.0.0.1:9580"  # HOST:PORT; HOST an IP address or a name, IPv6 in brackets
     per_container: bool = False
+    tls_cert_file: str = ""  # PEM certificate (chain); with tls_key_file, serve HTTPS only
+    tls_key_file: str = ""  # PEM private key, unencrypted
+    basic_auth_user: str = ""  # with basic_auth_password_file: /metrics and /readyz need it
+    basic_auth_password_file: str = ""  # the password, trailing line breaks aside
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
+        import ipaddress
+
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"must be HOST:PORT, not {value!r}")
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise ValueError(f"brackets are for IPv6 addresses only, not {value!r}") from None
+        elif ":" in host:
+            raise ValueError(f"an IPv6 address goes in brackets ([::1]:9580), not {value!r}")
+        elif re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{host!r} is not an IPv4 address") from None
+        elif len(host) > 253 or not all(
+            re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label)
+            for label in host.removesuffix(".").split(".")
+        ):
+            raise ValueError(f"HOST must be an IP address or a host name, not {host!r}")
         return value
+
+    @field_validator("basic_auth_user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if ":" in value:
+            raise ValueError("a basic auth user name cannot contain ':'")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_and_auth(self) -> MetricsConfig:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
+            raise ValueError(
+                "basic_auth_user and basic_auth_password_file go together: set both or neither"
+            )
+        if self.tls_cert_file:
+            import ssl
+
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                    self.tls_cert_file, self.tls_key_file
+                )
+            except OSError as exc:  # ssl.SSLError included
+                reason = exc.strerror or getattr(exc, "reason", None) or exc
+                raise ValueError(
+                    f"cannot use tls_cert_file {self.tls_cert_file!r} with tls_key_file "
+                    f"{self.tls_key_file!r}: {reason}"
+                ) from None
+        if self.basic_auth_user and not self.basic_auth_password():
+            raise ValueError(f"basic_auth_password_file {self.basic_auth_password_file!r} is empty")
+        return self
+
+    def basic_auth_password(self) -> str:
+        """The password in basic_auth_password_file, without trailing line breaks."""
+        try:
+            with open(self.basic_auth_password_file, encoding="utf-8") as file:
+                return file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ValueError(
+                f"cannot read basic_auth_password_file {self.basic_auth_password_file!r}: {reason}"
+            ) from None
 
     @property
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return host.removeprefix("[").removesuffix("]"), int(port)
+
+    @property
+    def url(self) -> str:
+        """Where /metrics is, for the start-up log line."""
+        return f"{'https' if self.tls_cert_file else 'http'}://{self.listen}/metrics"
 
 
 class TransformsConfig(_Section):
@@ -131,15 +218,29 @@ class TransformsConfig(_Section):
     multiline_start: str = ""
     multiline_continue: str = ""
     multiline_flush_ms: Annotated[int, Field(ge=1, le=60000)] = 500
+    # An open record is also closed at this many lines (and at forward.max_line_bytes).
+    multiline_max_lines: Annotated[int, Field(ge=2, le=100000)] = 500
     parse_json: bool = False
     json_message_keys: tuple[str, ...] = ("msg", "message")
     json_level_keys: tuple[str, ...] = ("level", "severity", "lvl")
     json_field_prefix: str = ""
     detect_priority_prefix: bool = False
     detect_level_words: bool = False
-    rate_limit_lines_per_second: Annotated[float, Field(ge=0)] = 0.0
-    rate_limit_burst: Annotated[int, Field(ge=0)] = 0  # 0: one second's worth
+    rate_limit_lines_per_second: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    rate_limit_burst: Annotated[int, Field(ge=0, le=1 << 40)] = 0  # 0: one second's worth
     rate_limit_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # The options a container's label journald-bridge.<option> may set; the default is every
+    # one of them. A label may only lower rate_limit / rate_limit_burst below the values above,
+    # and its multiline patterns run through RE2 (linear time), never Python's re.
+    label_overrides: tuple[str, ...] = (
+        "multiline",
+        "multiline_start",
+        "multiline_continue",
+        "parse",
+        "detect_priority",
+        "rate_limit",
+        "rate_limit_burst",
+    )
 
     @field_validator("multiline")
     @classmethod
@@ -151,7 +252,17 @@ class TransformsConfig(_Section):
     @field_validator("multiline_start", "multiline_continue")
     @classmethod
     def _regex(cls, value: str) -> str:
-        return _check_regex(value)
+        return _check_regex(value, as_bytes=True)  # lines are matched as bytes
+
+    @field_validator("label_overrides")
+    @classmethod
+    def _label_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known: tuple[str, ...] = cls.model_fields["label_overrides"].default
+        for option in value:
+            if option not in known:
+                shown = option if len(option) <= 40 else option[:40] + "..."
+                raise ValueError(f"unknown option {shown!r} (known: {', '.join(known)})")
+        return value
 
     @model_validator(mode="after")
     def _custom_needs_patterns(self) -> TransformsConfig:

@@ -25,45 +25,96 @@ REORDER_GUARD_NS = 2 * NS_PER_SECOND
 
 @dataclass
 class Cursor:
-    """Where to resume one container: per-stream positions above a floor."""
+    """Where to resume one container: per-stream positions above a floor.
+
+    A *pinned* stream's position is exact: the stream holds a record that was read but not yet
+    written (an open multiline record, pieces of a long line), so a resume must reach back to
+    it however far the other stream has moved on. An unpinned position may be raised to
+    `newest - guard` to bound how far back a resume reads for an idle stream.
+    """
 
     floor_ns: int = 0  # nothing stamped before this is wanted (e.g. backlog=none at first run)
     streams: dict[int, Position] = field(default_factory=dict)
+    pinned: frozenset[int] = frozenset()
 
     def since_ns(self, guard_ns: int = REORDER_GUARD_NS) -> int:
         """The inclusive `since` that returns every line not yet consumed."""
         if not self.streams:
             return self.floor_ns
         newest = max(ts for ts, _ in self.streams.values())
-        bounds = [max(ts, newest - guard_ns) for ts, _ in self.streams.values()]
+        bounds = [
+            ts if stream in self.pinned else max(ts, newest - guard_ns)
+            for stream, (ts, _) in self.streams.items()
+        ]
         if len(self.streams) < 2:  # the other stream may start at any moment after `newest`
             bounds.append(newest - guard_ns)
         return max(self.floor_ns, min(bounds), 0)
 
     def merged(self, other: Cursor) -> Cursor:
-        """The later of two cursors, stream by stream."""
+        """The later of two cursors, stream by stream (a pin goes with the position chosen)."""
         streams = dict(self.streams)
+        pinned = set(self.pinned)
         for stream, position in other.streams.items():
             if stream not in streams or position > streams[stream]:
                 streams[stream] = position
-        return Cursor(max(self.floor_ns, other.floor_ns), streams)
+                pinned.discard(stream)
+            if stream in other.pinned and streams[stream] == position:
+                pinned.add(stream)
+        return Cursor(max(self.floor_ns, other.floor_ns), streams, frozenset(pinned))
 
     def to_json(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "floor_ns": self.floor_ns,
             "streams": {str(s): [ts, k] for s, (ts, k) in sorted(self.streams.items())},
         }
+        if self.pinned:
+            data["pinned"] = sorted(self.pinned)
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Cursor:
+        """Raises ValueError (or TypeError) for anything but a well-formed cursor."""
         if not isinstance(data, dict):
             raise ValueError("cursor must be an object")
-        floor = int(data.get("floor_ns", 0))
+        floor = _integer(data.get("floor_ns", 0))
         raw = data.get("streams", {})
         if not isinstance(raw, dict):
             raise ValueError("cursor streams must be an object")
-        streams = {int(s): (int(p[0]), int(p[1])) for s, p in raw.items()}
-        return cls(floor, streams)
+        streams: dict[int, Position] = {}
+        for s, p in raw.items():
+            if not isinstance(p, list) or len(p) != 2:
+                raise ValueError("a stream position must be [timestamp, count]")
+            streams[_stream(s)] = (_integer(p[0]), _integer(p[1]))
+        pinned_raw = data.get("pinned", [])
+        if not isinstance(pinned_raw, list):
+            raise ValueError("cursor pinned must be a list")
+        pinned = frozenset(_stream(s) for s in pinned_raw)
+        if not pinned <= streams.keys():
+            raise ValueError("a pinned stream has no position")
+        return cls(floor, streams, pinned)
+
+
+# Positions are nanoseconds since the epoch: anything outside this range is damage, not time.
+_MAX_NS = 1 << 63
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_NS:
+        raise ValueError(f"not a position: {str(value)[:40]!r}")
+    return value
+
+
+def _stream(value: object) -> int:
+    stream = int(str(value)) if str(value).isdigit() else -1
+    if stream not in (1, 2):
+        raise ValueError(f"not a stream: {str(value)[:40]!r}")
+    return stream
+
+
+def position_before(position: Position) -> Position:
+    """The position of everything before the line at `position`."""
+    ts, k = position
+    return ts, k - 1
 
 
 class CursorFilter:

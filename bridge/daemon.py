@@ -4,7 +4,9 @@ Start-up order matters for exactly-once delivery: journal socket, state file, th
 writer, Docker, then the resume checkpoint (a marker journald must store before positions are
 read back from the journal), and only then the readers. READY=1 follows.
 Shutdown: STOPPING=1, stop the readers, let the writer send everything they read, save the
-positions, exit 0.
+positions, exit 0 -- all within `_SHUTDOWN_SECONDS`, well inside the unit's TimeoutStopSec. A
+second SIGTERM or SIGINT abandons the drain: positions of what was written are saved, and the
+rest is read again at the next start.
 """
 
 from __future__ import annotations
@@ -29,14 +31,22 @@ from bridge.journal import JournalSocket
 from bridge.notify import Notifier
 from bridge.pipeline import JournalWriter, PendingQueue
 from bridge.recovery import JournalPositions
-from bridge.state import State, StateStore
+from bridge.state import State, StateError, StateStore
 from bridge.supervisor import Supervisor
 from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-_SHUTDOWN_DRAIN_SECONDS = 20.0
+# The unit's TimeoutStopSec is 30 s: stopping the readers, draining the queue and saving the
+# positions must fit well inside it, or systemd's SIGKILL loses the save.
+_READERS_STOP_SECONDS = 3.0
+_SHUTDOWN_DRAIN_SECONDS = 15.0
 _STATUS_EVERY = 5.0
+# The writer beats at least every quarter second, and while it waits on journald; this long
+# without a beat means it is wedged (readiness says so; the watchdog gets no ping).
+_WRITER_STALL_SECONDS = 10.0
+# Sections whose changes need a restart: reload keeps their running values, all of them.
+_RESTART_SECTIONS = ("docker", "journal", "state", "metrics")
 
 
 def docker_client(config: Config) -> docker.APIClient:
@@ -69,6 +79,7 @@ class Bridge:
         self.store = StateStore(config.state.directory)
         self.supervisor: Supervisor | None = None
         self.http: StatusServer | None = None
+        self._failed = False
 
     # --- entry point ----------------------------------------------------------------------
 
@@ -81,7 +92,7 @@ class Bridge:
             if self._startup():
                 self._main_loop()
             self._shutdown()
-            return 0
+            return 1 if self._failed else 0
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -89,6 +100,9 @@ class Bridge:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             self._reload.set()
+        elif self._stop.is_set():
+            log.warning("second stop signal: saving positions and exiting now")
+            self.writer.abandon()
         else:
             self._stop.set()
 
@@ -98,12 +112,17 @@ class Bridge:
         cfg = self.config
         log.info("journald-bridge %s starting", __version__)
         if cfg.metrics.enabled:
-            self.http = StatusServer(cfg.metrics.address, self.registry, self.readiness)
+            self.http = StatusServer.from_config(cfg.metrics, self.registry, self.readiness)
             self.http.start()
-            log.info("metrics on http://%s/metrics", cfg.metrics.listen)
+            log.info("metrics on %s", cfg.metrics.url)
         if not self._wait_for("journal socket " + cfg.journal.socket, self._connect_journal):
             return False
-        state = self.store.load()
+        try:
+            state = self.store.load()
+        except StateError as exc:
+            log.error("%s", exc)
+            self._failed = True
+            return False
         if state is None:
             state = State(first_run_ns=time.time_ns())
             self.store.save(state)
@@ -197,9 +216,12 @@ class Bridge:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
         else:
-            for section in ("docker", "journal", "state", "metrics"):
+            kept: dict[str, Any] = {}
+            for section in _RESTART_SECTIONS:
                 if getattr(new, section) != getattr(self.config, section):
                     log.warning("reload: changes to [%s] take effect at the next restart", section)
+                    kept[section] = getattr(self.config, section)
+            new = new.model_copy(update=kept)
             if self.supervisor is not None:
                 self.supervisor.reconfigure(new, ContainerFilter(new.filter, own_container_id()))
             self.config = new
@@ -221,6 +243,11 @@ class Bridge:
         return f"{attached} containers attached, {self.writer.lines_forwarded} lines forwarded"
 
     def readiness(self) -> str | None:
+        if not self.writer.alive:
+            return "the journal writer has stopped"
+        stalled = time.monotonic() - self.writer.last_beat
+        if stalled > _WRITER_STALL_SECONDS:
+            return f"the journal writer has not moved for {stalled:.0f} s"
         if self.supervisor is None or not self.supervisor.docker_connected:
             return "not connected to dockerd"
         if not self.journal.writable():
@@ -233,7 +260,7 @@ class Bridge:
         self.notifier.stopping()
         log.info("stopping: writing what was read, saving positions")
         if self.supervisor is not None:
-            self.supervisor.stop(timeout=5.0)
+            self.supervisor.stop(timeout=_READERS_STOP_SECONDS)
         if not self.writer.drain_and_stop(_SHUTDOWN_DRAIN_SECONDS):
             log.warning(
                 "journald did not take every line in time; they will be read again at start"

@@ -17,7 +17,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import docker
@@ -25,7 +25,7 @@ import docker.errors
 import requests
 
 from bridge.container import ContainerHandle
-from bridge.cursor import Cursor, CursorFilter
+from bridge.cursor import Cursor, CursorFilter, Position
 from bridge.frames import (
     STDERR,
     STDOUT,
@@ -37,7 +37,7 @@ from bridge.frames import (
 )
 from bridge.partial import PartialJoiner
 from bridge.pipeline import Batch, EndOfStream, PendingQueue
-from bridge.record import Record
+from bridge.record import Record, footprint
 from bridge.telemetry import Telemetry
 from bridge.timestamps import TimestampParser, format_since
 
@@ -96,6 +96,7 @@ class LogReader:
         self._finished = False
         self._sock: socket.socket | None = None
         self._reported: set[str] = set()
+        self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
         self._thread = threading.Thread(
             target=self._main, name=f"logs-{handle.info.short_id}", daemon=True
         )
@@ -135,12 +136,19 @@ class LogReader:
         if self._thread.ident is not None:  # started
             self._thread.join(timeout)
 
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
     def _main(self) -> None:
         self._telemetry.container_attached()
         try:
             self._run()
+            if self._handle.removed:  # stopped because it is gone: nothing more will come
+                self._last_output(self._handle.finished_at)
         except ContainerGone:
             log.info("container %s: removed; stopped reading", self.name)
+            self._last_output(self._handle.finished_at)
         except Exception as exc:  # a bug must cost one container, never the bridge
             log.exception("container %s: reader failed: %s", self.name, exc)
         finally:
@@ -174,6 +182,8 @@ class LogReader:
                     return
                 failing_since = self._transient(exc, failing_since)
             else:
+                if self._stop.is_set():
+                    return  # stopped mid-read: the rest is read at the next start
                 if not running and self._finish(str(state.get("FinishedAt", ""))):
                     return
                 continue
@@ -190,12 +200,16 @@ class LogReader:
             return time.monotonic()
         return failing_since
 
-    def _finish(self, finished_at: str) -> bool:
-        """The stopped container was read to its end. True when this reader is done."""
+    def _last_output(self, finished_at: str) -> None:
+        """The stream ended for good: an unfinished line is the container's last output."""
         records = self._joiner.flush()
         if records:
-            self._queue.put(Batch(self._handle, records, _footprint(records)))
+            self._put(records)
         self._queue.put(EndOfStream(self._handle, finished_at))
+
+    def _finish(self, finished_at: str) -> bool:
+        """The stopped container was read to its end. True when this reader is done."""
+        self._last_output(finished_at)
         with self._lock:
             if self._wake:  # a start event came in meanwhile: look again
                 self._wake = False
@@ -250,18 +264,20 @@ class LogReader:
             RawStreamParser() if self._handle.info.tty else FrameParser()
         )
         for body in self._body(response):
-            records = self._records(parser.feed(body), cursor_filter)
-            if records:
-                self._put(records)
+            self._put(self._records(parser.feed(body), cursor_filter))
         if isinstance(parser, RawStreamParser):
-            records = self._records(parser.flush(), cursor_filter)
-            if records:
-                self._put(records)
+            self._put(self._records(parser.flush(), cursor_filter))
 
     def _put(self, records: list[Record]) -> None:
+        """Queues records, and with them where the joiner holds a line back (queued even
+        without records when that changed, so that the persisted position stops before it)."""
+        held = self._joiner.holds()
+        if not records and held == self._held:
+            return
+        self._held = held
         self._telemetry.partial_lines_merged(self._joiner.merged)
         self._joiner.merged = 0
-        self._queue.put(Batch(self._handle, records, _footprint(records)))
+        self._queue.put(Batch(self._handle, records, footprint(records), held))
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
@@ -304,7 +320,9 @@ class LogReader:
         return records
 
     def _malformed(self, exc: ValueError) -> None:
-        self._telemetry.lines_dropped("malformed", container=self._handle.metric_labels)
+        handle = self._handle
+        labels = None if handle.removed else handle.metric_labels
+        self._telemetry.lines_dropped("malformed", container=labels)
         if "malformed" not in self._reported:
             self._reported.add("malformed")
             log.error(
@@ -345,12 +363,6 @@ class LogReader:
                     data = data[:remaining]
                     remaining -= len(data)
                 yield data
-
-
-def _footprint(records: list[Record]) -> int:
-    """Memory a batch holds, for the pending budget: the message bytes plus each record's own
-    objects (timestamp, positions, the record: about 380 bytes, measured with tracemalloc)."""
-    return sum(len(r.message) for r in records) + 384 * len(records)
 
 
 def _advanced(cursor: Cursor, cursor_filter: CursorFilter) -> Cursor:

@@ -1,8 +1,16 @@
 """Journal field names and the per-container fields, Docker-compatible. Pure.
 
-`ContainerInfo` is what the bridge knows about a container (from inspect and events); `FieldSet`
-turns it into the fixed fields every entry of that container carries, pre-encoded once so that
-the hot path only concatenates bytes.
+`ContainerInfo` is what the bridge knows about a container (from inspect and events);
+`container_fields` turns it into the fixed fields every entry of that container carries,
+pre-encoded once so that the hot path only concatenates bytes.
+
+Labels, environment and JSON keys are the container's to choose, so:
+- a name they produce is sanitized and never `is_protected` (trusted `_*` fields, the fields
+  journalctl trusts for `-u` and coredumps, the bridge's own and the ones it reads back);
+- what one container's labels and environment add to every entry is capped at
+  MAX_CONTAINER_FIELDS fields and MAX_CONTAINER_FIELD_BYTES bytes, and what the caps leave off
+  is counted (`select_counted`), by reason ("count" or "bytes");
+- text is encoded with `utf8`, which never raises (lone surrogates become U+FFFD).
 """
 
 from __future__ import annotations
@@ -41,7 +49,17 @@ FIXED_FIELDS = frozenset(
     }
 )
 _FIXED_PREFIXES = ("CONTAINER_", "SYSLOG_", "JOURNALD_BRIDGE_")
+# Fields journalctl and coredumpctl trust when the entry's trusted fields say who sent it
+# (`journalctl -u` matches UNIT/OBJECT_SYSTEMD_UNIT/COREDUMP_UNIT), and journald's own (`_*`).
+_TRUSTED_BY_READERS = frozenset({"UNIT", "USER_UNIT", "INVOCATION_ID", "USER_INVOCATION_ID"})
+_TRUSTED_PREFIXES = ("_", "OBJECT_", "COREDUMP_")
+_PROTECTED_PREFIXES = _FIXED_PREFIXES + _TRUSTED_PREFIXES
 _INVALID = re.compile(r"[^A-Z0-9_]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# What one container's selected labels and environment add to every one of its entries.
+MAX_CONTAINER_FIELDS = 64
+MAX_CONTAINER_FIELD_BYTES = 32 << 10  # names and values together
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -59,8 +77,23 @@ def sanitize_field_name(key: str) -> str | None:
 
 
 def is_protected(name: str) -> bool:
-    """True for names a container must never set: fixed fields and the bridge's namespaces."""
-    return name in FIXED_FIELDS or name.startswith(_FIXED_PREFIXES)
+    """True for names a container must never set.
+
+    The bridge's fixed fields and namespaces (including what it reads back at start-up:
+    CONTAINER_ID_FULL, CONTAINER_STREAM, SYSLOG_TIMESTAMP, JOURNALD_BRIDGE_*), journald's trusted
+    `_*` fields, and the fields readers trust (UNIT, USER_UNIT, OBJECT_*, COREDUMP_*, ...).
+    """
+    return (
+        name in FIXED_FIELDS or name in _TRUSTED_BY_READERS or name.startswith(_PROTECTED_PREFIXES)
+    )
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 for the journal; never raises: a lone surrogate (JSON "\\ud800") becomes U+FFFD."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
 
 
 @dataclass(frozen=True)
@@ -151,23 +184,67 @@ class MetadataSelection:
     env_regex: re.Pattern[str] | None = None
 
     def select(self, info: ContainerInfo) -> list[tuple[str, str]]:
+        return self.select_counted(info)[0]
+
+    def select_counted(
+        self, info: ContainerInfo, budget: int = MAX_CONTAINER_FIELD_BYTES
+    ) -> tuple[list[tuple[str, str]], dict[str, int]]:
+        """The selected fields, sorted by name and capped, and what the caps left off.
+
+        At most MAX_CONTAINER_FIELDS fields (the first by name; "count") whose names and values
+        take at most `budget` bytes (a field that does not fit is left off whole; "bytes").
+        """
         chosen: dict[str, str] = {}
         for source, names, pattern in (
             (info.labels, self.labels, self.labels_regex),
             (info.env, self.env, self.env_regex),
         ):
+            if not names and pattern is None:
+                continue
             for key, value in source.items():
                 if key in names or (pattern is not None and pattern.search(key)):
                     name = sanitize_field_name(key)
                     if name is not None and not is_protected(name):
                         chosen.setdefault(name, value)
-        return sorted(chosen.items())
+        fields = sorted(chosen.items())
+        dropped: dict[str, int] = {}
+        if len(fields) > MAX_CONTAINER_FIELDS:
+            dropped["count"] = len(fields) - MAX_CONTAINER_FIELDS
+            del fields[MAX_CONTAINER_FIELDS:]
+        kept, over = _within_budget(fields, budget)
+        if over:
+            dropped["bytes"] = over
+        return kept, dropped
+
+
+def _within_budget(fields: list[tuple[str, str]], budget: int) -> tuple[list[tuple[str, str]], int]:
+    kept: list[tuple[str, str]] = []
+    over = 0
+    for name, value in fields:
+        size = len(name) + len(utf8(value)) if len(value) <= budget else budget + 1
+        if size <= budget:
+            kept.append((name, value))
+            budget -= size
+        else:
+            over += 1
+    return kept, over
 
 
 def container_fields(
     info: ContainerInfo, tag: TagTemplate, selection: MetadataSelection
 ) -> list[tuple[str, str]]:
     """The fixed fields of every entry of this container, in a stable order."""
+    return container_fields_counted(info, tag, selection)[0]
+
+
+def container_fields_counted(
+    info: ContainerInfo, tag: TagTemplate, selection: MetadataSelection
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """`container_fields`, and how many fields the caps left off, by reason ("count", "bytes").
+
+    The compose labels and the selected labels and environment share one byte budget,
+    MAX_CONTAINER_FIELD_BYTES: the compose labels are a container's to set too.
+    """
     rendered = tag.render(info)
     fields = [
         ("CONTAINER_ID", info.short_id),
@@ -177,16 +254,24 @@ def container_fields(
         ("SYSLOG_IDENTIFIER", rendered),
         ("IMAGE_NAME", info.image_name),
     ]
-    project = info.labels.get(COMPOSE_PROJECT_LABEL)
-    service = info.labels.get(COMPOSE_SERVICE_LABEL)
-    if project:
-        fields.append(("COMPOSE_PROJECT", project))
-    if service:
-        fields.append(("COMPOSE_SERVICE", service))
-    fields.extend(selection.select(info))
-    return fields
+    compose = [
+        (name, value)
+        for name, value in (
+            ("COMPOSE_PROJECT", info.labels.get(COMPOSE_PROJECT_LABEL)),
+            ("COMPOSE_SERVICE", info.labels.get(COMPOSE_SERVICE_LABEL)),
+        )
+        if value
+    ]
+    kept, over = _within_budget(compose, MAX_CONTAINER_FIELD_BYTES)
+    fields.extend(kept)
+    used = sum(len(name) + len(utf8(value)) for name, value in kept)
+    selected, dropped = selection.select_counted(info, MAX_CONTAINER_FIELD_BYTES - used)
+    fields.extend(selected)
+    if over:
+        dropped["bytes"] = dropped.get("bytes", 0) + over
+    return fields, dropped
 
 
 def encode_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
     """Native-protocol encoding of str fields."""
-    return b"".join(encode_field(k.encode(), v.encode(errors="surrogateescape")) for k, v in pairs)
+    return b"".join(encode_field(utf8(k), utf8(v)) for k, v in pairs)

@@ -17,6 +17,7 @@ STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
 DOCKER_PIECE_BYTES = 16 * 1024  # dockerd's log copier cuts longer lines into pieces of this size
 _HEADER = 8
 _TIMESTAMP_BYTES = 30  # 2026-11-28T00:13:57.123456789Z
+_MAX_TIMESTAMP_BYTES = 35  # 2026-11-28T01:13:57.123456789+01:00
 
 
 class StreamFormatError(ValueError):
@@ -152,8 +153,14 @@ class RawStreamParser:
         records: list[tuple[int, bytes]] = []
         pos = 0
         n = len(buf)
-        limit = _TIMESTAMP_BYTES + 1 + DOCKER_PIECE_BYTES
         while pos < n:
+            # dockerd cuts at 16 KiB of message; the timestamp before it is usually 30 bytes
+            # (UTC), but a daemon in another zone writes an offset instead of "Z".
+            space = buf.find(b" ", pos, pos + _MAX_TIMESTAMP_BYTES + 1)
+            if space < 0 and n - pos <= _MAX_TIMESTAMP_BYTES:
+                break  # the timestamp itself is not complete yet
+            head = (space if space >= 0 else pos + _TIMESTAMP_BYTES) + 1 - pos
+            limit = head + DOCKER_PIECE_BYTES
             end = buf.find(b"\n", pos, pos + limit)
             if end >= 0:
                 records.append((STDOUT, bytes(buf[pos : end + 1])))

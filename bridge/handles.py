@@ -16,7 +16,13 @@ import time
 from bridge.config import Config
 from bridge.container import ContainerHandle
 from bridge.cursor import Cursor
-from bridge.fields import ContainerInfo, MetadataSelection, TagTemplate
+from bridge.fields import (
+    ContainerInfo,
+    MetadataSelection,
+    TagTemplate,
+    container_fields_counted,
+    encode_pairs,
+)
 from bridge.recovery import JournalPositions
 from bridge.state import State
 from bridge.telemetry import Telemetry
@@ -52,7 +58,9 @@ class HandleFactory:
                 cursor = (cursor or Cursor()).merged(Cursor(0, found))
         tail: int | None = None
         if cursor is None:
-            predates_first_run = journal is not None and info.created_ns <= self._state.first_run_ns
+            # Whether or not the journal could be read back: `backlog` is about containers
+            # that were there before the bridge first ran on this host.
+            predates_first_run = 0 < info.created_ns <= self._state.first_run_ns
             backlog = self._config.forward.backlog_lines
             if not predates_first_run or backlog is None:
                 cursor = Cursor()  # from its first line
@@ -60,7 +68,7 @@ class HandleFactory:
                 cursor = Cursor(time.time_ns())
             else:
                 cursor, tail = Cursor(), backlog
-        handle = ContainerHandle.create(info, self._tag, self._selection, cursor, tail)
+        handle = ContainerHandle.create(info, self._fields(info), cursor, tail)
         handle.chain = self.chain(handle)
         if saved is not None:
             handle.finished_at = saved.finished_at
@@ -68,7 +76,19 @@ class HandleFactory:
 
     def refresh(self, handle: ContainerHandle, info: ContainerInfo) -> None:
         """New fields after a rename or a reload; the next batch uses them."""
-        handle.refresh_fields(info, self._tag, self._selection)
+        handle.refresh_fields(info, self._fields(info))
+
+    def _fields(self, info: ContainerInfo) -> bytes:
+        fields, dropped = container_fields_counted(info, self._tag, self._selection)
+        for reason, count in dropped.items():
+            self._telemetry.fields_dropped(reason, count)
+        if dropped:
+            log.warning(
+                "container %s: %d label and environment fields left out (caps on fields per entry)",
+                info.name,
+                sum(dropped.values()),
+            )
+        return encode_pairs(fields)
 
     def chain(self, handle: ContainerHandle) -> TransformChain | None:
         reported: set[str] = set()
@@ -87,6 +107,7 @@ class HandleFactory:
             self._config.forward.max_line_bytes,
             lambda: handle.info.name,
             report,
+            self._telemetry,
         )
 
 

@@ -32,9 +32,8 @@ _MAX_BACKOFF = 5.0
 _ATTEMPTS_ON_UNKNOWN_ERROR = 5
 _BATCH = sendmmsg.MAX_RUN  # datagrams per sendmmsg call
 # When journald's queue was full, the writer waits until about a quarter of it has drained
-# (at ~12 µs an entry) before refilling: journald frees one slot per entry it reads, and waking
-# the writer for each one cost both processes more CPU than the entries themselves (catch-up
-# went from 41k to 45k lines/s with the bridge's CPU from 51% to 38%).
+# before refilling: journald frees one slot per entry it reads, and waking the writer for each
+# one cost both processes more CPU than the entries themselves (bench/results.md).
 _DRAIN_SECONDS_PER_SLOT = 3e-6
 _MAX_REFILL_PAUSE = 0.002
 _QLEN_SYSCTL = "/proc/sys/net/unix/max_dgram_qlen"
@@ -78,10 +77,12 @@ class JournalSocket:
             sock.connect(self.path)
         except OSError:
             sock.close()
+            self._events.journal_available(False)
             raise
         # Linux reports twice the usable size; a datagram may use all of it but a small header.
         self._max_datagram = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2 - 64
         self._sock = sock
+        self._events.journal_available(True)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -250,7 +251,6 @@ class JournalSocket:
                 time.monotonic() - self._gone_since,
             )
             self._gone_since = None
-            self._events.journal_available(True)
         return True
 
 

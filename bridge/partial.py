@@ -8,10 +8,14 @@ resume position exact).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from bridge.cursor import Position
 from bridge.record import PartialMark, Record
+
+_NOTHING_HELD: Mapping[int, Position] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -41,9 +45,11 @@ class PartialJoiner:
         """No unfinished line on any stream: a complete line is a record as it is."""
         return not self._pending
 
-    @property
-    def pending_bytes(self) -> int:
-        return sum(p.size for p in self._pending.values())
+    def holds(self) -> Mapping[int, Position]:
+        """Per stream, the position of the first piece of an unfinished line."""
+        if not self._pending:
+            return _NOTHING_HELD
+        return {stream: pending.first for stream, pending in self._pending.items()}
 
     def push(self, stream: int, timestamp: bytes, position: Position, body: bytes) -> list[Record]:
         complete = body.endswith(b"\n")
@@ -77,10 +83,6 @@ class PartialJoiner:
         out = [self._emit_final(s, p) for s, p in sorted(self._pending.items())]
         self._pending.clear()
         return out
-
-    def reset(self) -> None:
-        """Forgets unfinished lines (the stream broke; they will be read again)."""
-        self._pending.clear()
 
     def _emit_final(self, stream: int, pending: _Pending) -> Record:
         if pending.ordinal:

@@ -38,3 +38,13 @@ class Record:
     @property
     def needs_cursor_field(self) -> bool:
         return self.first != self.last or self.first[1] != 1
+
+
+# Memory one record holds beyond its message bytes (timestamp, positions, the record itself),
+# measured with tracemalloc; used wherever records count against `max_pending_bytes`.
+RECORD_OVERHEAD_BYTES = 384
+
+
+def footprint(records: list[Record]) -> int:
+    """Memory a list of records holds, for the pending budget."""
+    return sum(len(r.message) for r in records) + RECORD_OVERHEAD_BYTES * len(records)

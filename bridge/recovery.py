@@ -5,12 +5,19 @@ be older than the journal (the bridge was killed between the two), never newer t
 sent. Before reading it back, the bridge sends a marker entry and waits until journald has
 stored it: journald reads its socket in order, so every entry an earlier run sent is stored by
 then.
+
+Only the bridge's own entries count: any local user can send an entry with CONTAINER_ID_FULL
+and SYSLOG_TIMESTAMP fields, so every lookup also matches `_UID`, which journald sets from the
+sender's credentials and no client can forge. The uid is this process's own; under systemd's
+DynamicUser it stays the same as long as the state directory exists. Should it change (a new
+install), the journal's old entries no longer match and the state file's positions apply.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -28,8 +35,11 @@ _LOOK_BACK = 16  # entries without a position skipped before giving up
 
 
 class JournalPositions:
-    def __init__(self, namespace: str = "", reader: journal.Reader | None = None) -> None:
+    def __init__(
+        self, namespace: str = "", reader: journal.Reader | None = None, uid: int | None = None
+    ) -> None:
         self._reader = reader if reader is not None else journal.Reader(namespace=namespace or None)
+        self._uid = str(os.geteuid() if uid is None else uid)
 
     def close(self) -> None:
         self._reader.close()
@@ -98,7 +108,9 @@ class JournalPositions:
     def _last_of_stream(self, container_id: str, stream_name: str) -> Position | None:
         reader = self._reader
         reader.flush_matches()
-        reader.add_match(CONTAINER_ID_FULL=container_id, CONTAINER_STREAM=stream_name)
+        reader.add_match(
+            CONTAINER_ID_FULL=container_id, CONTAINER_STREAM=stream_name, _UID=self._uid
+        )
         reader.seek_tail()
         for _ in range(_LOOK_BACK):
             entry = reader.get_previous()

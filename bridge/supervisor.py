@@ -25,7 +25,7 @@ from bridge.docker_source import TRANSIENT_ERRORS, LogReader, is_gone
 from bridge.fields import ContainerInfo
 from bridge.filters import ContainerFilter
 from bridge.handles import HandleFactory
-from bridge.pipeline import PendingQueue
+from bridge.pipeline import EndOfStream, PendingQueue
 from bridge.recovery import JournalPositions
 from bridge.state import ContainerState, State
 from bridge.telemetry import Telemetry
@@ -55,6 +55,9 @@ class Supervisor:
         self._handles: dict[str, ContainerHandle] = {}
         self._readers: dict[str, LogReader] = {}
         self._skipped: set[str] = set()  # containers the filters leave out, until reload
+        # Containers a reload excluded, with their positions: included again, they go on
+        # from there instead of from their first line.
+        self._parked: dict[str, ContainerHandle] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._events: Any = None
@@ -80,12 +83,15 @@ class Supervisor:
             handles = list(self._handles.values())
             self._skipped.clear()
         for handle in handles:
-            if self._skip_reason(handle.info) is not None:
-                log.info("container %s: no longer forwarded after reload", handle.info.name)
-                self._forget(handle.id, prune=False)
-            else:
-                self._handle_factory.refresh(handle, handle.info)
-                handle.next_chain = self._handle_factory.chain(handle)
+            try:
+                if self._skip_reason(handle.info) is not None:
+                    log.info("container %s: no longer forwarded after reload", handle.info.name)
+                    self._exclude(handle.id)
+                else:
+                    self._handle_factory.refresh(handle, handle.info)
+                    handle.next_chain = self._handle_factory.chain(handle)
+            except Exception as exc:  # one container's labels must not stop the reload
+                log.exception("container %s: reload failed: %s", handle.info.name, exc)
         try:
             self._attach_all(None)
         except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
@@ -120,7 +126,7 @@ class Supervisor:
     def snapshot(self) -> dict[str, ContainerState]:
         """Every known container's committed position, for the state file."""
         with self._lock:
-            handles = list(self._handles.values())
+            handles = [*self._handles.values(), *self._parked.values()]
         return {
             h.id: ContainerState(h.committed_cursor(), h.finished_at)
             for h in handles
@@ -160,10 +166,17 @@ class Supervisor:
             for cid, data in zip(ids, pool.map(self._inspect, ids), strict=True):
                 if self._stop.is_set():
                     return
-                if data is not None and (reader := self._consider(cid, journal, inspected=data)):
+                if data is None:
+                    continue
+                try:
+                    reader = self._consider(cid, journal, inspected=data)
+                except Exception as exc:  # one container's data must not stop the others
+                    log.exception("container %s: cannot attach: %s", cid[:12], exc)
+                    continue
+                if reader is not None:
                     readers.append(reader)
         for reader in readers:
-            reader.start()
+            self._start_reader(reader)
         log.info(
             "attached to %d containers in %.2f s", len(self._readers), time.monotonic() - started
         )
@@ -200,6 +213,13 @@ class Supervisor:
             return None  # stopped, and read to its end before: nothing new to read
         with self._lock:
             reader = self._readers.get(cid)
+            if reader is not None and not reader.started:
+                # registered, but its thread never ran (a failed start, or an attempt cut
+                # short by a transient error): start that one instead of waking it
+                if inspected is not None:
+                    return reader
+                self._start_reader(reader)
+                return None
             if reader is not None and reader.wake():
                 return None
             handle.finished_at = ""
@@ -215,8 +235,19 @@ class Supervisor:
             self._readers[cid] = reader
         if inspected is not None:
             return reader
-        reader.start()
+        self._start_reader(reader)
         return None
+
+    def _start_reader(self, reader: LogReader) -> None:
+        """Starts a registered reader; one that cannot start now is retried by the resync."""
+        if reader.started:
+            return
+        try:
+            reader.start()
+        except RuntimeError as exc:  # "can't start new thread": the tasks limit, for now
+            log.error(
+                "container %s: cannot start its reader (%s); retrying later", reader.name, exc
+            )
 
     def _inspect(self, cid: str) -> dict[str, Any] | None:
         try:
@@ -250,7 +281,14 @@ class Supervisor:
             return None, None
         with self._lock:
             handle = self._handles.get(cid)
-        if handle is None:  # built outside the lock: it may read the journal back
+            parked = self._parked.pop(cid, None)
+        if handle is None and parked is not None:  # included again: go on where it was left
+            parked.start, parked.read_cursor = parked.committed_cursor(), None
+            self._handle_factory.refresh(parked, info)
+            parked.next_chain = self._handle_factory.chain(parked)
+            with self._lock:
+                handle = self._handles.setdefault(cid, parked)
+        elif handle is None:  # built outside the lock: it may read the journal back
             built = self._handle_factory.build(info, journal)
             with self._lock:
                 handle = self._handles.setdefault(cid, built)
@@ -284,6 +322,8 @@ class Supervisor:
                 if self._stop.is_set():
                     return
                 log.warning("Docker unreachable (%s); retrying in %.1f s", exc, backoff)
+            except Exception as exc:  # a bug here must not end discovery
+                log.exception("Docker events: unexpected error (%s); reconnecting", exc)
             self._close_events()
             self.docker_connected = False
             self._telemetry.docker_connected(False)
@@ -314,12 +354,18 @@ class Supervisor:
             if not cid or (not known and container.get("Created", 0) > settled):
                 continue  # a create event may be on its way still
             running = container.get("State") == "running"
-            if known and not (handled and running and (reader is None or reader.finished)):
+            was_started = reader is not None and reader.started
+            unread = reader is None or reader.finished or not was_started
+            if known and not (handled and running and unread):
                 continue
             self._consider(cid)
             with self._lock:
-                attached = self._readers.get(cid) not in (None, reader)
-            if attached:
+                current = self._readers.get(cid)
+            if (
+                current is not None
+                and current.started
+                and (current is not reader or not was_started)
+            ):
                 self._telemetry.container_resynced()
                 log.warning(
                     "container %s: attached by the periodic listing (a Docker event was missed)",
@@ -362,18 +408,31 @@ class Supervisor:
         self._handle_factory.refresh(handle, info)
         log.info("container %s renamed to %s", old, info.name)
 
-    def _forget(self, cid: str, *, prune: bool = True) -> None:
+    def _exclude(self, cid: str) -> None:
+        """A reload's filters leave the container out: stop reading, keep its position."""
         with self._lock:
             handle = self._handles.pop(cid, None)
             reader = self._readers.pop(cid, None)
-            self._skipped.discard(cid)
-            if prune:
-                self.state.containers.pop(cid, None)
+            if handle is not None:
+                self._parked[cid] = handle
         if reader is not None:
             reader.stop()
-        if handle is not None:
-            handle.removed = True
-            self._telemetry.container_removed(handle.metric_labels)
+        if handle is not None:  # write what its transforms hold: it was forwarded up to here
+            self._queue.put(EndOfStream(handle, handle.finished_at))
+
+    def _forget(self, cid: str) -> None:
+        """The container was removed: its last output is written, then it is forgotten."""
+        with self._lock:
+            handle = self._handles.pop(cid, None) or self._parked.pop(cid, None)
+            reader = self._readers.pop(cid, None)
+            self._skipped.discard(cid)
+            self.state.containers.pop(cid, None)
+        if handle is None:
+            return
+        handle.removed = True
+        if reader is not None:
+            reader.stop()  # a running reader queues what it holds, then ends the stream too
+        self._queue.put(EndOfStream(handle, handle.finished_at))
 
 
 def _created_ns(data: dict[str, Any]) -> int:

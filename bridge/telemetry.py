@@ -14,6 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from bridge import __version__
 
 _STREAMS = {1: "stdout", 2: "stderr"}
+TRANSFORM_STEPS = ("multiline", "json", "priority", "rate_limit")
+FIELD_CAPS = ("count", "bytes")
+DROP_REASONS = ("rate_limited", "too_large", "malformed", "journal_error", "container_removed")
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -95,6 +98,28 @@ class Telemetry:
             ["kind"],
             registry=registry,
         )
+        self._transform_failures = Counter(
+            f"{ns}_transform_failures",
+            "Lines a transform step failed on, forwarded as they were, by step.",
+            ["step"],
+            registry=registry,
+        )
+        self._fields_dropped = Counter(
+            f"{ns}_fields_dropped",
+            "Fields left out of entries by the per-entry caps, by cap.",
+            ["reason"],
+            registry=registry,
+        )
+        self._regressions = Counter(
+            f"{ns}_position_regressions",
+            "Commits refused because they would move a resume position backwards.",
+            registry=registry,
+        )
+        self._writer_errors = Counter(
+            f"{ns}_writer_errors",
+            "Passes of the journal writer that failed on an unexpected error.",
+            registry=registry,
+        )
         self._pending = Gauge(
             f"{ns}_pending_bytes",
             "Bytes read from Docker, not yet in the journal.",
@@ -130,15 +155,15 @@ class Telemetry:
             number: (self._lines.labels(name), self._bytes.labels(name))
             for number, name in _STREAMS.items()
         }
-        for reason in (
-            "rate_limited",
-            "too_large",
-            "malformed",
-            "journal_error",
-            "container_removed",
-        ):
+        for reason in DROP_REASONS:
             self._dropped.labels(reason)
-        self._journal_up.set(1)
+        # Alerts see the first error only when the series exists before it.
+        for errno_name in ("EAGAIN", "ENOENT", "ECONNREFUSED", "ENOBUFS", "EMSGSIZE", "EPIPE"):
+            self._send_errors.labels(errno_name)
+        for step in TRANSFORM_STEPS:
+            self._transform_failures.labels(step)
+        for cap in FIELD_CAPS:
+            self._fields_dropped.labels(cap)
 
     # --- the pipeline ---------------------------------------------------------------------
 
@@ -173,6 +198,21 @@ class Telemetry:
     def transform_error(self, kind: str) -> None:
         self._transform_errors.labels(kind).inc()
 
+    def line_failed(self, step: str) -> None:
+        """A transform step raised on one line, which went on as it was (TransformEvents)."""
+        self._transform_failures.labels(step if step in TRANSFORM_STEPS else "other").inc()
+
+    def fields_dropped(self, reason: str, count: int) -> None:
+        """A cap on an entry's fields left `count` out (TransformEvents)."""
+        if count:
+            self._fields_dropped.labels(reason if reason in FIELD_CAPS else "other").inc(count)
+
+    def position_regression(self) -> None:
+        self._regressions.inc()
+
+    def writer_error(self) -> None:
+        self._writer_errors.inc()
+
     def track_pending_bytes(self, read: Callable[[], float]) -> None:
         """The pending gauge reads the queue at scrape time (the writer may be stuck in a send)."""
         self._pending.set_function(read)
@@ -191,15 +231,16 @@ class Telemetry:
         self._attached.dec()
 
     def container_removed(self, container: tuple[str, str]) -> None:
-        """Drops the container's own series, so churn never grows the series count."""
+        """Drops the container's own series (removed, or renamed), so churn never grows the
+        series count."""
         for metric in (self._pc_lines, self._pc_bytes):
             if metric is not None:
                 with contextlib.suppress(KeyError):
                     metric.remove(*container)
         if self._pc_dropped is not None:
-            for labels in list(self._pc_dropped._metrics):
-                if labels[:2] == container:
-                    self._pc_dropped.remove(*labels)
+            for reason in DROP_REASONS:
+                with contextlib.suppress(KeyError):
+                    self._pc_dropped.remove(*container, reason)
 
     def stream_error(self, kind: str) -> None:
         self._stream_errors.labels(kind).inc()

@@ -2,16 +2,25 @@
 
 A line matching `start` opens a record; while one is open, lines matching `continuation` join
 it; any other line closes it and passes alone (or opens the next record, if it matches
-`start`). An open record is also closed when `flush_after` seconds pass without a new line,
-or when adding a line would take it past `max_bytes`. stdout and stderr merge separately.
+`start`). stdout and stderr merge separately, at most one open record each. Invariants:
+
+- An open record is closed when `flush_after` seconds pass without a new line, when it reaches
+  `max_lines` lines, or when a line would take its message past `max_bytes`: memory held per
+  stream is bounded in records as well as bytes, whatever a container prints.
+- No line is lost or reordered within a stream: records leave in the order their lines came.
+- `held_bytes` is the `bridge.record.footprint` of the input records held, kept incrementally;
+  `held_first()` is, per stream, the position of the first line held.
+- Methods change state only once everything that can fail (matching, joining) has succeeded,
+  so a failure leaves the merger as it was; `release` then hands back a stream's lines unmerged.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from bridge.record import Record
+from bridge.cursor import Position
+from bridge.record import RECORD_OVERHEAD_BYTES, Record
+from bridge.transforms.regex import Matcher, compile_trusted
 
 PRESETS: dict[str, tuple[str, str]] = {
     "python": (
@@ -25,45 +34,81 @@ PRESETS: dict[str, tuple[str, str]] = {
     ),
 }
 
+DEFAULT_MAX_LINES = 500
+
 
 @dataclass
 class _Open:
     records: list[Record] = field(default_factory=list)
-    size: int = 0
+    size: int = 0  # bytes of the merged message
+    held: int = 0  # footprint of `records`
     deadline: float = 0.0
 
 
+def _cost(record: Record) -> int:
+    return len(record.message) + RECORD_OVERHEAD_BYTES  # footprint([record])
+
+
 class MultilineMerger:
-    def __init__(self, start: str, continuation: str, flush_after: float, max_bytes: int) -> None:
-        self._start = re.compile(start.encode())
-        self._continuation = re.compile(continuation.encode())
+    def __init__(
+        self,
+        start: Matcher,
+        continuation: Matcher,
+        flush_after: float,
+        max_bytes: int,
+        max_lines: int = DEFAULT_MAX_LINES,
+    ) -> None:
+        self._start = start
+        self._continuation = continuation
         self._flush_after = flush_after
         self._max_bytes = max_bytes
+        self._max_lines = max(max_lines, 2)
         self._open: dict[int, _Open] = {}
+        self._held = 0
         self.merged_records = 0
 
     @classmethod
-    def preset(cls, name: str, flush_after: float, max_bytes: int) -> MultilineMerger:
+    def preset(
+        cls, name: str, flush_after: float, max_bytes: int, max_lines: int = DEFAULT_MAX_LINES
+    ) -> MultilineMerger:
         start, continuation = PRESETS[name]
-        return cls(start, continuation, flush_after, max_bytes)
+        return cls(
+            compile_trusted(start), compile_trusted(continuation), flush_after, max_bytes, max_lines
+        )
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+    def held_first(self) -> dict[int, Position]:
+        return {stream: o.records[0].first for stream, o in self._open.items()}
 
     def push(self, record: Record, now: float) -> list[Record]:
+        stream = record.stream
         if record.partial is not None:  # pieces of an overlong line are never merged further
-            return [*self._close(record.stream), record]
-        current = self._open.get(record.stream)
+            out = self.close(stream)
+            out.append(record)
+            return out
+        current = self._open.get(stream)
         message = record.message
         if (
             current is not None
-            and self._continuation.match(message)
+            and self._continuation(message)
             and current.size + 1 + len(message) <= self._max_bytes
         ):
+            cost = _cost(record)
             current.records.append(record)
             current.size += 1 + len(message)
+            current.held += cost
+            self._held += cost
             current.deadline = now + self._flush_after
-            return []
-        out = self._close(record.stream)
-        if self._start.match(message):
-            self._open[record.stream] = _Open([record], len(message), now + self._flush_after)
+            return self.close(stream) if len(current.records) >= self._max_lines else []
+        starts = bool(self._start(message))
+        out = self.close(stream)
+        if starts:
+            cost = _cost(record)
+            self._open[stream] = _Open([record], len(message), cost, now + self._flush_after)
+            self._held += cost
         else:
             out.append(record)
         return out
@@ -71,33 +116,54 @@ class MultilineMerger:
     def next_deadline(self) -> float | None:
         return min((o.deadline for o in self._open.values()), default=None)
 
+    def due(self, now: float) -> list[int]:
+        """The streams whose open record's flush deadline has passed."""
+        return [stream for stream, o in self._open.items() if o.deadline <= now]
+
+    def streams(self) -> list[int]:
+        return list(self._open)
+
     def flush_due(self, now: float) -> list[Record]:
         out: list[Record] = []
-        for stream in [s for s, o in self._open.items() if o.deadline <= now]:
-            out.extend(self._close(stream))
+        for stream in self.due(now):
+            out.extend(self.close(stream))
         return out
 
     def flush(self) -> list[Record]:
         out: list[Record] = []
-        for stream in list(self._open):
-            out.extend(self._close(stream))
+        for stream in self.streams():
+            out.extend(self.close(stream))
         return out
 
-    def _close(self, stream: int) -> list[Record]:
-        current = self._open.pop(stream, None)
+    def close(self, stream: int) -> list[Record]:
+        """The stream's open record, merged into one; [] when none is open."""
+        current = self._open.get(stream)
         if current is None:
             return []
         records = current.records
         if len(records) == 1:
-            return records
-        self.merged_records += 1
-        first, last = records[0], records[-1]
-        return [
-            Record(
+            merged = records[0]
+        else:
+            first, last = records[0], records[-1]
+            merged = Record(
                 stream,
-                b"\n".join(r.message for r in records),
+                b"\n".join([r.message for r in records]),
                 first.timestamp,
                 first.first,
                 last.last,
             )
-        ]
+            self.merged_records += 1
+        self._forget(stream, current)
+        return [merged]
+
+    def release(self, stream: int) -> list[Record]:
+        """The stream's held lines as they came, unmerged: the way out when merging failed."""
+        current = self._open.get(stream)
+        if current is None:
+            return []
+        self._forget(stream, current)
+        return current.records
+
+    def _forget(self, stream: int, current: _Open) -> None:
+        del self._open[stream]
+        self._held -= current.held

@@ -1,4 +1,9 @@
-"""PRIORITY from plain text: an sd-daemon `<N>` prefix, or a leading level word. Pure."""
+"""PRIORITY from plain text: an sd-daemon `<N>` prefix, or a leading level word. Pure.
+
+Both patterns are anchored and bounded (`\\W{0,2}` then one word), so a line costs at most a
+scan of its first few dozen bytes; a level value from JSON is any JSON value, and maps to a
+syslog level 0-7 or None, never an exception.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ def level_priority(value: object) -> int | None:
         return value if 0 <= value <= 7 else None
     if isinstance(value, str):
         text = value.strip().lower()
-        if text.isdigit():
+        # isdigit() alone also takes "²" (int() refuses it) and a 5,000-digit string
+        if text.isascii() and text.isdigit() and len(text) <= 3:
             number = int(text)
             return number if 0 <= number <= 7 else None
         return LEVELS.get(text)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,3 +106,42 @@ def test_merged_takes_the_later_position_per_stream():
 def test_json_round_trip():
     cursor = Cursor(7, {1: (10, 2), 2: (30, 1)})
     assert Cursor.from_json(cursor.to_json()) == cursor
+
+
+def test_a_pinned_stream_is_not_raised_by_the_reorder_guard():
+    # stderr holds an open record stamped at 100 s; stdout went on to 500 s
+    held = Cursor(0, {1: (500 * 10**9, 1), 2: (100 * 10**9, 0)}, frozenset({2}))
+    assert held.since_ns() == 100 * 10**9
+    unpinned = Cursor(0, {1: (500 * 10**9, 1), 2: (100 * 10**9, 0)})
+    assert unpinned.since_ns() == 498 * 10**9
+
+
+def test_merging_keeps_the_pin_with_the_position_chosen():
+    saved = Cursor(0, {1: (10, 1), 2: (5, 0)}, frozenset({2}))
+    journal = Cursor(0, {1: (12, 1), 2: (4, 1)})
+    merged = saved.merged(journal)
+    assert merged.streams == {1: (12, 1), 2: (5, 0)} and merged.pinned == {2}
+    newer = saved.merged(Cursor(0, {2: (6, 1)}))
+    assert newer.streams[2] == (6, 1) and newer.pinned == frozenset()
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+        ),
+    )
+)
+def test_from_json_accepts_a_cursor_or_raises_value_error(data):
+    try:
+        cursor = Cursor.from_json(data)
+    except (ValueError, TypeError):
+        return
+    assert Cursor.from_json(cursor.to_json()) == cursor
+
+
+def test_from_json_refuses_numbers_that_are_not_positions():
+    for bad in (float("inf"), -1, 1 << 64, 1.5, True, "12"):
+        with pytest.raises(ValueError):
+            Cursor.from_json({"floor_ns": 0, "streams": {"1": [bad, 1]}})

@@ -1,7 +1,18 @@
 from __future__ import annotations
 
+import signal
+import time
+from pathlib import Path
+
 from bridge.config import Config
-from bridge.daemon import docker_client
+from bridge.container import ContainerHandle
+from bridge.cursor import Cursor
+from bridge.daemon import Bridge, docker_client
+from bridge.fields import ContainerInfo, encode_pairs
+from bridge.pipeline import Batch
+from bridge.record import Record
+
+FIELDS = encode_pairs([("CONTAINER_NAME", "web")])
 
 
 def test_docker_connection_pools_stay_small():
@@ -13,3 +24,41 @@ def test_docker_connection_pools_stay_small():
         assert adapter.max_pool_size <= 16
     finally:
         client.close()
+
+
+def test_readiness_follows_the_journal_writer(tmp_path):
+    bridge = Bridge(_config(tmp_path))
+    assert bridge.readiness() == "the journal writer has stopped"
+    bridge.writer.start()
+    try:
+        assert bridge.readiness() == "not connected to dockerd"
+    finally:
+        bridge.writer.drain_and_stop(5)
+    assert bridge.readiness() == "the journal writer has stopped"
+
+
+def test_a_second_stop_signal_abandons_the_drain(tmp_path):
+    bridge = Bridge(_config(tmp_path))  # its journal socket does not exist: sends wait
+    bridge.writer.start()
+    handle = ContainerHandle.create(
+        ContainerInfo("a" * 64, "web", "img", "sha256:b"),
+        FIELDS,
+        Cursor(),
+    )
+    bridge.queue.put(Batch(handle, [Record(1, b"x", b"2026-11-28T00:00:00Z", (1, 1), (1, 1))], 1))
+    bridge._on_signal(signal.SIGTERM, None)
+    bridge._on_signal(signal.SIGTERM, None)
+    started = time.monotonic()
+    assert not bridge.writer.drain_and_stop(30)
+    assert time.monotonic() - started < 10
+    assert handle.committed == {}  # not written: read again at the next start
+
+
+def _config(tmp_path: Path) -> Config:
+    return Config.model_validate(
+        {
+            "journal": {"socket": str(tmp_path / "missing"), "resume_from_journal": False},
+            "state": {"directory": str(tmp_path / "state")},
+            "metrics": {"enabled": False},
+        }
+    )

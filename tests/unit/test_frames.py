@@ -98,3 +98,11 @@ def test_raw_stream_flush_returns_an_unfinished_last_line():
     parser = RawStreamParser()
     assert parser.feed(TS + b"no newline") == []
     assert parser.flush() == [(STDOUT, TS + b"no newline")]
+
+
+def test_tty_pieces_are_cut_after_a_timestamp_with_a_zone_offset():
+    # a dockerd in another zone stamps "+01:00" instead of "Z": 35 bytes, not 30
+    ts1, ts2 = b"2026-11-28T01:13:57.123456789+01:00", b"2026-11-28T01:13:57.123456790+01:00"
+    piece = ts1 + b" " + b"A" * DOCKER_PIECE_BYTES
+    records = RawStreamParser().feed(piece + ts2 + b" tail\n")
+    assert [r for _, r in records] == [piece, ts2 + b" tail\n"]

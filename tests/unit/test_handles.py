@@ -80,3 +80,17 @@ def test_an_event_after_start_up_uses_the_saved_cursor_without_the_journal():
     saved = Cursor(0, {1: (100, 0)})
     state = State(FIRST_RUN, {cid: ContainerState(saved)})
     assert factory(state).build(info(FIRST_RUN - 1, cid), None).start == saved
+
+
+def test_the_backlog_holds_when_the_journal_cannot_be_read_back():
+    # resume_from_journal = false, or the journal could not be opened: no read-back
+    before = time.time_ns()
+    handle = factory(State(FIRST_RUN)).build(info(FIRST_RUN - 1), None)
+    assert handle.start.floor_ns >= before and not handle.start.streams
+    tail = factory(State(FIRST_RUN), "25").build(info(FIRST_RUN - 1), None)
+    assert tail.backlog_tail == 25
+
+
+def test_a_container_of_unknown_age_is_read_from_its_first_line():
+    handle = factory(State(FIRST_RUN)).build(info(0), None)
+    assert handle.start == Cursor() and handle.backlog_tail is None

@@ -195,3 +195,18 @@ def test_the_refill_pause_follows_the_queue_length(tmp_path):
     assert _refill_pause(str(tmp_path / "missing")) == pytest.approx(0.00003)
     sysctl.write_text("100000\n")
     assert _refill_pause(str(sysctl)) == 0.002
+
+
+def test_journal_up_is_zero_while_the_socket_is_missing(tmp_path, make):
+    path = str(tmp_path / "socket")
+    journal, registry = make(path)
+    with pytest.raises(OSError):
+        journal.connect()  # start-up waits for the socket, retrying this
+    assert value(registry, "journald_bridge_journal_up") == 0
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    try:
+        journal.connect()
+        assert value(registry, "journald_bridge_journal_up") == 1
+    finally:
+        srv.close()

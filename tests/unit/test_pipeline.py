@@ -5,14 +5,18 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from bridge.config import TransformsConfig
 from bridge.container import ContainerHandle
 from bridge.cursor import Cursor
-from bridge.fields import ContainerInfo, MetadataSelection, TagTemplate
+from bridge.fields import ContainerInfo, encode_pairs
 from bridge.pipeline import Batch, EndOfStream, JournalWriter, PendingQueue
 from bridge.record import Record
 from bridge.telemetry import Telemetry
+from bridge.transforms import build_chain
 
 TS = b"2026-11-28T00:13:57.123456789Z"
+
+FIELDS = encode_pairs([("CONTAINER_NAME", "web")])
 
 
 class FakeSocket:
@@ -45,7 +49,7 @@ def dropped(registry, reason):
 
 def handle():
     info = ContainerInfo(id="a" * 64, name="web", image_name="img", image_id="sha256:b")
-    return ContainerHandle.create(info, TagTemplate("{{.Name}}"), MetadataSelection(), Cursor())
+    return ContainerHandle.create(info, FIELDS, Cursor())
 
 
 def test_queue_blocks_producers_at_the_byte_budget():
@@ -144,8 +148,7 @@ def test_queued_batches_of_several_containers_go_out_in_one_send_in_order():
     web = handle()
     db = ContainerHandle.create(
         ContainerInfo(id="c" * 64, name="db", image_name="img", image_id="sha256:b"),
-        TagTemplate("{{.Name}}"),
-        MetadataSelection(),
+        FIELDS,
         Cursor(),
     )
     queue.put(Batch(web, [Record(1, b"w1", TS, (1, 1), (1, 1))], 1))
@@ -165,3 +168,213 @@ def test_queued_batches_of_several_containers_go_out_in_one_send_in_order():
     assert forwarded(registry) == 2
     assert dropped(registry, "journal_error") == 1
     assert queue.pending_bytes == 0
+
+
+def test_a_position_never_moves_backwards_and_an_attempt_is_counted():
+    registry = CollectorRegistry()
+    queue, sock, h = PendingQueue(1 << 20), FakeSocket(), handle()
+    writer = JournalWriter(queue, sock, Telemetry(registry), lambda: None)
+    writer.start()
+    queue.put(Batch(h, [Record(1, b"new", TS, (10, 1), (10, 1))], 1))
+    queue.put(Batch(h, [Record(1, b"old", TS, (5, 1), (5, 1))], 1))
+    assert writer.drain_and_stop(5)
+    assert h.committed == {1: (10, 1)}
+    assert registry.get_sample_value("journald_bridge_position_regressions_total") == 1
+
+
+def test_a_batch_that_breaks_the_writer_costs_that_batch_only():
+    registry = CollectorRegistry()
+    queue, sock, h = PendingQueue(1 << 20), FakeSocket(), handle()
+    writer = JournalWriter(queue, sock, Telemetry(registry), lambda: None)
+    writer.start()
+    broken = Record(1, None, TS, (1, 1), (1, 1))  # type: ignore[arg-type]  # encoding raises
+    queue.put(Batch(h, [broken], 1))
+    time.sleep(0.3)  # the broken batch gets a pass of its own
+    assert writer.alive
+    queue.put(Batch(h, [Record(1, b"after", TS, (2, 1), (2, 1))], 1))
+    assert writer.drain_and_stop(5)
+    assert [d.split(b"\n", 1)[0] for d in sock.sent] == [b"MESSAGE=after"]
+    assert registry.get_sample_value("journald_bridge_writer_errors_total") == 1
+    assert queue.pending_bytes == 0
+
+
+def test_the_writer_beats_while_idle():
+    queue = PendingQueue(1 << 20)
+    beats: list[float] = []
+    writer = JournalWriter(
+        queue, FakeSocket(), Telemetry(CollectorRegistry()), lambda: beats.append(1)
+    )
+    writer.start()
+    time.sleep(0.6)
+    assert writer.alive and len(beats) >= 2
+    assert time.monotonic() - writer.last_beat < 0.5
+    assert writer.drain_and_stop(5)
+
+
+def test_queue_items_without_bytes_never_wait_for_room():
+    queue, h = PendingQueue(100), handle()
+    queue.put(Batch(h, [], 500))  # one oversize batch may always enter
+    done = threading.Event()
+    threading.Thread(target=lambda: (queue.put(EndOfStream(h, "")), done.set())).start()
+    assert done.wait(1)
+
+
+def test_a_removed_container_loses_its_series_and_gets_no_new_ones():
+    registry = CollectorRegistry()
+    queue, h = PendingQueue(1 << 20), handle()
+    writer = JournalWriter(
+        queue, FakeSocket(), Telemetry(registry, per_container=True), lambda: None
+    )
+    writer.start()
+    labels = {"container_name": "web", "compose_service": ""}
+    queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1))], 1))
+    deadline = time.monotonic() + 5
+    while not registry.get_sample_value("journald_bridge_container_lines_forwarded_total", labels):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    h.removed = True
+    queue.put(EndOfStream(h, ""))
+    queue.put(Batch(h, [Record(1, b"late", TS, (2, 1), (2, 1))], 1))  # read before the removal
+    assert writer.drain_and_stop(5)
+    assert (
+        registry.get_sample_value("journald_bridge_container_lines_forwarded_total", labels) is None
+    )
+    assert forwarded(registry) == 2
+
+
+def test_a_rename_moves_the_series_to_the_new_name():
+    registry = CollectorRegistry()
+    queue, h = PendingQueue(1 << 20), handle()
+    writer = JournalWriter(
+        queue, FakeSocket(), Telemetry(registry, per_container=True), lambda: None
+    )
+    queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1))], 1))
+    writer.start()
+    deadline = time.monotonic() + 5
+    while not h.committed:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    h.refresh_fields(
+        ContainerInfo(id="a" * 64, name="web2", image_name="img", image_id="sha256:b"),
+        encode_pairs([("CONTAINER_NAME", "web2")]),
+    )
+    queue.put(Batch(h, [Record(1, b"b", TS, (2, 1), (2, 1))], 1))
+    assert writer.drain_and_stop(5)
+    name = "journald_bridge_container_lines_forwarded_total"
+    assert registry.get_sample_value(name, {"container_name": "web", "compose_service": ""}) is None
+    assert registry.get_sample_value(name, {"container_name": "web2", "compose_service": ""}) == 1
+
+
+def test_reader_holds_keep_the_persisted_position_before_the_held_line():
+    queue, h = PendingQueue(1 << 20), handle()
+    writer = JournalWriter(queue, FakeSocket(), Telemetry(CollectorRegistry()), lambda: None)
+    writer.start()
+    # stderr: the first piece of a long line is held by the reader (stamped 100);
+    # stdout moves far ahead meanwhile.
+    queue.put(Batch(h, [Record(1, b"a", TS, (10**12, 1), (10**12, 1))], 1, held={2: (100, 1)}))
+    assert writer.drain_and_stop(5)
+    cursor = h.committed_cursor()
+    assert cursor.streams[2] == (100, 0) and 2 in cursor.pinned
+    assert cursor.since_ns() <= 100
+
+
+S = 10**9
+T = 1_780_000_000 * S
+
+
+def rec(stream: int, message: bytes, ns: int) -> Record:
+    return Record(stream, message, TS, (ns, 1), (ns, 1))
+
+
+class Events:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def line_failed(self, step: str) -> None:
+        self.failed.append(step)
+
+    def fields_dropped(self, reason: str, count: int) -> None:
+        pass
+
+
+def chained(labels: dict[str, str], config: TransformsConfig | None = None) -> ContainerHandle:
+    h = handle()
+    h.chain = build_chain(
+        config or TransformsConfig(), labels, 1 << 20, lambda: "web", lambda k, m: None, Events()
+    )
+    assert h.chain is not None
+    return h
+
+
+def run_writer(items, handle_settle=0.3):
+    registry = CollectorRegistry()
+    queue, sock = PendingQueue(1 << 20), FakeSocket()
+    writer = JournalWriter(queue, sock, Telemetry(registry), lambda: None)
+    writer.start()
+    for item in items:
+        queue.put(item)
+    time.sleep(handle_settle)
+    return writer, queue, sock, registry
+
+
+TRACEBACK = [
+    b"Traceback (most recent call last):",
+    b'  File "app.py", line 1',
+    b"ZeroDivisionError: x",
+]
+
+
+def test_an_open_record_keeps_the_persisted_position_before_it():
+    h = chained({"journald-bridge.multiline": "python"})
+    items = [Batch(h, [rec(2, TRACEBACK[0], T)], 1)]
+    for i in range(1, 51):  # the traceback is still being printed; stdout moves on
+        items.append(
+            Batch(
+                h,
+                [rec(2, b"  frame %d" % i, T + i * S // 10), rec(1, b"out", T + i * S // 10 + 1)],
+                1,
+            )
+        )
+    writer, queue, _, _ = run_writer(items)
+    cursor = h.committed_cursor()
+    assert cursor.since_ns() <= T  # a resume reads the whole open traceback again
+    assert cursor.streams[2] == (T, 0) and 2 in cursor.pinned
+    assert queue.pending_bytes > 0  # what the transforms hold counts against the budget
+    assert writer.drain_and_stop(5)
+
+
+def test_the_open_record_of_a_removed_container_is_written():
+    h = chained({"journald-bridge.multiline": "python"})
+    batch = Batch(h, [rec(2, m, T + i) for i, m in enumerate(TRACEBACK)], 3)
+    h.removed = True  # the destroy event of a --rm container came right after its last line
+    writer, queue, sock, _ = run_writer([batch, EndOfStream(h, "")])
+    assert writer.drain_and_stop(5)
+    assert len(sock.sent) == 1 and b"\nZeroDivisionError: x" in sock.sent[0]
+    assert h.committed == {2: (T + 2, 1)} and queue.pending_bytes == 0
+
+
+def test_the_suppression_notice_never_moves_a_position_back():
+    config = TransformsConfig(rate_limit_lines_per_second=1, rate_limit_burst=1)
+    h = chained({}, config)
+    lines = [rec(1, b"line %d" % i, T + i) for i in range(20)]
+    writer, _, sock, registry = run_writer([Batch(h, lines, 20), EndOfStream(h, "")])
+    assert writer.drain_and_stop(5)
+    assert any(d.startswith(b"MESSAGE=Suppressed") for d in sock.sent)
+    assert h.committed[1] == (T + 19, 1)
+    assert registry.get_sample_value("journald_bridge_position_regressions_total") == 0
+
+
+def test_a_wall_clock_step_back_does_not_stop_rate_limited_lines(monkeypatch):
+    config = TransformsConfig(rate_limit_lines_per_second=1000)
+    h = chained({}, config)
+    wall = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: wall[0])
+    queue, sock = PendingQueue(1 << 20), FakeSocket()
+    writer = JournalWriter(queue, sock, Telemetry(CollectorRegistry()), lambda: None)
+    writer.start()
+    queue.put(Batch(h, [rec(1, b"before", T)], 1))
+    time.sleep(0.1)
+    wall[0] -= 3600  # NTP or a VM resume steps the clock back an hour
+    queue.put(Batch(h, [rec(1, b"after", T + 1)], 1))
+    assert writer.drain_and_stop(5)
+    assert [d.split(b"\n", 1)[0] for d in sock.sent] == [b"MESSAGE=before", b"MESSAGE=after"]

@@ -45,8 +45,16 @@ class FakeReader:
         return self._found.pop() if self._found else {}
 
 
-def entry(stream: str, ts: str, cursor: str | None = None) -> dict[str, Any]:
-    fields = {"CONTAINER_ID_FULL": SEEN, "CONTAINER_STREAM": stream, "SYSLOG_TIMESTAMP": ts}
+BRIDGE_UID = 0
+
+
+def entry(stream: str, ts: str, cursor: str | None = None, uid: int = BRIDGE_UID) -> dict[str, Any]:
+    fields = {
+        "CONTAINER_ID_FULL": SEEN,
+        "CONTAINER_STREAM": stream,
+        "SYSLOG_TIMESTAMP": ts,
+        "_UID": str(uid),
+    }
     if cursor is not None:
         fields["JOURNALD_BRIDGE_CURSOR"] = cursor
     return fields
@@ -57,24 +65,35 @@ ENTRIES = [
     entry("stderr", "2026-11-28T00:00:02.000000002Z"),
     entry("stdout", "2026-11-28T00:00:03.000000003Z", cursor="1795824003000000003:2"),
 ]
+# What any local user can send to the journal socket: the same fields, from another uid.
+FORGED = [
+    *ENTRIES,
+    entry("stdout", "2100-01-01T00:00:00.000000000Z", uid=65534),
+    entry("stderr", "2100-01-01T00:00:00.000000000Z", cursor="4102444800000000000:9", uid=1000),
+]
+
+
+def test_entries_from_other_users_never_give_a_position():
+    positions = JournalPositions(reader=FakeReader(FORGED), uid=BRIDGE_UID)
+    assert positions.positions(SEEN) == {1: (1795824003000000003, 2), 2: (1795824002000000002, 1)}
 
 
 def test_the_last_entry_of_each_stream_gives_its_position():
-    positions = JournalPositions(reader=FakeReader(ENTRIES))
+    positions = JournalPositions(reader=FakeReader(ENTRIES), uid=BRIDGE_UID)
     found = positions.positions(SEEN)
     assert found == {1: (1795824003000000003, 2), 2: (1795824002000000002, 1)}
 
 
 def test_a_container_the_journal_never_saw_costs_no_lookup():
     reader = FakeReader(ENTRIES)
-    positions = JournalPositions(reader=reader)
+    positions = JournalPositions(reader=reader, uid=BRIDGE_UID)
     assert positions.positions(UNSEEN) == {}
     assert reader.lookups == 0
 
 
 def test_without_the_container_list_every_container_is_looked_up(caplog):
     reader = FakeReader(ENTRIES, broken={"query_unique"})
-    positions = JournalPositions(reader=reader)
+    positions = JournalPositions(reader=reader, uid=BRIDGE_UID)
     assert positions.positions(UNSEEN) == {}
     assert positions.positions(SEEN)[2] == (1795824002000000002, 1)
     assert reader.lookups == 4
@@ -82,7 +101,7 @@ def test_without_the_container_list_every_container_is_looked_up(caplog):
 
 
 def test_a_journal_read_error_leaves_the_state_file_to_decide(caplog):
-    positions = JournalPositions(reader=FakeReader(ENTRIES, broken={"seek_tail"}))
+    positions = JournalPositions(reader=FakeReader(ENTRIES, broken={"seek_tail"}), uid=BRIDGE_UID)
     assert positions.positions(SEEN) == {}
     assert "cannot read its position back from the journal" in caplog.text
 

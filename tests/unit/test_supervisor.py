@@ -5,6 +5,7 @@ from typing import Any
 
 import docker.errors
 import pytest
+import requests
 from prometheus_client import CollectorRegistry
 
 from bridge.config import Config
@@ -54,7 +55,7 @@ def container(
 
 @pytest.fixture
 def supervisor(monkeypatch):
-    monkeypatch.setattr(LogReader, "start", lambda self: None)  # no thread, no log stream
+    monkeypatch.setattr(LogReader, "_main", lambda self: None)  # a thread that reads nothing
 
     def make(api: FakeAPI, config: Config | None = None) -> tuple[Supervisor, CollectorRegistry]:
         config = config or Config()
@@ -132,3 +133,71 @@ def test_no_attach_is_counted_when_nothing_was_attached(supervisor):
     api.inspect_container = gone  # type: ignore[method-assign]
     sup._resync()
     assert resynced(registry) == 1
+
+
+def test_a_reader_whose_thread_could_not_start_is_started_by_the_next_listing(
+    supervisor, monkeypatch, caplog
+):
+    api = FakeAPI([container(1)])
+    sup, registry = supervisor(api)
+    real_start = LogReader.start
+    monkeypatch.setattr(
+        LogReader,
+        "start",
+        lambda self: (_ for _ in ()).throw(RuntimeError("can't start new thread")),
+    )
+    sup._attach_all(None)  # start-up: the tasks limit was hit once
+    assert "cannot start its reader" in caplog.text
+    monkeypatch.setattr(LogReader, "start", real_start)
+    sup._resync()
+    assert sup._readers[f"{1:064x}"].started
+    assert resynced(registry) == 1
+
+
+def test_a_start_up_attempt_cut_short_is_completed_by_the_retry(supervisor):
+    api = FakeAPI([container(1), container(2)])
+    sup, _ = supervisor(api)
+    inspect = api.inspect_container
+    calls = []
+
+    def flaky(cid: str) -> dict[str, Any]:
+        calls.append(cid)
+        if len(calls) == 2:
+            raise requests.exceptions.ConnectionError("dockerd busy")
+        return inspect(cid)
+
+    api.inspect_container = flaky  # type: ignore[method-assign]
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sup._attach_all(None)  # the daemon's start-up retries this
+    sup._attach_all(None)
+    assert all(r.started for r in sup._readers.values()) and len(sup._readers) == 2
+
+
+def test_a_container_excluded_then_included_by_reloads_goes_on_where_it_was(supervisor):
+    api = FakeAPI([container(1, team="web")])
+    sup, _ = supervisor(api)
+    sup._resync()
+    cid = f"{1:064x}"
+    handle = sup._handles[cid]
+    handle.commit(1, (1_000, 3))
+    exclude = Config.model_validate({"filter": {"exclude_labels": ["team=web"]}})
+    sup.reconfigure(exclude, ContainerFilter(exclude.filter))
+    assert cid not in sup._readers
+    assert sup.snapshot()[cid].cursor.streams == {1: (1_000, 3)}  # still saved
+    sup.reconfigure(Config(), ContainerFilter(Config().filter))
+    assert sup._handles[cid].start.streams == {1: (1_000, 3)}  # not from its first line
+
+
+def test_a_label_that_breaks_one_container_does_not_stop_the_others(supervisor, monkeypatch):
+    api = FakeAPI([container(1), container(2)])
+    sup, _ = supervisor(api)
+    build = sup._handle_factory.build
+
+    def fragile(info, journal):
+        if info.name == "c1":
+            raise OverflowError("cannot convert float infinity to integer")
+        return build(info, journal)
+
+    monkeypatch.setattr(sup._handle_factory, "build", fragile)
+    sup._attach_all(None)
+    assert set(sup._readers) == {f"{2:064x}"}

@@ -36,3 +36,23 @@ def test_build_info_and_process_metrics():
     Telemetry(registry)
     assert registry.get_sample_value("journald_bridge_build_info", {"version": "0.1.0"}) == 1
     assert registry.get_sample_value("process_resident_memory_bytes") > 0
+
+
+def test_alerts_see_the_first_error_because_every_series_starts_at_zero():
+    registry = CollectorRegistry()
+    Telemetry(registry)
+    for errno_name in ("ENOENT", "ECONNREFUSED", "EAGAIN", "ENOBUFS"):
+        assert (
+            registry.get_sample_value(
+                "journald_bridge_journal_send_errors_total", {"errno": errno_name}
+            )
+            == 0
+        )
+    assert (
+        registry.get_sample_value("journald_bridge_transform_failures_total", {"step": "json"}) == 0
+    )
+    assert (
+        registry.get_sample_value("journald_bridge_fields_dropped_total", {"reason": "count"}) == 0
+    )
+    # down until the journal socket has been connected
+    assert registry.get_sample_value("journald_bridge_journal_up") == 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.record import Record
+from bridge.record import Record, footprint
 from bridge.transforms.multiline import MultilineMerger
 
 TS = b"2026-11-28T00:13:57.123456789Z"
@@ -73,3 +73,60 @@ def test_no_line_is_lost_and_records_respect_the_size_limit(lines, max_bytes):
     assert b"\n".join(r.message for r in out) == b"\n".join(lines)
     assert all(len(r.message) <= max_bytes for r in out)
     assert [r.last for r in out] == sorted(r.last for r in out)
+
+
+def test_a_record_closes_at_max_lines():
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20, max_lines=3)
+    lines = [PY_TRACE[1], b"  a", b"  b", b"  c", b"  d"]
+    out = []
+    for r in records(lines):
+        out.extend(merger.push(r, now=0.0))
+        assert all(len(o.records) < 3 for o in merger._open.values())
+    assert [r.message for r in out] == [b"\n".join(lines[:3]), b"  c", b"  d"]
+    assert merger.merged_records == 1
+
+
+def test_a_flood_of_continuation_lines_after_a_start_is_bounded():
+    """r8: the merger capped bytes only: 524,001 one-byte records held for one stream."""
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20)
+    merger.push(Record(1, PY_TRACE[1], TS, (0, 1), (0, 1)), 0.0)
+    peak = released = 0
+    for n in range(1, 100_001):
+        released += len(merger.push(Record(1, b" ", TS, (n, 1), (n, 1)), 0.0))
+        peak = max(peak, len(merger._open[1].records) if 1 in merger._open else 0)
+    assert peak == 499 and released == 100_000 - 499 + 1
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([*PY_TRACE, b"", b"  x"]), st.sampled_from([1, 2])),
+        max_size=60,
+    ),
+    st.integers(2, 6),
+)
+def test_held_bytes_and_held_first_match_what_is_held(lines, max_lines):
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20, max_lines)
+    out = []
+    for n, (line, stream) in enumerate(lines, 1):
+        out.extend(merger.push(Record(stream, line, TS, (n, 1), (n, 1)), 0.0))
+        held = [r for o in merger._open.values() for r in o.records]
+        assert merger.held_bytes == footprint(held)
+        assert merger.held_first() == {s: o.records[0].first for s, o in merger._open.items()}
+        assert all(len(o.records) < max_lines for o in merger._open.values())
+    out.extend(merger.flush())
+    assert merger.held_bytes == 0 and merger.held_first() == {}
+    for stream in (1, 2):  # nothing lost or reordered within a stream
+        sent = [line for line, s in lines if s == stream]
+        got = [r.message for r in out if r.stream == stream]
+        assert b"\n".join(got) == b"\n".join(sent)
+        assert [r.last for r in out if r.stream == stream] == sorted(
+            r.last for r in out if r.stream == stream
+        )
+
+
+def test_release_hands_back_the_held_lines_unmerged():
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20)
+    held = records(PY_TRACE[1:4])
+    for r in held:
+        merger.push(r, 0.0)
+    assert merger.release(1) == held and merger.held_bytes == 0 and merger.release(1) == []

@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.fields import is_protected
 from bridge.record import Record
-from bridge.transforms.structured import MAX_FIELDS, MAX_VALUE_BYTES, JsonParser
+from bridge.transforms.structured import (
+    MAX_EXTRA_BYTES,
+    MAX_FIELDS,
+    MAX_VALUE_BYTES,
+    JsonParser,
+)
+
+from .support import Events
 
 TS = b"2026-11-28T00:13:57.123456789Z"
 PARSER = JsonParser(("msg", "message"), ("level", "severity", "lvl"))
@@ -37,11 +45,63 @@ def test_syslog_numbers_and_names():
     assert apply(b'{"message":"m","level":"nonsense"}').priority is None
 
 
-def test_limits():
-    data = {f"k{i}": "v" * (MAX_VALUE_BYTES + 10) for i in range(100)}
-    r = apply(json.dumps(data).encode())
+def test_limits_and_what_they_leave_off_is_counted():
+    events = Events()
+    data = {f"k{i}": "v" * (MAX_VALUE_BYTES + 10) for i in range(6)}
+    data |= {f"n{i}": i for i in range(100)}
+    r = apply(json.dumps(data).encode(), JsonParser(("msg",), ("level",), events=events))
     assert len(r.extra_fields) == MAX_FIELDS
-    assert all(len(v) == MAX_VALUE_BYTES for _, v in r.extra_fields)
+    assert sum(len(k) + len(v) for k, v in r.extra_fields) <= MAX_EXTRA_BYTES
+    assert [len(v) for _, v in r.extra_fields[:3]] == [MAX_VALUE_BYTES] * 3
+    # 3 big values fit in 256 KiB, 3 do not; 3 + 61 small ones make 64; 39 are over the count
+    assert events.dropped == [("count", 39), ("bytes", 3)]
+
+
+def test_a_value_is_cut_on_a_character_boundary():
+    r = apply(json.dumps({"k": "a" + "é" * MAX_VALUE_BYTES}).encode())
+    ((_, value),) = r.extra_fields
+    assert len(value) == MAX_VALUE_BYTES - 1 and value.decode()
+
+
+def test_lone_surrogates_become_replacement_characters():
+    """r1: '\\ud800' killed the writer thread (UnicodeEncodeError)."""
+    r = apply(b'{"msg":"a\\ud800b","k":"\\udfff","level":"\\udc80"}')
+    assert (r.message, r.extra_fields) == (
+        "a\ufffdb".encode(),
+        ((b"K", "\ufffd".encode()), (b"LEVEL", "\ufffd".encode())),
+    )
+
+
+def test_deep_nesting_passes_raw_and_is_counted():
+    """r1b: RecursionError."""
+    events = Events()
+    line = b'{"msg":"x","a":' + b"[" * 20000 + b"]" * 20000 + b"}"
+    r = apply(line, JsonParser(("msg",), ("level",), events=events))
+    assert (r.message, r.extra_fields, events.failed) == (line, (), ["json"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["object_systemd_unit", "object_pid", "OBJECT_UID", "coredump_unit", "unit", "user_unit",
+     "_pid", "container_id_full", "container_stream", "syslog_timestamp", "journald_bridge_x"],
+)  # fmt: skip
+def test_fields_readers_trust_cannot_be_set(key):
+    """r18: OBJECT_* fields are trusted by journalctl -u when _UID=0."""
+    r = apply(json.dumps({"msg": "m", key: "ssh.service", "ok": 1}).encode())
+    assert r.extra_fields == ((b"OK", b"1"),)
+
+
+@pytest.mark.parametrize("level", ["\u00b2", "9" * 5000, "\u0663", " 07 "])
+def test_odd_levels_never_raise(level):
+    r = apply(json.dumps({"msg": "m", "level": level}).encode())
+    assert r.priority == (7 if level == " 07 " else None)
+
+
+def test_a_line_with_many_keys_costs_a_bounded_amount_of_naming():
+    events = Events()
+    line = b"{" + b",".join(b'"container_%d":1' % i for i in range(70000)) + b"}"
+    r = apply(line, JsonParser(("msg",), ("level",), events=events))
+    assert r.extra_fields == () and events.dropped == [("count", 70000 - 256)]
 
 
 def test_prefix():
@@ -60,16 +120,23 @@ def test_anything_that_is_not_a_json_object_passes_unchanged(data):
         assert (r.message, r.priority, r.extra_fields) == (data, None, ())
 
 
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=20)
+
+
 @given(
     st.dictionaries(
-        st.text(max_size=80),
-        st.one_of(st.text(max_size=20), st.integers(), st.booleans()),
+        st.one_of(st.text(max_size=80), st.sampled_from(["msg", "level", "OBJECT_PID", "unit"])),
+        st.one_of(ANY_TEXT, st.integers(), st.floats(), st.booleans(), st.none()),
         max_size=80,
-    )
+    ),
+    st.booleans(),
 )
-def test_parsed_fields_are_always_valid_and_never_protected(data):
-    r = apply(json.dumps(data).encode())
+def test_parsed_fields_are_always_valid_utf8_and_never_protected(data, ascii_only):
+    r = apply(json.dumps(data, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass"))
     assert len(r.extra_fields) <= MAX_FIELDS
-    for name, _ in r.extra_fields:
+    if isinstance(data.get("msg"), str):
+        r.message.decode()  # text from JSON is valid UTF-8; without a message key, the raw line
+    for name, value in r.extra_fields:
         text = name.decode()
         assert text[0].isalpha() and len(text) <= 64 and not is_protected(text)
+        value.decode()
