@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     setup_logging(config.log.level)
-    from bridge.daemon import Bridge  # imports docker and systemd only when running
+    from bridge.app import Bridge  # imports docker and systemd only when running
 
     tune_garbage_collector()
     return Bridge(config, path).run()

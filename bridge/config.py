@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bridge.fields import TagTemplate
+from bridge.core.fields import TagTemplate
 
 EX_CONFIG = 78
 ENV_PREFIX = "JOURNALD_BRIDGE_"

@@ -12,23 +12,29 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Protocol
 
 from bridge.config import Config
-from bridge.container import ContainerHandle
-from bridge.cursor import Cursor
-from bridge.fields import (
+from bridge.core.container import ContainerHandle
+from bridge.core.cursor import Cursor, Position
+from bridge.core.fields import (
     ContainerInfo,
     MetadataSelection,
     TagTemplate,
     container_fields_counted,
     encode_pairs,
 )
-from bridge.recovery import JournalPositions
-from bridge.state import State
-from bridge.telemetry import Telemetry
+from bridge.core.state import State
+from bridge.service.telemetry import Telemetry
 from bridge.transforms import TransformChain, build_chain
 
 log = logging.getLogger(__name__)
+
+
+class Readback(Protocol):
+    """Where the journal itself says each stream of a container got to (the sink's read-back)."""
+
+    def positions(self, container_id: str) -> dict[int, Position]: ...
 
 
 class HandleFactory:
@@ -48,7 +54,7 @@ class HandleFactory:
             env_regex=_compile(fwd.env_regex),
         )
 
-    def build(self, info: ContainerInfo, journal: JournalPositions | None) -> ContainerHandle:
+    def build(self, info: ContainerInfo, journal: Readback | None) -> ContainerHandle:
         """A handle for a container seen now; `journal` only at start-up (read-back)."""
         saved = self._state.containers.get(info.id)
         cursor = saved.cursor if saved is not None else None

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.cursor import Position
-from bridge.record import Record
+from bridge.core.cursor import Position
+from bridge.core.record import Record
 from bridge.transforms.events import TransformEvents
 from bridge.transforms.multiline import MultilineMerger
 from bridge.transforms.priority import PriorityDetector

@@ -8,7 +8,7 @@ it; any other line closes it and passes alone (or opens the next record, if it m
   `max_lines` lines, or when a line would take its message past `max_bytes`: memory held per
   stream is bounded in records as well as bytes, whatever a container prints.
 - No line is lost or reordered within a stream: records leave in the order their lines came.
-- `held_bytes` is the `bridge.record.footprint` of the input records held, kept incrementally;
+- `held_bytes` is the `bridge.core.record.footprint` of the input records held, kept incrementally;
   `held_first()` is, per stream, the position of the first line held.
 - Methods change state only once everything that can fail (matching, joining) has succeeded,
   so a failure leaves the merger as it was; `release` then hands back a stream's lines unmerged.
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.cursor import Position
-from bridge.record import RECORD_OVERHEAD_BYTES, Record
+from bridge.core.cursor import Position
+from bridge.core.record import RECORD_OVERHEAD_BYTES, Record
 from bridge.transforms.regex import Matcher, compile_trusted
 
 PRESETS: dict[str, tuple[str, str]] = {

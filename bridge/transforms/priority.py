@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from bridge.record import Record
+from bridge.core.record import Record
 
 LEVELS: dict[str, int] = {
     "emerg": 0,

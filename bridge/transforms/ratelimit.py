@@ -14,8 +14,8 @@ container here keeps the noisy one's excess out, counted, and announced. Invaria
 
 from __future__ import annotations
 
-from bridge.cursor import Position
-from bridge.record import Record
+from bridge.core.cursor import Position
+from bridge.core.record import Record
 
 
 class RateLimiter:

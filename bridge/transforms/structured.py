@@ -5,12 +5,12 @@ Pure. A line is a container's to write, so:
 - A line that is not a JSON object passes unchanged; so does one nested too deeply for the
   parser (Python's recursion limit), which also counts as a failed line (`line_failed("json")`).
 - A container never sets a trusted field (`_...`), one that readers trust (`OBJECT_*`, `UNIT`,
-  ...) or a fixed one (`CONTAINER_*`, `SYSLOG_*`, `PRIORITY`, ...): `bridge.fields.is_protected`.
+  ...) or a fixed one (`CONTAINER_*`, `SYSLOG_*`, `PRIORITY`, ...): `core.fields.is_protected`.
 - At most MAX_FIELDS extra fields per entry, taken from the first MAX_KEYS_EXAMINED scalar
   keys, each value at most MAX_VALUE_BYTES (cut on a character boundary), all names and values
   together at most MAX_EXTRA_BYTES; the fields the caps leave off are counted
   (`fields_dropped("count" | "bytes", n)`), so the work per line after parsing is bounded.
-- Text is encoded with `bridge.fields.utf8`: a lone surrogate (`"\\ud800"`) becomes U+FFFD.
+- Text is encoded with `bridge.core.fields.utf8`: a lone surrogate (`"\\ud800"`) becomes U+FFFD.
 - `apply` changes the record only once everything that can fail has succeeded.
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 
-from bridge.fields import is_protected, sanitize_field_name, utf8
-from bridge.record import Record
+from bridge.core.fields import is_protected, sanitize_field_name, utf8
+from bridge.core.record import Record
 from bridge.transforms.events import NO_EVENTS, TransformEvents
 from bridge.transforms.priority import level_priority
 

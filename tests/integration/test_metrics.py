@@ -54,7 +54,7 @@ def test_live_metrics_pass_promtool_and_carry_real_values(bridge, journald, cont
 def test_openmetrics_when_asked():
     from prometheus_client import CollectorRegistry
 
-    from bridge.http import StatusServer
+    from bridge.service.http import StatusServer
 
     server = StatusServer(("127.0.0.1", 0), CollectorRegistry(), lambda: "not yet")
     server.start()

@@ -7,11 +7,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.config import Config
-from bridge.cursor import Cursor
-from bridge.fields import ContainerInfo
+from bridge.core.cursor import Cursor
+from bridge.core.fields import ContainerInfo
+from bridge.core.state import ContainerState, State
 from bridge.handles import HandleFactory
-from bridge.state import ContainerState, State
-from bridge.telemetry import Telemetry
+from bridge.service.telemetry import Telemetry
 
 FIRST_RUN = 1_000
 

@@ -6,12 +6,13 @@ import time
 from prometheus_client import CollectorRegistry
 
 from bridge.config import TransformsConfig
-from bridge.container import ContainerHandle
-from bridge.cursor import Cursor
-from bridge.fields import ContainerInfo, encode_pairs
-from bridge.pipeline import Batch, EndOfStream, JournalWriter, PendingQueue
-from bridge.record import Record
-from bridge.telemetry import Telemetry
+from bridge.core.container import ContainerHandle
+from bridge.core.cursor import Cursor
+from bridge.core.fields import ContainerInfo, encode_pairs
+from bridge.core.queue import Batch, EndOfStream, PendingQueue
+from bridge.core.record import Record
+from bridge.service.telemetry import Telemetry
+from bridge.sinks.journald.writer import JournalWriter
 from bridge.transforms import build_chain
 
 TS = b"2026-11-28T00:13:57.123456789Z"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.config import TransformsConfig
-from bridge.record import Record
+from bridge.core.record import Record
 from bridge.transforms import TransformChain, build_chain
 
 TS = b"2026-11-28T00:13:57.123456789Z"

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from bridge.config import TransformsConfig
-from bridge.record import RECORD_OVERHEAD_BYTES, Record, footprint
+from bridge.core.record import RECORD_OVERHEAD_BYTES, Record, footprint
 from bridge.transforms.structured import JsonParser
 
 from .support import TS, build, label, rec

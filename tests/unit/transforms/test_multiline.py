@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.record import Record, footprint
+from bridge.core.record import Record, footprint
 from bridge.transforms.multiline import MultilineMerger
 
 TS = b"2026-11-28T00:13:57.123456789Z"

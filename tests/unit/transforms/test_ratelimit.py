@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.record import Record
+from bridge.core.record import Record
 from bridge.transforms.ratelimit import RateLimiter
 
 TS = b"2026-11-28T00:13:57.123456789Z"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.fields import is_protected
-from bridge.record import Record
+from bridge.core.fields import is_protected
+from bridge.core.record import Record
 from bridge.transforms.structured import (
     MAX_EXTRA_BYTES,
     MAX_FIELDS,

@@ -1,0 +1,274 @@
+"""Every metric the bridge exports, owned here and fed by named events.
+
+Business code calls `telemetry.lines_forwarded(...)`, never a counter: the names, labels and
+units live in this one module, on a registry that is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+
+from bridge import __version__
+
+_STREAMS = {1: "stdout", 2: "stderr"}
+TRANSFORM_STEPS = ("multiline", "json", "priority", "rate_limit")
+FIELD_CAPS = ("count", "bytes")
+DROP_REASONS = ("rate_limited", "too_large", "malformed", "journal_error", "container_removed")
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Telemetry:
+    def __init__(self, registry: CollectorRegistry, *, per_container: bool = False) -> None:
+        self.registry = registry
+        self._per_container = per_container
+        ns = "journald_bridge"
+        self._lines = Counter(
+            f"{ns}_lines_forwarded", "Lines written to the journal.", ["stream"], registry=registry
+        )
+        self._bytes = Counter(
+            f"{ns}_bytes_forwarded",
+            "Message bytes written to the journal.",
+            ["stream"],
+            registry=registry,
+        )
+        self._dropped = Counter(
+            f"{ns}_lines_dropped", "Lines not written, by reason.", ["reason"], registry=registry
+        )
+        self._attached = Gauge(
+            f"{ns}_containers_attached", "Containers whose logs are being read.", registry=registry
+        )
+        self._attach = Counter(f"{ns}_container_attach", "Log streams opened.", registry=registry)
+        self._detach = Counter(f"{ns}_container_detach", "Log streams ended.", registry=registry)
+        self._resync = Counter(
+            f"{ns}_container_resync",
+            "Containers attached by the periodic listing: their Docker event was missed.",
+            registry=registry,
+        )
+        self._events = Counter(
+            f"{ns}_docker_events", "Docker events received.", ["action"], registry=registry
+        )
+        self._reconnects = Counter(
+            f"{ns}_docker_reconnects", "Reconnections to dockerd.", registry=registry
+        )
+        self._docker_up = Gauge(
+            f"{ns}_docker_up", "1 while the Docker events stream is connected.", registry=registry
+        )
+        self._send_errors = Counter(
+            f"{ns}_journal_send_errors", "Failed sends to journald.", ["errno"], registry=registry
+        )
+        self._backpressure = Counter(
+            f"{ns}_journal_backpressure_seconds",
+            "Time spent waiting on a full journald socket.",
+            registry=registry,
+        )
+        self._memfd = Counter(
+            f"{ns}_journal_memfd_sends", "Entries sent through a sealed memfd.", registry=registry
+        )
+        self._journal_up = Gauge(
+            f"{ns}_journal_up", "1 while the journal socket accepts entries.", registry=registry
+        )
+        self._lag = Histogram(
+            f"{ns}_delivery_lag_seconds",
+            "Journal send time minus Docker's timestamp of the line.",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self._merged = Counter(
+            f"{ns}_partial_lines_merged",
+            "16 KiB pieces merged into longer lines.",
+            registry=registry,
+        )
+        self._multiline = Counter(
+            f"{ns}_multiline_records", "Multi-line records assembled.", registry=registry
+        )
+        self._stream_errors = Counter(
+            f"{ns}_stream_errors", "Log streams that broke, by kind.", ["kind"], registry=registry
+        )
+        self._rotation_gaps = Counter(
+            f"{ns}_rotation_gaps",
+            "Resumes that found their position rotated out of Docker's files.",
+            registry=registry,
+        )
+        self._transform_errors = Counter(
+            f"{ns}_transform_errors",
+            "Bad per-container transform settings (labels), by option.",
+            ["kind"],
+            registry=registry,
+        )
+        self._transform_failures = Counter(
+            f"{ns}_transform_failures",
+            "Lines a transform step failed on, forwarded as they were, by step.",
+            ["step"],
+            registry=registry,
+        )
+        self._fields_dropped = Counter(
+            f"{ns}_fields_dropped",
+            "Fields left out of entries by the per-entry caps, by cap.",
+            ["reason"],
+            registry=registry,
+        )
+        self._regressions = Counter(
+            f"{ns}_position_regressions",
+            "Commits refused because they would move a resume position backwards.",
+            registry=registry,
+        )
+        self._writer_errors = Counter(
+            f"{ns}_writer_errors",
+            "Passes of the journal writer that failed on an unexpected error.",
+            registry=registry,
+        )
+        self._pending = Gauge(
+            f"{ns}_pending_bytes",
+            "Bytes read from Docker, not yet in the journal.",
+            registry=registry,
+        )
+        Info(f"{ns}_build", "journald-bridge build.", registry=registry).info(
+            {"version": __version__}
+        )
+        ProcessCollector(registry=registry)
+        self._pc_lines = self._pc_bytes = self._pc_dropped = None
+        if per_container:
+            labels = ["container_name", "compose_service"]
+            self._pc_lines = Counter(
+                f"{ns}_container_lines_forwarded",
+                "Lines written, per container.",
+                labels,
+                registry=registry,
+            )
+            self._pc_bytes = Counter(
+                f"{ns}_container_bytes_forwarded",
+                "Bytes written, per container.",
+                labels,
+                registry=registry,
+            )
+            self._pc_dropped = Counter(
+                f"{ns}_container_lines_dropped",
+                "Lines dropped, per container.",
+                [*labels, "reason"],
+                registry=registry,
+            )
+        # Resolved once: labels() per batch was a measurable part of the writer's time.
+        self._stream_counters = {
+            number: (self._lines.labels(name), self._bytes.labels(name))
+            for number, name in _STREAMS.items()
+        }
+        for reason in DROP_REASONS:
+            self._dropped.labels(reason)
+        # Alerts see the first error only when the series exists before it.
+        for errno_name in ("EAGAIN", "ENOENT", "ECONNREFUSED", "ENOBUFS", "EMSGSIZE", "EPIPE"):
+            self._send_errors.labels(errno_name)
+        for step in TRANSFORM_STEPS:
+            self._transform_failures.labels(step)
+        for cap in FIELD_CAPS:
+            self._fields_dropped.labels(cap)
+
+    # --- the pipeline ---------------------------------------------------------------------
+
+    def lines_forwarded(
+        self, stream: int, lines: int, nbytes: int, container: tuple[str, str] | None = None
+    ) -> None:
+        lines_total, bytes_total = self._stream_counters.get(stream, self._stream_counters[1])
+        lines_total.inc(lines)
+        bytes_total.inc(nbytes)
+        if self._pc_lines is not None and self._pc_bytes is not None and container is not None:
+            self._pc_lines.labels(*container).inc(lines)
+            self._pc_bytes.labels(*container).inc(nbytes)
+
+    def delivery_lag(self, seconds: float) -> None:
+        self._lag.observe(max(seconds, 0.0))
+
+    def lines_dropped(
+        self, reason: str, lines: int = 1, container: tuple[str, str] | None = None
+    ) -> None:
+        self._dropped.labels(reason).inc(lines)
+        if self._pc_dropped is not None and container is not None:
+            self._pc_dropped.labels(*container, reason).inc(lines)
+
+    def partial_lines_merged(self, pieces: int) -> None:
+        if pieces:
+            self._merged.inc(pieces)
+
+    def multiline_records(self, count: int) -> None:
+        if count:
+            self._multiline.inc(count)
+
+    def transform_error(self, kind: str) -> None:
+        self._transform_errors.labels(kind).inc()
+
+    def line_failed(self, step: str) -> None:
+        """A transform step raised on one line, which went on as it was (TransformEvents)."""
+        self._transform_failures.labels(step if step in TRANSFORM_STEPS else "other").inc()
+
+    def fields_dropped(self, reason: str, count: int) -> None:
+        """A cap on an entry's fields left `count` out (TransformEvents)."""
+        if count:
+            self._fields_dropped.labels(reason if reason in FIELD_CAPS else "other").inc(count)
+
+    def position_regression(self) -> None:
+        self._regressions.inc()
+
+    def writer_error(self) -> None:
+        self._writer_errors.inc()
+
+    def track_pending_bytes(self, read: Callable[[], float]) -> None:
+        """The pending gauge reads the queue at scrape time (the writer may be stuck in a send)."""
+        self._pending.set_function(read)
+
+    # --- containers -----------------------------------------------------------------------
+
+    def container_attached(self) -> None:
+        self._attach.inc()
+        self._attached.inc()
+
+    def container_resynced(self) -> None:
+        self._resync.inc()
+
+    def container_detached(self) -> None:
+        self._detach.inc()
+        self._attached.dec()
+
+    def container_removed(self, container: tuple[str, str]) -> None:
+        """Drops the container's own series (removed, or renamed), so churn never grows the
+        series count."""
+        for metric in (self._pc_lines, self._pc_bytes):
+            if metric is not None:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*container)
+        if self._pc_dropped is not None:
+            for reason in DROP_REASONS:
+                with contextlib.suppress(KeyError):
+                    self._pc_dropped.remove(*container, reason)
+
+    def stream_error(self, kind: str) -> None:
+        self._stream_errors.labels(kind).inc()
+
+    def rotation_gap(self) -> None:
+        self._rotation_gaps.inc()
+
+    # --- Docker ---------------------------------------------------------------------------
+
+    def docker_event(self, action: str) -> None:
+        self._events.labels(action).inc()
+
+    def docker_connected(self, up: bool) -> None:
+        self._docker_up.set(1 if up else 0)
+
+    def docker_reconnect(self) -> None:
+        self._reconnects.inc()
+
+    # --- journald (sinks.journald.socket.JournalEvents) ------------------------------------
+
+    def journal_send_error(self, errno_name: str) -> None:
+        self._send_errors.labels(errno_name).inc()
+
+    def journal_backpressure(self, seconds: float) -> None:
+        self._backpressure.inc(seconds)
+
+    def journal_memfd_send(self) -> None:
+        self._memfd.inc()
+
+    def journal_available(self, up: bool) -> None:
+        self._journal_up.set(1 if up else 0)

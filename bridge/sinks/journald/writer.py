@@ -1,0 +1,275 @@
+"""The loop that moves lines: the single thread that takes batches off the queue, runs each
+container's transforms, writes the entries to journald, and only then commits positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from bridge.core.container import ContainerHandle
+from bridge.core.cursor import Position
+from bridge.core.queue import Batch, EndOfStream, Item, PendingQueue
+from bridge.core.record import Record
+from bridge.core.timestamps import NS_PER_SECOND
+from bridge.service.telemetry import Telemetry
+from bridge.sinks.journald.native import encode_record
+from bridge.sinks.journald.socket import JournalSocket
+from bridge.transforms import TransformChain
+
+log = logging.getLogger(__name__)
+
+# Queued bytes taken per send (about a thousand lines): under load, one pass of the loop and
+# one sendmmsg run carry the lines of every container that read something meanwhile, while
+# the encoded entries held at once stay small next to the queue's budget.
+_BYTES_PER_SEND = 512 * 1024
+_ERROR_LOG_INTERVAL = 60.0  # an error that repeats every pass is logged once a minute
+
+
+class JournalWriter:
+    """The single thread that writes entries and commits positions.
+
+    Nothing one container sends may stop it: transforms contain their own per-line failures,
+    and anything else that escapes a pass is logged and counted, and the loop goes on. Its
+    pulse (`last_beat`, the watchdog ping) is what readiness and systemd watch.
+    """
+
+    def __init__(
+        self,
+        queue: PendingQueue,
+        sock: JournalSocket,
+        telemetry: Telemetry,
+        heartbeat: Callable[[], None],
+    ) -> None:
+        self._queue = queue
+        self._sock = sock
+        self._telemetry = telemetry
+        self._heartbeat = heartbeat
+        telemetry.track_pending_bytes(lambda: queue.pending_bytes)
+        self._draining = threading.Event()
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self.lines_forwarded = 0
+        self.last_beat = time.monotonic()
+        self._timed: set[ContainerHandle] = set()  # containers whose transforms hold records
+        self._held: dict[ContainerHandle, int] = {}  # bytes held by each one's transforms
+        self._held_growth = 0  # change of the above since the queue was last told
+        self._series: dict[ContainerHandle, tuple[str, str]] = {}  # per-container labels in use
+        self._last_error_log = -math.inf
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain_and_stop(self, timeout: float) -> bool:
+        """Writes everything queued, then stops; gives up after `timeout` (journald gone).
+        False when it gave up, or was told to (`abandon`)."""
+        self._draining.set()
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.abandon()
+            self._thread.join(5)
+        return not self._abandon.is_set()
+
+    def abandon(self) -> None:
+        """Stops at once: the send in progress gives up; what is not committed is read again."""
+        self._abandon.set()
+
+    def _keep_waiting(self) -> bool:
+        self._beat()
+        return not self._abandon.is_set()
+
+    def _beat(self) -> None:
+        self.last_beat = time.monotonic()
+        self._heartbeat()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while not self._abandon.is_set():
+            self._beat()
+            items = queue.get_many(self._wait_time(), _BYTES_PER_SEND)
+            nbytes = sum(item.nbytes for item in items if isinstance(item, Batch))
+            try:
+                if self._timed:
+                    self._tick()
+                if items:
+                    self._write(items)
+            except Exception as exc:  # a bug must cost these lines, never the writer
+                self._failed(exc)
+            finally:
+                growth, self._held_growth = self._held_growth, 0
+                queue.release(nbytes - growth)
+            if not items and self._draining.is_set() and queue.empty():
+                return
+
+    def _failed(self, exc: Exception) -> None:
+        self._telemetry.writer_error()
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            log.exception("journal writer: a batch failed, continuing: %s", exc)
+
+    def _write(self, items: list[Item]) -> None:
+        """Writes the batches of several containers with one send, in queue order."""
+        staged: list[tuple[ContainerHandle, list[Record]]] = []
+        holds: dict[ContainerHandle, Mapping[int, Position]] = {}
+        for item in items:
+            handle = item.handle
+            if isinstance(item, EndOfStream):
+                self._send_many(staged)  # everything before the end goes first
+                self._settle_all(holds)
+                staged, holds = [], {}
+                self._end(handle, item.finished_at)
+                continue
+            records = item.records
+            chain = self._current_chain(handle)
+            if chain is not None:
+                records = chain.process(records, time.monotonic())
+                self._telemetry.multiline_records(chain.take_merged_count())
+                if chain.next_deadline() is not None:
+                    self._timed.add(handle)
+            staged.append((handle, records))
+            holds[handle] = item.held
+        self._send_many(staged)
+        self._settle_all(holds)
+
+    def _end(self, handle: ContainerHandle, finished_at: str) -> None:
+        chain = handle.chain
+        if chain is not None:  # nothing more will join what the transforms hold
+            self._send(handle, chain.tick(time.monotonic(), final=True))
+            self._timed.discard(handle)
+        handle.finished_at = finished_at
+        if handle.removed:
+            self._held.pop(handle, None)
+            labels = self._series.pop(handle, None)
+            if labels is not None:
+                self._telemetry.container_removed(labels)
+
+    def _current_chain(self, handle: ContainerHandle) -> TransformChain | None:
+        """Swaps in transforms set by a reload, first releasing what the old ones hold."""
+        new = handle.next_chain
+        if new is not False:
+            if handle.chain is not None:
+                self._send(handle, handle.chain.tick(time.monotonic(), final=True))
+            handle.chain = new
+            handle.next_chain = False
+            self._settle(handle)
+        return handle.chain
+
+    def _wait_time(self) -> float:
+        if not self._timed:
+            return 0.25
+        now = time.monotonic()
+        deadlines = [
+            d for h in self._timed if h.chain and (d := h.chain.next_deadline()) is not None
+        ]
+        return min(0.25, max(0.0, min(deadlines, default=now + 0.25) - now))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for handle in list(self._timed):
+            chain = handle.chain
+            if chain is None:
+                self._timed.discard(handle)
+                continue
+            self._send(handle, chain.tick(now))
+            self._telemetry.multiline_records(chain.take_merged_count())
+            if chain.next_deadline() is None:
+                self._timed.discard(handle)
+
+    def _send(self, handle: ContainerHandle, records: list[Record]) -> None:
+        self._send_many([(handle, records)])
+        self._settle(handle)
+
+    def _settle_all(self, holds: dict[ContainerHandle, Mapping[int, Position]]) -> None:
+        for handle, reader_holds in holds.items():
+            handle.reader_holds = reader_holds
+            self._settle(handle)
+
+    def _settle(self, handle: ContainerHandle) -> None:
+        """After a send: where the container's transforms hold lines back, and how many bytes
+        (which stay counted against the queue's budget)."""
+        chain = handle.chain
+        held = chain.held_bytes if chain is not None else 0
+        handle.chain_holds = chain.held_first() if chain is not None and held else {}
+        self._held_growth += held - self._held.pop(handle, 0)
+        if held:
+            self._held[handle] = held
+
+    def _send_many(self, staged: list[tuple[ContainerHandle, list[Record]]]) -> None:
+        datagrams: list[bytes] = []
+        spans: list[tuple[ContainerHandle, list[Record], int, int]] = []
+        for handle, records in staged:
+            if records:
+                start, fields = len(datagrams), handle.fields
+                datagrams += [encode_record(r, fields) for r in records if r.dropped is None]
+                spans.append((handle, records, start, len(datagrams)))
+        if not spans:
+            return
+        sent, refused = self._sock.send_batch(datagrams, self._keep_waiting)
+        for handle, records, start, end in spans:
+            self._account(
+                handle,
+                records,
+                max(0, min(sent, end) - start),
+                {i - start for i in refused if start <= i < end},
+            )
+
+    def _container_series(self, handle: ContainerHandle) -> tuple[str, str] | None:
+        """The per-container labels to count under; a rename drops the old name's series,
+        and a removed container gets no new ones."""
+        if handle.removed:
+            return None
+        labels = handle.metric_labels
+        old = self._series.get(handle)
+        if old != labels:
+            if old is not None:
+                self._telemetry.container_removed(old)
+            self._series[handle] = labels
+        return labels
+
+    def _account(
+        self, handle: ContainerHandle, records: list[Record], sent: int, refused: set[int]
+    ) -> None:
+        """Commits and counts one container's records once `sent` of its entries went out."""
+        labels = self._container_series(handle)
+        if refused:
+            log.error(
+                "container %s: journald refused %d entries; skipped them",
+                handle.info.name,
+                len(refused),
+            )
+            self._telemetry.lines_dropped("journal_error", len(refused), container=labels)
+        counts: dict[int, list[int]] = {}
+        dropped: dict[str, int] = {}
+        last_sent: Record | None = None
+        index = 0
+        for record in records:
+            if record.dropped is not None:
+                dropped[record.dropped] = dropped.get(record.dropped, 0) + 1
+            else:
+                if index >= sent:
+                    break  # abandoned at shutdown: not committed, so read again next start
+                if index not in refused:
+                    count = counts.setdefault(record.stream, [0, 0])
+                    count[0] += 1
+                    count[1] += len(record.message)
+                    last_sent = record
+                index += 1
+            if not handle.commit(record.stream, record.last):
+                self._telemetry.position_regression()
+        for reason, lines in dropped.items():
+            self._telemetry.lines_dropped(reason, lines, container=labels)
+        if last_sent is not None:
+            self._telemetry.delivery_lag(time.time() - last_sent.first[0] / NS_PER_SECOND)
+        for stream, (lines, nbytes) in counts.items():
+            self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
+            self.lines_forwarded += lines

@@ -1,0 +1,372 @@
+"""The Docker source: one reader thread per container, from its log stream to the queue.
+
+A reader opens GET /containers/{id}/logs with `since` at its cursor, decodes the body itself
+(chunked encoding, frames, timestamps, cursor filter, partial-line joiner) and puts batches on
+the pipeline queue. When the stream ends it asks dockerd why: still running (dockerd restarted,
+or the container restarted) means reopen at the cursor; stopped means one more pass without
+follow, so that nothing the follow stream missed at the stop is lost; removed means done.
+
+Errors are transient (connection refused, broken stream, 5xx: retry with backoff) or permanent
+for this container (404/409: it is gone). Either way only this container is affected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from bridge.core.container import ContainerHandle
+from bridge.core.cursor import Cursor, CursorFilter, Position
+from bridge.core.partial import PartialJoiner
+from bridge.core.queue import Batch, EndOfStream, PendingQueue
+from bridge.core.record import STDERR, STDOUT, Record, footprint
+from bridge.core.timestamps import TimestampParser, format_since
+from bridge.service.telemetry import Telemetry
+from bridge.sources.docker_api.frames import (
+    SYSTEM_ERROR,
+    ChunkedDecoder,
+    FrameParser,
+    RawStreamParser,
+    StreamFormatError,
+)
+
+log = logging.getLogger(__name__)
+
+_READ_BYTES = 256 * 1024
+# After a small read, wait this long before the next one. dockerd sends each line as its own
+# HTTP chunk, so a reader that keeps up wakes once per line or two, and the per-wake-up costs
+# (system calls, GIL hand-overs, a batch through the queue and a sendmmsg) outweigh the lines.
+# Waiting lets the lines of the next millisecond arrive together; it adds at most this much
+# latency, and nothing when the stream is busy enough to fill a read.
+_LINGER_SECONDS = 0.002
+_LINGER_BELOW_BYTES = 64 * 1024
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.RequestException,
+    OSError,
+    StreamFormatError,
+)
+
+
+class ContainerGone(Exception):
+    """The container was removed: its logs cannot be read any more."""
+
+
+def is_gone(exc: docker.errors.APIError) -> bool:
+    return exc.status_code in (404, 409)
+
+
+class LogReader:
+    """Reads one container until its log ends for good. Runs in its own thread."""
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        handle: ContainerHandle,
+        queue: PendingQueue,
+        telemetry: Telemetry,
+        max_line_bytes: int,
+        max_backoff: float,
+        *,
+        state_hint: dict[str, Any] | None = None,
+    ) -> None:
+        self._api = api
+        # The container's State as just seen (inspect or start event): the first pass uses it
+        # instead of asking dockerd again (with --rm there is no time to lose).
+        self._state_hint = state_hint
+        self._handle = handle
+        self._queue = queue
+        self._telemetry = telemetry
+        self._max_backoff = max_backoff
+        self._joiner = PartialJoiner(max_line_bytes, id_prefix=handle.info.short_id)
+        self._timestamps = TimestampParser()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._wake = False
+        self._finished = False
+        self._sock: socket.socket | None = None
+        self._reported: set[str] = set()
+        self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
+        self._thread = threading.Thread(
+            target=self._main, name=f"logs-{handle.info.short_id}", daemon=True
+        )
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            return self._finished
+
+    @property
+    def name(self) -> str:
+        return self._handle.info.name
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> bool:
+        """Asks a reader that may be finishing to look at the container again.
+
+        False when it already finished (the caller starts a new reader).
+        """
+        with self._lock:
+            if self._finished:
+                return False
+            self._wake = True
+            return True
+
+    def stop(self) -> None:
+        """Stops reading; what was read is already queued."""
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def join(self, timeout: float) -> None:
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def _main(self) -> None:
+        self._telemetry.container_attached()
+        try:
+            self._run()
+            if self._handle.removed:  # stopped because it is gone: nothing more will come
+                self._last_output(self._handle.finished_at)
+        except ContainerGone:
+            log.info("container %s: removed; stopped reading", self.name)
+            self._last_output(self._handle.finished_at)
+        except Exception as exc:  # a bug must cost one container, never the bridge
+            log.exception("container %s: reader failed: %s", self.name, exc)
+        finally:
+            with self._lock:
+                self._finished = True
+            self._telemetry.container_detached()
+
+    def _run(self) -> None:
+        handle = self._handle
+        if handle.read_cursor is None:
+            handle.read_cursor = handle.start
+        backoff = 0.1
+        failing_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                if self._state_hint is not None:
+                    state, self._state_hint = self._state_hint, None
+                else:
+                    state = self._api.inspect_container(handle.id)["State"]
+                running = bool(state.get("Running"))
+                if failing_since is not None:
+                    log.info("container %s: reading again", self.name)
+                    failing_since, backoff = None, 0.1
+                self._read(follow=running)
+            except docker.errors.APIError as exc:
+                if is_gone(exc):
+                    raise ContainerGone from exc
+                failing_since = self._transient(exc, failing_since)
+            except TRANSIENT_ERRORS as exc:
+                if self._stop.is_set():
+                    return
+                failing_since = self._transient(exc, failing_since)
+            else:
+                if self._stop.is_set():
+                    return  # stopped mid-read: the rest is read at the next start
+                if not running and self._finish(str(state.get("FinishedAt", ""))):
+                    return
+                continue
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _transient(self, exc: BaseException, failing_since: float | None) -> float:
+        if failing_since is None:
+            kind = type(exc).__name__
+            self._telemetry.stream_error(kind)
+            log.warning(
+                "container %s: log stream interrupted (%s: %s); retrying", self.name, kind, exc
+            )
+            return time.monotonic()
+        return failing_since
+
+    def _last_output(self, finished_at: str) -> None:
+        """The stream ended for good: an unfinished line is the container's last output."""
+        records = self._joiner.flush()
+        if records:
+            self._put(records)
+        self._queue.put(EndOfStream(self._handle, finished_at))
+
+    def _finish(self, finished_at: str) -> bool:
+        """The stopped container was read to its end. True when this reader is done."""
+        self._last_output(finished_at)
+        with self._lock:
+            if self._wake:  # a start event came in meanwhile: look again
+                self._wake = False
+                return False
+            self._finished = True
+            return True
+
+    def _read(self, *, follow: bool) -> None:
+        handle = self._handle
+        cursor = handle.read_cursor or handle.start
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow)}
+        tail = handle.backlog_tail
+        if tail is not None and not cursor.streams:
+            params["tail"] = str(tail)
+            cursor_filter = CursorFilter(Cursor())  # the tail is exactly what is wanted
+            # Should this stream break before a line arrives, reopening reads from here on.
+            cursor = handle.start = Cursor(time.time_ns(), {})
+            handle.backlog_tail = None
+        else:
+            params["tail"] = "all"
+            since = cursor.since_ns()
+            if since > 0:
+                params["since"] = format_since(since)
+            cursor_filter = CursorFilter(cursor)
+        log.debug("container %s: reading logs %s from %s", self.name, params, cursor)
+        try:
+            response = self._api._get(
+                self._api._url("/containers/{0}/logs", handle.id),
+                params=params,
+                stream=True,
+                timeout=None,
+            )
+            self._api._raise_for_status(response)
+            try:
+                self._consume(response, cursor_filter)
+            finally:
+                self._sock = None
+                response.close()
+        finally:
+            handle.read_cursor = _advanced(cursor, cursor_filter)
+            if cursor_filter.gap_streams and "gap" not in self._reported:
+                self._reported.add("gap")
+                self._telemetry.rotation_gap()
+                log.warning(
+                    "container %s: Docker's log rotation removed lines before the bridge read them "
+                    "(the number is unknown: they are gone from Docker's files)",
+                    self.name,
+                )
+
+    def _consume(self, response: requests.Response, cursor_filter: CursorFilter) -> None:
+        parser: FrameParser | RawStreamParser = (
+            RawStreamParser() if self._handle.info.tty else FrameParser()
+        )
+        for body in self._body(response):
+            self._put(self._records(parser.feed(body), cursor_filter))
+        if isinstance(parser, RawStreamParser):
+            self._put(self._records(parser.flush(), cursor_filter))
+
+    def _put(self, records: list[Record]) -> None:
+        """Queues records, and with them where the joiner holds a line back (queued even
+        without records when that changed, so that the persisted position stops before it)."""
+        held = self._joiner.holds()
+        if not records and held == self._held:
+            return
+        self._held = held
+        self._telemetry.partial_lines_merged(self._joiner.merged)
+        self._joiner.merged = 0
+        self._queue.put(Batch(self._handle, records, footprint(records), held))
+
+    def _records(
+        self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
+    ) -> list[Record]:
+        # The hot loop of the bridge (once per line): locals and a plain-line shortcut keep
+        # it at about a microsecond and a half per line.
+        records: list[Record] = []
+        append = records.append
+        admit = cursor_filter.admit
+        joiner = self._joiner
+        idle = joiner.idle
+        parse = self._timestamps.parse
+        for stream, payload in frames:
+            if stream != STDOUT and stream != STDERR:
+                if stream == SYSTEM_ERROR:
+                    log.warning(
+                        "container %s: dockerd: %s",
+                        self.name,
+                        payload.decode(errors="replace").strip(),
+                    )
+                continue
+            space = payload.find(b" ", 0, 64)
+            try:
+                if space < 0:
+                    raise ValueError("no timestamp")
+                timestamp = payload[:space]
+                ts_ns = parse(timestamp)
+            except ValueError as exc:
+                self._malformed(exc)
+                continue
+            k = admit(stream, ts_ns)
+            if k is None:
+                continue
+            if idle and payload[-1] == 10:  # a whole line, nothing pending: no joiner needed
+                position = (ts_ns, k)
+                append(Record(stream, payload[space + 1 : -1], timestamp, position, position))
+            else:
+                records.extend(joiner.push(stream, timestamp, (ts_ns, k), payload[space + 1 :]))
+                idle = joiner.idle
+        return records
+
+    def _malformed(self, exc: ValueError) -> None:
+        handle = self._handle
+        labels = None if handle.removed else handle.metric_labels
+        self._telemetry.lines_dropped("malformed", container=labels)
+        if "malformed" not in self._reported:
+            self._reported.add("malformed")
+            log.error(
+                "container %s: dropped a log line without a valid timestamp (%s)", self.name, exc
+            )
+
+    def _body(self, response: requests.Response) -> Iterator[bytes]:
+        """The response body, read in large blocks straight from the connection."""
+        fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+        if fp is None or not hasattr(fp, "read1"):  # not http.client underneath: the slow way
+            yield from response.raw.stream(_READ_BYTES, decode_content=False)
+            return
+        raw = getattr(fp, "raw", None)
+        self._sock = getattr(raw, "_sock", None)
+        if self._stop.is_set():
+            return
+        chunked = "chunked" in response.headers.get("Transfer-Encoding", "").lower()
+        decoder = ChunkedDecoder() if chunked else None
+        remaining = int(response.headers.get("Content-Length", "-1"))
+        linger = 0.0
+        while remaining != 0:
+            if linger:
+                time.sleep(linger)
+            data = fp.read1(_READ_BYTES)
+            linger = _LINGER_SECONDS if len(data) < _LINGER_BELOW_BYTES else 0.0
+            if not data:
+                if decoder is not None and not decoder.done and not self._stop.is_set():
+                    raise StreamFormatError("log stream ended in the middle of a chunk")
+                return
+            if decoder is not None:
+                body = decoder.feed(data)
+                if body:
+                    yield body
+                if decoder.done:
+                    return
+            else:
+                if remaining > 0:
+                    data = data[:remaining]
+                    remaining -= len(data)
+                yield data
+
+
+def _advanced(cursor: Cursor, cursor_filter: CursorFilter) -> Cursor:
+    streams = dict(cursor.streams)
+    for stream in (STDOUT, STDERR):
+        position = cursor_filter.position(stream)
+        if position is not None:
+            streams[stream] = position
+    return Cursor(cursor.floor_ns, streams)

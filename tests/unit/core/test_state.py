@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bridge.core.cursor import Cursor
+from bridge.core.state import ContainerState, State, StateError, StateStore
+
+
+def test_round_trip_and_atomic_replace(tmp_path):
+    store = StateStore(tmp_path / "state")
+    assert store.load() is None
+    state = State(123, {"c1": ContainerState(Cursor(5, {1: (10, 2)}), "2026-01-01T00:00:00Z")})
+    assert store.save(state)
+    assert not store.save(state)  # unchanged: no write
+    assert StateStore(tmp_path / "state").load() == state
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["positions.json"]
+
+
+def test_a_damaged_file_is_moved_aside(tmp_path, caplog):
+    store = StateStore(tmp_path)
+    store.path.write_text("{not json")
+    assert store.load() == State(first_run_ns=0)
+    assert not store.path.exists()
+    assert any(p.name.startswith("positions.damaged-") for p in tmp_path.iterdir())
+    assert "damaged" in caplog.text
+
+
+V1 = b'{"version":1,"first_run_ns":7,"containers":{"c1":{"floor_ns":0,"streams":{"1":[10,2]},"finished_at":""}}}'
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"version":1,"first_run_ns":1,"containers":{"\xff":{}}}',  # invalid UTF-8
+        b'{"version":1,"first_run_ns":1e999,"containers":{}}',  # infinity
+        b'{"version":1,"first_run_ns":1,"containers":{"c":{"streams":{"1":[-1e999,1]}}}}',
+        V1[: len(V1) // 2],  # truncated
+        b'{"version":1,"first_run_ns":1,"containers":{"c":{"streams":{"7":[1,1]}}}}',
+        b'{"version":1,"first_run_ns":1,"containers":[]}',
+        b"[" * 100_000,  # deeper than the JSON decoder recurses
+        b"",
+    ],
+)
+def test_a_damaged_file_never_crashes_and_never_claims_a_first_run(tmp_path, content, caplog):
+    store = StateStore(tmp_path)
+    store.path.write_bytes(content)
+    state = store.load()
+    # first run unknown: no container counts as older than the bridge, none loses its lines
+    assert state == State(first_run_ns=0)
+    assert not store.path.exists()
+    assert len(caplog.records) == 1 and "is damaged" in caplog.text
+
+
+def test_a_file_owned_by_another_user_is_not_trusted(tmp_path, caplog):
+    store = StateStore(tmp_path)
+    store.path.write_bytes(V1)
+    os.chown(store.path, 65534, 65534)
+    assert store.load() == State(first_run_ns=0)
+    assert "owned by uid 65534" in caplog.text
+
+
+def test_a_version_1_file_is_read_and_written_back_as_version_2(tmp_path):
+    store = StateStore(tmp_path)
+    store.path.write_bytes(V1)
+    state = store.load()
+    assert state == State(7, {"c1": ContainerState(Cursor(0, {1: (10, 2)}), "")})
+    state.containers["c1"] = ContainerState(Cursor(0, {1: (11, 1), 2: (9, 0)}, frozenset({2})))
+    assert store.save(state)
+    assert json.loads(store.path.read_text())["version"] == 2
+    assert StateStore(tmp_path).load() == state
+
+
+def test_a_newer_version_is_refused_not_overwritten(tmp_path):
+    store = StateStore(tmp_path)
+    store.path.write_text('{"version":3,"first_run_ns":1,"containers":{}}')
+    with pytest.raises(StateError, match="refusing to downgrade"):
+        store.load()
+    assert store.path.exists()

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import docker.errors
+import pytest
+import requests
+from prometheus_client import CollectorRegistry
+
+from bridge.config import Config
+from bridge.core.queue import PendingQueue
+from bridge.core.state import State
+from bridge.service.telemetry import Telemetry
+from bridge.sources.discovery import Supervisor
+from bridge.sources.docker_api.reader import LogReader
+from bridge.sources.filters import ContainerFilter
+
+OLD = time.time() - 60  # created long enough ago for its events to have arrived
+
+
+class FakeAPI:
+    """The container list and inspect answers of a dockerd whose events the bridge missed."""
+
+    def __init__(self, containers: list[dict[str, Any]]) -> None:
+        self.listed = containers
+
+    def containers(self, all: bool = False) -> list[dict[str, Any]]:  # docker-py's signature
+        return self.listed
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        entry = next(c for c in self.listed if c["Id"] == cid)
+        return {
+            "Id": cid,
+            "Name": "/" + entry["Name"],
+            "Config": {"Image": "busybox", "Labels": entry.get("Labels", {})},
+            "Image": "sha256:" + "0" * 64,
+            "Created": "2026-11-28T00:00:00Z",
+            "State": {"Running": entry["State"] == "running", "FinishedAt": ""},
+            "HostConfig": {"LogConfig": {"Type": "json-file"}},
+        }
+
+
+def container(
+    n: int, state: str = "running", created: float = OLD, **labels: str
+) -> dict[str, Any]:
+    return {
+        "Id": f"{n:064x}",
+        "Name": f"c{n}",
+        "State": state,
+        "Created": created,
+        "Labels": labels,
+    }
+
+
+@pytest.fixture
+def supervisor(monkeypatch):
+    monkeypatch.setattr(LogReader, "_main", lambda self: None)  # a thread that reads nothing
+
+    def make(api: FakeAPI, config: Config | None = None) -> tuple[Supervisor, CollectorRegistry]:
+        config = config or Config()
+        registry = CollectorRegistry()
+        sup = Supervisor(
+            config,
+            api,  # type: ignore[arg-type]
+            PendingQueue(1 << 20),
+            Telemetry(registry),
+            State(first_run_ns=0),
+            ContainerFilter(config.filter),
+        )
+        return sup, registry
+
+    return make
+
+
+def resynced(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("journald_bridge_container_resync_total") or 0.0
+
+
+def test_the_listing_attaches_a_container_whose_events_were_missed(supervisor, caplog):
+    api = FakeAPI([container(1), container(2, state="exited")])
+    sup, registry = supervisor(api)
+    sup._resync()
+    assert set(sup._readers) == {f"{1:064x}", f"{2:064x}"}
+    assert resynced(registry) == 2
+    assert "a Docker event was missed" in caplog.text
+    sup._resync()  # known now: nothing more to do
+    assert resynced(registry) == 2
+
+
+def test_a_container_just_created_is_left_to_its_events(supervisor):
+    sup, registry = supervisor(FakeAPI([container(1, created=time.time())]))
+    sup._resync()
+    assert sup._readers == {} and resynced(registry) == 0
+
+
+def test_a_filtered_out_container_is_inspected_once(supervisor):
+    config = Config.model_validate({"filter": {"include_labels": ["team=web"]}})
+    api = FakeAPI([container(1, team="db"), container(2, team="web")])
+    inspected: list[str] = []
+    inspect = api.inspect_container
+    api.inspect_container = lambda cid: inspected.append(cid) or inspect(cid)  # type: ignore[method-assign]
+    sup, registry = supervisor(api, config)
+    sup._resync()
+    sup._resync()
+    assert set(sup._readers) == {f"{2:064x}"}
+    assert inspected.count(f"{1:064x}") == 1
+    assert resynced(registry) == 1
+
+
+def test_a_running_container_whose_reader_ended_is_read_again(supervisor):
+    api = FakeAPI([container(1), container(2, state="exited")])
+    sup, registry = supervisor(api)
+    sup._resync()
+    first = dict(sup._readers)
+    for reader in first.values():
+        reader._finished = True  # stream ended (container stopped); its start event was missed
+    sup._resync()
+    assert sup._readers[f"{1:064x}"] is not first[f"{1:064x}"]
+    assert sup._readers[f"{2:064x}"] is first[f"{2:064x}"]  # still stopped: nothing to read
+    assert resynced(registry) == 3
+
+
+def test_no_attach_is_counted_when_nothing_was_attached(supervisor):
+    api = FakeAPI([container(1)])
+    sup, registry = supervisor(api)
+    sup._resync()
+    sup._readers[f"{1:064x}"]._finished = True
+
+    def gone(cid: str) -> dict[str, Any]:
+        raise docker.errors.NotFound("removed meanwhile")
+
+    api.inspect_container = gone  # type: ignore[method-assign]
+    sup._resync()
+    assert resynced(registry) == 1
+
+
+def test_a_reader_whose_thread_could_not_start_is_started_by_the_next_listing(
+    supervisor, monkeypatch, caplog
+):
+    api = FakeAPI([container(1)])
+    sup, registry = supervisor(api)
+    real_start = LogReader.start
+    monkeypatch.setattr(
+        LogReader,
+        "start",
+        lambda self: (_ for _ in ()).throw(RuntimeError("can't start new thread")),
+    )
+    sup._attach_all(None)  # start-up: the tasks limit was hit once
+    assert "cannot start its reader" in caplog.text
+    monkeypatch.setattr(LogReader, "start", real_start)
+    sup._resync()
+    assert sup._readers[f"{1:064x}"].started
+    assert resynced(registry) == 1
+
+
+def test_a_start_up_attempt_cut_short_is_completed_by_the_retry(supervisor):
+    api = FakeAPI([container(1), container(2)])
+    sup, _ = supervisor(api)
+    inspect = api.inspect_container
+    calls = []
+
+    def flaky(cid: str) -> dict[str, Any]:
+        calls.append(cid)
+        if len(calls) == 2:
+            raise requests.exceptions.ConnectionError("dockerd busy")
+        return inspect(cid)
+
+    api.inspect_container = flaky  # type: ignore[method-assign]
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sup._attach_all(None)  # the daemon's start-up retries this
+    sup._attach_all(None)
+    assert all(r.started for r in sup._readers.values()) and len(sup._readers) == 2
+
+
+def test_a_container_excluded_then_included_by_reloads_goes_on_where_it_was(supervisor):
+    api = FakeAPI([container(1, team="web")])
+    sup, _ = supervisor(api)
+    sup._resync()
+    cid = f"{1:064x}"
+    handle = sup._handles[cid]
+    handle.commit(1, (1_000, 3))
+    exclude = Config.model_validate({"filter": {"exclude_labels": ["team=web"]}})
+    sup.reconfigure(exclude, ContainerFilter(exclude.filter))
+    assert cid not in sup._readers
+    assert sup.snapshot()[cid].cursor.streams == {1: (1_000, 3)}  # still saved
+    sup.reconfigure(Config(), ContainerFilter(Config().filter))
+    assert sup._handles[cid].start.streams == {1: (1_000, 3)}  # not from its first line
+
+
+def test_a_label_that_breaks_one_container_does_not_stop_the_others(supervisor, monkeypatch):
+    api = FakeAPI([container(1), container(2)])
+    sup, _ = supervisor(api)
+    build = sup._handle_factory.build
+
+    def fragile(info, journal):
+        if info.name == "c1":
+            raise OverflowError("cannot convert float infinity to integer")
+        return build(info, journal)
+
+    monkeypatch.setattr(sup._handle_factory, "build", fragile)
+    sup._attach_all(None)
+    assert set(sup._readers) == {f"{2:064x}"}
