@@ -1,11 +1,17 @@
 # journald-bridge. On a fresh Debian 12 machine, as root: `make run` or `make test`.
-.PHONY: setup run test unit integration lint bench clean wheels install uninstall
+.PHONY: setup setup-test run test unit integration lint bench clean wheels install uninstall
 
 CONFIG ?= config/bridge.toml
 PYTEST ?= .venv/bin/pytest
 
+# What the bridge needs to run; `make run` installs nothing else.
 setup:
 	@scripts/setup.sh
+
+# Beyond that, what only the tests and the bench need (prometheus, systemd-journal-remote,
+# the systemd image).
+setup-test: setup
+	@scripts/setup-test.sh
 
 run: setup
 	.venv/bin/journald-bridge run --config $(CONFIG)
@@ -17,10 +23,10 @@ lint: setup
 unit: setup
 	$(PYTEST) tests/unit
 
-integration: setup
+integration: setup-test
 	$(PYTEST) tests/integration
 
-test: setup
+test: setup-test
 	.venv/bin/ruff check bridge tests bench
 	.venv/bin/mypy
 	$(PYTEST) tests
@@ -39,5 +45,5 @@ uninstall:
 	deploy/install.sh uninstall
 
 # The benchmark on the real dockerd and journald; writes bench/results.md (about 10 minutes).
-bench: setup
+bench: setup-test
 	.venv/bin/python bench/run.py

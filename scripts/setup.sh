@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a Debian 12 machine, as root: packages, .venv, journald, dockerd, test image.
+# Only what the bridge needs to run (`make run`); what only the tests and the bench need
+# (prometheus, systemd-journal-remote, the systemd image) is in scripts/setup-test.sh.
 # Starts journald and dockerd only where they are not already running (a real host runs both
 # under systemd; never start second copies there). Quiet when everything is in place.
 set -euo pipefail
@@ -8,7 +10,7 @@ cd "$(dirname "$0")/.."
 say() { echo "setup: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
-packages=(docker.io busybox-static libsystemd-dev pkg-config gcc python3-dev python3-venv curl prometheus debootstrap)
+packages=(docker.io busybox-static libsystemd-dev pkg-config gcc python3-dev python3-venv curl)
 packages+=(${EXTRA_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
@@ -68,12 +70,3 @@ if ! "$DOCKER" image inspect bridge-test/busybox:latest >/dev/null 2>&1; then
     rm -rf "$root"
 fi
 
-# --- systemd as PID 1 in a container, for the service tests ------------------------------------
-if ! "$DOCKER" image inspect bridge-test/systemd:latest >/dev/null 2>&1; then
-    say "building bridge-test/systemd:latest (debootstrap, about a minute)"
-    root=$(mktemp -d)
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3,python3-venv,procps \
-        bookworm "$root" >/dev/null
-    tar -C "$root" -c . | "$DOCKER" import - bridge-test/systemd:latest >/dev/null
-    rm -rf "$root"
-fi

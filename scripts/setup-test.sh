@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Idempotent set-up of what only the tests and the bench need, on top of scripts/setup.sh (which
+# `make test`, `make integration` and `make bench` run first). Debian 12, as root. Quiet when
+# everything is in place.
+#
+#   prometheus, promtool          tests/integration/test_metrics.py (scrape, alert rule tests)
+#   systemd-journal-remote        tests/integration/test_fleet.py, bench/fleet.py (-remote, -upload)
+#   debootstrap, bridge-test/systemd   test_systemd.py, test_fleet.py (systemd as PID 1)
+#
+# Installing systemd-journal-remote enables and starts nothing (its postinst only creates the
+# systemd-journal-remote user); the tests run the binaries themselves, on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup-test: $*"; }
+
+# --- Debian packages -----------------------------------------------------------------------
+packages=(prometheus systemd-journal-remote debootstrap)
+packages+=(${EXTRA_TEST_PACKAGES:-})
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    log=$(mktemp)
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >"$log" 2>&1; then
+        cat "$log"; rm -f "$log"; say "apt-get install failed"; exit 1
+    fi
+    rm -f "$log"
+fi
+
+# --- systemd as PID 1 in a container, for the service and fleet tests --------------------------
+# With systemd-journal-remote inside, so Debian's own upload and remote units run with the
+# drop-ins of deploy/fleet. An image built before that lacks it and is built again, once.
+DOCKER=/usr/bin/docker
+IMAGE=bridge-test/systemd:latest
+if ! "$DOCKER" version >/dev/null 2>&1; then
+    say "dockerd does not answer: run scripts/setup.sh (make setup) first"
+    exit 1
+fi
+has_image() { "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; }
+image_complete() {
+    "$DOCKER" run --rm --network none --entrypoint /bin/test "$IMAGE" \
+        -x /lib/systemd/systemd-journal-remote >/dev/null 2>&1
+}
+if ! has_image || ! image_complete; then
+    old=$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+    say "building $IMAGE (debootstrap, about a minute)"
+    root=$(mktemp -d)
+    debootstrap --variant=minbase \
+        --include=systemd,systemd-sysv,dbus,python3,python3-venv,procps,systemd-journal-remote \
+        bookworm "$root" >/dev/null
+    tar -C "$root" -c . | "$DOCKER" import - "$IMAGE" >/dev/null
+    rm -rf "$root"
+    # the image it replaced, unless a container still uses it
+    [ -z "$old" ] || "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
+fi
