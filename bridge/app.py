@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge import __version__
 from bridge.config import Config, ConfigError, load_config
+from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State, StateError, StateStore
 from bridge.service.http import StatusServer
@@ -32,8 +33,9 @@ from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.readback import JournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
+from bridge.sources.containers import Reader, ReaderFactory
 from bridge.sources.discovery import Supervisor
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, LogReader
 from bridge.sources.filters import ContainerFilter, own_container_id
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ class Bridge:
                 self.telemetry,
                 state,
                 ContainerFilter(cfg.filter, own_container_id()),
+                self._readers(api),
             )
             if not self._wait_for("dockerd", lambda: self._start_supervisor(positions)):
                 return False
@@ -149,6 +152,21 @@ class Bridge:
                 positions.close()
         self.notifier.ready(self._status())
         return True
+
+    def _readers(self, api: docker.APIClient) -> ReaderFactory:
+        def new_reader(handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader:
+            cfg = self.config  # the running one: a reload may have changed [forward]
+            return LogReader(
+                api,
+                handle,
+                self.queue,
+                self.telemetry,
+                cfg.forward.max_line_bytes,
+                cfg.docker.reconnect_max_seconds,
+                state_hint=state_hint,
+            )
+
+        return new_reader
 
     def _start_supervisor(self, positions: JournalPositions | None) -> None:
         assert self.supervisor is not None

@@ -122,6 +122,9 @@ class LogReader:
             self._wake = True
             return True
 
+    def container_stopped(self) -> None:
+        """Nothing to do: the log stream itself ends when the container stops."""
+
     def stop(self) -> None:
         """Stops reading; what was read is already queued."""
         self._stop.set()

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from bridge.config import Config
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State
+from bridge.handles import HandleFactory
 from bridge.service.telemetry import Telemetry
 from bridge.sources.discovery import Supervisor
-from bridge.sources.docker_api.reader import LogReader
 from bridge.sources.filters import ContainerFilter
 
 OLD = time.time() - 60  # created long enough ago for its events to have arrived
@@ -53,10 +53,36 @@ def container(
     }
 
 
-@pytest.fixture
-def supervisor(monkeypatch):
-    monkeypatch.setattr(LogReader, "_main", lambda self: None)  # a thread that reads nothing
+class FakeReader:
+    """A reader that reads nothing: what discovery sees of one."""
 
+    fail_starts = 0  # the next N starts raise, as Thread.start does at the tasks limit
+
+    def __init__(self, handle: Any, state_hint: dict[str, Any] | None) -> None:
+        self.name = handle.info.name
+        self.started = self.finished = self.stopped = False
+
+    def start(self) -> None:
+        if FakeReader.fail_starts:
+            FakeReader.fail_starts -= 1
+            raise RuntimeError("can't start new thread")
+        self.started = True
+
+    def wake(self) -> bool:
+        return not self.finished
+
+    def container_stopped(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def join(self, timeout: float) -> None:
+        pass
+
+
+@pytest.fixture
+def supervisor():
     def make(api: FakeAPI, config: Config | None = None) -> tuple[Supervisor, CollectorRegistry]:
         config = config or Config()
         registry = CollectorRegistry()
@@ -67,10 +93,20 @@ def supervisor(monkeypatch):
             Telemetry(registry),
             State(first_run_ns=0),
             ContainerFilter(config.filter),
+            FakeReader,
         )
         return sup, registry
 
-    return make
+    yield make
+    FakeReader.fail_starts = 0
+
+
+def readers(sup: Supervisor) -> dict[str, Any]:
+    return {cid: r for cid in ids(40) if (r := sup.containers.reader_of(cid)) is not None}
+
+
+def ids(n: int) -> list[str]:
+    return [f"{i:064x}" for i in range(n)]
 
 
 def resynced(registry: CollectorRegistry) -> float:
@@ -80,18 +116,18 @@ def resynced(registry: CollectorRegistry) -> float:
 def test_the_listing_attaches_a_container_whose_events_were_missed(supervisor, caplog):
     api = FakeAPI([container(1), container(2, state="exited")])
     sup, registry = supervisor(api)
-    sup._resync()
-    assert set(sup._readers) == {f"{1:064x}", f"{2:064x}"}
+    sup.resync()
+    assert set(readers(sup)) == {f"{1:064x}", f"{2:064x}"}
     assert resynced(registry) == 2
     assert "a Docker event was missed" in caplog.text
-    sup._resync()  # known now: nothing more to do
+    sup.resync()  # known now: nothing more to do
     assert resynced(registry) == 2
 
 
 def test_a_container_just_created_is_left_to_its_events(supervisor):
     sup, registry = supervisor(FakeAPI([container(1, created=time.time())]))
-    sup._resync()
-    assert sup._readers == {} and resynced(registry) == 0
+    sup.resync()
+    assert readers(sup) == {} and resynced(registry) == 0
 
 
 def test_a_filtered_out_container_is_inspected_once(supervisor):
@@ -101,9 +137,9 @@ def test_a_filtered_out_container_is_inspected_once(supervisor):
     inspect = api.inspect_container
     api.inspect_container = lambda cid: inspected.append(cid) or inspect(cid)  # type: ignore[method-assign]
     sup, registry = supervisor(api, config)
-    sup._resync()
-    sup._resync()
-    assert set(sup._readers) == {f"{2:064x}"}
+    sup.resync()
+    sup.resync()
+    assert set(readers(sup)) == {f"{2:064x}"}
     assert inspected.count(f"{1:064x}") == 1
     assert resynced(registry) == 1
 
@@ -111,46 +147,38 @@ def test_a_filtered_out_container_is_inspected_once(supervisor):
 def test_a_running_container_whose_reader_ended_is_read_again(supervisor):
     api = FakeAPI([container(1), container(2, state="exited")])
     sup, registry = supervisor(api)
-    sup._resync()
-    first = dict(sup._readers)
+    sup.resync()
+    first = readers(sup)
     for reader in first.values():
-        reader._finished = True  # stream ended (container stopped); its start event was missed
-    sup._resync()
-    assert sup._readers[f"{1:064x}"] is not first[f"{1:064x}"]
-    assert sup._readers[f"{2:064x}"] is first[f"{2:064x}"]  # still stopped: nothing to read
+        reader.finished = True  # stream ended (container stopped); its start event was missed
+    sup.resync()
+    assert readers(sup)[f"{1:064x}"] is not first[f"{1:064x}"]
+    assert readers(sup)[f"{2:064x}"] is first[f"{2:064x}"]  # still stopped: nothing to read
     assert resynced(registry) == 3
 
 
 def test_no_attach_is_counted_when_nothing_was_attached(supervisor):
     api = FakeAPI([container(1)])
     sup, registry = supervisor(api)
-    sup._resync()
-    sup._readers[f"{1:064x}"]._finished = True
+    sup.resync()
+    readers(sup)[f"{1:064x}"].finished = True
 
     def gone(cid: str) -> dict[str, Any]:
         raise docker.errors.NotFound("removed meanwhile")
 
     api.inspect_container = gone  # type: ignore[method-assign]
-    sup._resync()
+    sup.resync()
     assert resynced(registry) == 1
 
 
-def test_a_reader_whose_thread_could_not_start_is_started_by_the_next_listing(
-    supervisor, monkeypatch, caplog
-):
+def test_a_reader_whose_thread_could_not_start_is_started_by_the_next_listing(supervisor, caplog):
     api = FakeAPI([container(1)])
     sup, registry = supervisor(api)
-    real_start = LogReader.start
-    monkeypatch.setattr(
-        LogReader,
-        "start",
-        lambda self: (_ for _ in ()).throw(RuntimeError("can't start new thread")),
-    )
-    sup._attach_all(None)  # start-up: the tasks limit was hit once
+    FakeReader.fail_starts = 1
+    sup.attach_all(None)  # start-up: the tasks limit was hit once
     assert "cannot start its reader" in caplog.text
-    monkeypatch.setattr(LogReader, "start", real_start)
-    sup._resync()
-    assert sup._readers[f"{1:064x}"].started
+    sup.resync()
+    assert readers(sup)[f"{1:064x}"].started
     assert resynced(registry) == 1
 
 
@@ -168,36 +196,49 @@ def test_a_start_up_attempt_cut_short_is_completed_by_the_retry(supervisor):
 
     api.inspect_container = flaky  # type: ignore[method-assign]
     with pytest.raises(requests.exceptions.ConnectionError):
-        sup._attach_all(None)  # the daemon's start-up retries this
-    sup._attach_all(None)
-    assert all(r.started for r in sup._readers.values()) and len(sup._readers) == 2
+        sup.attach_all(None)  # the daemon's start-up retries this
+    sup.attach_all(None)
+    assert all(r.started for r in readers(sup).values()) and len(readers(sup)) == 2
 
 
 def test_a_container_excluded_then_included_by_reloads_goes_on_where_it_was(supervisor):
     api = FakeAPI([container(1, team="web")])
     sup, _ = supervisor(api)
-    sup._resync()
+    sup.resync()
     cid = f"{1:064x}"
-    handle = sup._handles[cid]
+    handle = sup.containers.handle_of(cid)
     handle.commit(1, (1_000, 3))
     exclude = Config.model_validate({"filter": {"exclude_labels": ["team=web"]}})
     sup.reconfigure(exclude, ContainerFilter(exclude.filter))
-    assert cid not in sup._readers
+    assert cid not in readers(sup)
     assert sup.snapshot()[cid].cursor.streams == {1: (1_000, 3)}  # still saved
     sup.reconfigure(Config(), ContainerFilter(Config().filter))
-    assert sup._handles[cid].start.streams == {1: (1_000, 3)}  # not from its first line
+    assert sup.containers.handle_of(cid).start.streams == {1: (1_000, 3)}  # not from its first line
 
 
 def test_a_label_that_breaks_one_container_does_not_stop_the_others(supervisor, monkeypatch):
     api = FakeAPI([container(1), container(2)])
     sup, _ = supervisor(api)
-    build = sup._handle_factory.build
+    build = HandleFactory.build
 
-    def fragile(info, journal):
+    def fragile(self, info, journal):
         if info.name == "c1":
             raise OverflowError("cannot convert float infinity to integer")
-        return build(info, journal)
+        return build(self, info, journal)
 
-    monkeypatch.setattr(sup._handle_factory, "build", fragile)
-    sup._attach_all(None)
-    assert set(sup._readers) == {f"{2:064x}"}
+    monkeypatch.setattr(HandleFactory, "build", fragile)
+    sup.attach_all(None)
+    assert set(readers(sup)) == {f"{2:064x}"}
+
+
+def test_events_for_one_container_run_in_order_off_the_events_thread(supervisor):
+    api = FakeAPI([container(1)])
+    sup, _ = supervisor(api)
+    cid = f"{1:064x}"
+    for action in ("create", "start", "die", "destroy"):
+        sup.submit(cid, action)
+    deadline = time.monotonic() + 5
+    while sup.containers.handle_of(cid) is not None or readers(sup):
+        assert time.monotonic() < deadline, "destroy did not follow start"
+        time.sleep(0.01)
+    sup.stop(1)

@@ -1,0 +1,325 @@
+"""The containers the bridge knows, and what happens to one when the engine says something.
+
+Each forwarded container has a handle (positions, fields, transforms) and at most one reader
+(the thread that reads its log). Containers the filters leave out are remembered until a
+reload; containers a reload excluded keep their handle, parked, so that included again they go
+on where they were. Every method here concerns one container and may call the engine; the
+caller runs them off the events thread (sources/keyed.py), one container at a time.
+
+Invariants: a handle leaves the table only when its container is removed or excluded; a
+removed container's handle is marked `removed` before its reader is told, so the reader knows
+to write what it holds instead of leaving it to a next start; an end of stream is always queued
+after a removal, so the writer releases what the transforms hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+
+from bridge.config import Config
+from bridge.core.container import ContainerHandle
+from bridge.core.fields import ContainerInfo
+from bridge.core.queue import EndOfStream, PendingQueue
+from bridge.core.state import ContainerState, State
+from bridge.core.timestamps import parse_general
+from bridge.handles import HandleFactory, Readback
+from bridge.service.telemetry import Telemetry
+from bridge.sources.docker_api.reader import is_gone
+from bridge.sources.filters import ContainerFilter
+
+log = logging.getLogger(__name__)
+
+
+class Reader(Protocol):
+    """One container's log reader, whatever it reads from (sources/docker_api, logfiles)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def finished(self) -> bool: ...
+    def start(self) -> None: ...
+    def wake(self) -> bool: ...
+    def container_stopped(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float) -> None: ...
+
+
+class ReaderFactory(Protocol):
+    def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader: ...
+
+
+# Metadata for a container the engine no longer knows (removed before it was asked), from
+# what the log-file source saved when the container's log appeared; None when there is none.
+OnDisk = Callable[[str], dict[str, Any] | None]
+
+
+class ContainerTable:
+    def __init__(
+        self,
+        config: Config,
+        api: docker.APIClient,
+        queue: PendingQueue,
+        telemetry: Telemetry,
+        state: State,
+        container_filter: ContainerFilter,
+        new_reader: ReaderFactory,
+        on_disk: OnDisk,
+    ) -> None:
+        self._api = api
+        self._queue = queue
+        self._telemetry = telemetry
+        self.state = state
+        self._filter = container_filter
+        self._new_reader = new_reader
+        self._on_disk = on_disk
+        self._config = config
+        self._factory = HandleFactory(config, state, telemetry)
+        self._lock = threading.Lock()
+        self._handles: dict[str, ContainerHandle] = {}
+        self._readers: dict[str, Reader] = {}
+        self._skipped: set[str] = set()  # containers the filters leave out, until reload
+        self._parked: dict[str, ContainerHandle] = {}
+
+    # --- what the rest of the bridge asks -------------------------------------------------
+
+    def snapshot(self) -> dict[str, ContainerState]:
+        """Every known container's committed position, for the state file."""
+        with self._lock:
+            handles = [*self._handles.values(), *self._parked.values()]
+        return {
+            h.id: ContainerState(h.committed_cursor(), h.finished_at)
+            for h in handles
+            if not h.removed
+        }
+
+    @property
+    def attached(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._readers.values() if not r.finished)
+
+    def readers(self) -> list[Reader]:
+        with self._lock:
+            return list(self._readers.values())
+
+    def needs_reader(self, cid: str, running: bool, created: float, settled: float) -> bool:
+        """Whether the periodic listing should look at this container: never seen (and old
+        enough for its events to have arrived), or running with no live reader."""
+        with self._lock:
+            handled = cid in self._handles
+            known = handled or cid in self._skipped
+            reader = self._readers.get(cid)
+        if not known:
+            return created <= settled
+        unread = reader is None or reader.finished or not reader.started
+        return handled and running and unread
+
+    def handle_of(self, cid: str) -> ContainerHandle | None:
+        with self._lock:
+            return self._handles.get(cid)
+
+    def reader_of(self, cid: str) -> Reader | None:
+        with self._lock:
+            return self._readers.get(cid)
+
+    # --- configuration --------------------------------------------------------------------
+
+    def apply_config(self, config: Config, container_filter: ContainerFilter) -> None:
+        """A reload: new fields and transforms for every container; those the new filters
+        exclude are let go (what they read is written), their positions kept."""
+        self._config = config
+        self._filter = container_filter
+        self._factory.apply_config(config)
+        with self._lock:
+            handles = list(self._handles.values())
+            self._skipped.clear()
+        for handle in handles:
+            try:
+                if self._skip_reason(handle.info) is not None:
+                    log.info("container %s: no longer forwarded after reload", handle.info.name)
+                    self.exclude(handle.id)
+                else:
+                    self._factory.refresh(handle, handle.info)
+                    handle.next_chain = self._factory.chain(handle)
+            except Exception as exc:  # one container's labels must not stop the reload
+                log.exception("container %s: reload failed: %s", handle.info.name, exc)
+
+    # --- one container --------------------------------------------------------------------
+
+    def consider(
+        self,
+        cid: str,
+        journal: Readback | None = None,
+        *,
+        started: bool = False,
+        inspected: dict[str, Any] | None = None,
+    ) -> Reader | None:
+        """Starts or wakes the reader of one container if it is to be forwarded.
+
+        With `inspected` (the start-up listing) a new reader is returned, not started.
+
+        `started`: it just started. A known container's reader then opens its log at once,
+        without asking the engine first: a `--rm` container's log is gone tens of
+        milliseconds after it exits.
+        """
+        with self._lock:
+            handle = self._handles.get(cid)
+        state: dict[str, Any] | None = None
+        if handle is None or not started:
+            handle, state = self.prepare(cid, journal, inspected)
+            if handle is None:
+                return None
+        if (
+            state is not None
+            and not state.get("Running")
+            and handle.finished_at
+            and handle.finished_at == state.get("FinishedAt")
+        ):
+            return None  # stopped, and read to its end before: nothing new to read
+        with self._lock:
+            reader = self._readers.get(cid)
+            if reader is not None and not reader.started:
+                # registered, but its thread never ran (a failed start, or an attempt cut
+                # short by a transient error): start that one instead of waking it
+                if inspected is not None:
+                    return reader
+                self.start_reader(reader)
+                return None
+            if reader is not None and reader.wake():
+                return None
+            handle.finished_at = ""
+            reader = self._new_reader(handle, {"Running": True} if started else state)
+            self._readers[cid] = reader
+        if inspected is not None:
+            return reader
+        self.start_reader(reader)
+        return None
+
+    def start_reader(self, reader: Reader) -> None:
+        """Starts a registered reader; one that cannot start now is retried by the resync."""
+        if reader.started:
+            return
+        try:
+            reader.start()
+        except RuntimeError as exc:  # "can't start new thread": the tasks limit, for now
+            log.error(
+                "container %s: cannot start its reader (%s); retrying later", reader.name, exc
+            )
+
+    def inspect(self, cid: str) -> dict[str, Any] | None:
+        """The engine's answer, or what was saved from disk for a container already gone."""
+        try:
+            data: dict[str, Any] = self._api.inspect_container(cid)
+            return data
+        except docker.errors.APIError as exc:
+            if not is_gone(exc):
+                log.warning("container %s: cannot inspect (%s); skipped for now", cid[:12], exc)
+                return None
+        saved = self._on_disk(cid)
+        if saved is not None:
+            log.info("container %s: already removed; its metadata comes from disk", cid[:12])
+        return saved
+
+    def stopped(self, cid: str) -> None:
+        """The container stopped (a `die` event): its reader reads to the end and finishes."""
+        reader = self.reader_of(cid)
+        if reader is not None:
+            reader.container_stopped()
+
+    def rename(self, cid: str) -> None:
+        with self._lock:
+            handle = self._handles.get(cid)
+        if handle is None:
+            return
+        data = self._api.inspect_container(cid)
+        info = ContainerInfo.from_inspect(data, handle.info.created_ns)
+        old = handle.info.name
+        self._factory.refresh(handle, info)
+        log.info("container %s renamed to %s", old, info.name)
+
+    def exclude(self, cid: str) -> None:
+        """A reload's filters leave the container out: stop reading, keep its position."""
+        with self._lock:
+            handle = self._handles.pop(cid, None)
+            reader = self._readers.pop(cid, None)
+            if handle is not None:
+                self._parked[cid] = handle
+        if reader is not None:
+            reader.stop()
+        if handle is not None:  # write what its transforms hold: it was forwarded up to here
+            self._queue.put(EndOfStream(handle, handle.finished_at))
+
+    def forget(self, cid: str) -> None:
+        """The container was removed: its last output is written, then it is forgotten."""
+        with self._lock:
+            handle = self._handles.pop(cid, None) or self._parked.pop(cid, None)
+            reader = self._readers.pop(cid, None)
+            self._skipped.discard(cid)
+            self.state.containers.pop(cid, None)
+        if handle is None:
+            return
+        handle.removed = True
+        if reader is not None:
+            reader.stop()  # a running reader writes what it holds, then ends the stream too
+        self._queue.put(EndOfStream(handle, handle.finished_at))
+
+    def prepare(
+        self,
+        cid: str,
+        journal: Readback | None = None,
+        inspected: dict[str, Any] | None = None,
+    ) -> tuple[ContainerHandle | None, dict[str, Any] | None]:
+        """Inspects a container; registers a handle for it when it is to be forwarded."""
+        data = inspected if inspected is not None else self.inspect(cid)
+        if data is None:
+            return None, None
+        try:
+            info = ContainerInfo.from_inspect(data, _created_ns(data))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("container %s: unusable inspect answer (%s); skipped", cid[:12], exc)
+            return None, None
+        reason = self._skip_reason(info)
+        if reason is not None:
+            log.debug("container %s (%s): not forwarded: %s", info.name, cid[:12], reason)
+            with self._lock:
+                self._skipped.add(cid)
+            return None, None
+        with self._lock:
+            handle = self._handles.get(cid)
+            parked = self._parked.pop(cid, None)
+        if handle is None and parked is not None:  # included again: go on where it was left
+            parked.start, parked.read_cursor = parked.committed_cursor(), None
+            self._factory.refresh(parked, info)
+            parked.next_chain = self._factory.chain(parked)
+            with self._lock:
+                handle = self._handles.setdefault(cid, parked)
+        elif handle is None:  # built outside the lock: it may read the journal back
+            built = self._factory.build(info, journal)
+            with self._lock:
+                handle = self._handles.setdefault(cid, built)
+        return handle, data.get("State") or {}
+
+    def _skip_reason(self, info: ContainerInfo) -> str | None:
+        driver = info.log_driver
+        if driver == "none":
+            return "log driver none keeps no logs"
+        if driver == "journald" and self._config.forward.skip_journald_driver:
+            return "its log driver already writes to the journal"
+        return self._filter.reason_to_skip(info)
+
+
+def _created_ns(data: dict[str, Any]) -> int:
+    created = data.get("Created")
+    if not created:
+        return 0
+    try:
+        return parse_general(str(created).encode())
+    except ValueError:
+        return 0
