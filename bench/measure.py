@@ -147,14 +147,17 @@ class BridgeProcess:
             time.sleep(0.05)
 
     def metric(self, name: str) -> float:
+        """The sum of a metric's samples over all its labels (-1 when unreachable)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                for line in r.read().decode().splitlines():
-                    if line.startswith(name + " ") or line.startswith(name + "{"):
-                        return float(line.rsplit(" ", 1)[1])
+                lines = r.read().decode().splitlines()
         except OSError:
-            pass
-        return -1.0
+            return -1.0
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        )
 
     def cpu_seconds(self) -> float:
         assert self.process is not None

@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry
 
 from bridge import __version__
 from bridge.config import Config, ConfigError, load_config
-from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State, StateError, StateStore
 from bridge.service.http import StatusServer
@@ -33,10 +32,11 @@ from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.readback import JournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
-from bridge.sources.containers import Reader, ReaderFactory
 from bridge.sources.discovery import Supervisor
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, LogReader
+from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
 from bridge.sources.filters import ContainerFilter, own_container_id
+from bridge.sources.logfiles.source import LogFileSource
+from bridge.sources.select import SourceSelector
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class Bridge:
         self.store = StateStore(config.state.directory)
         self.supervisor: Supervisor | None = None
         self.http: StatusServer | None = None
+        self.files: LogFileSource | None = None
         self._failed = False
 
     # --- entry point ----------------------------------------------------------------------
@@ -134,6 +135,7 @@ class Bridge:
         api = docker_client(cfg)
         if not self._wait_for("dockerd", api.ping):
             return False
+        self.files = self._log_files(api)
         positions = self._journal_positions()
         try:
             self.supervisor = Supervisor(
@@ -143,7 +145,8 @@ class Bridge:
                 self.telemetry,
                 state,
                 ContainerFilter(cfg.filter, own_container_id()),
-                self._readers(api),
+                SourceSelector(api, self.queue, self.telemetry, lambda: self.config, self.files),
+                self.files.on_disk if self.files is not None else lambda cid: None,
             )
             if not self._wait_for("dockerd", lambda: self._start_supervisor(positions)):
                 return False
@@ -153,20 +156,23 @@ class Bridge:
         self.notifier.ready(self._status())
         return True
 
-    def _readers(self, api: docker.APIClient) -> ReaderFactory:
-        def new_reader(handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader:
-            cfg = self.config  # the running one: a reload may have changed [forward]
-            return LogReader(
-                api,
-                handle,
-                self.queue,
-                self.telemetry,
-                cfg.forward.max_line_bytes,
-                cfg.docker.reconnect_max_seconds,
-                state_hint=state_hint,
-            )
+    def _log_files(self, api: docker.APIClient) -> LogFileSource | None:
+        """The engine's log files, watched from now on; None where they are not to be read."""
+        cfg = self.config.docker
+        if cfg.source == "api" or not cfg.local:
+            return None
+        try:
+            root = str(api.info()["DockerRootDir"])
+        except (*TRANSIENT_ERRORS, docker.errors.APIError, KeyError, TypeError) as exc:
+            log.warning("cannot ask dockerd where its files are (%s); reading through the API", exc)
+            return None
+        files = LogFileSource(root, self.telemetry, self._log_appeared)
+        files.start()
+        return files
 
-        return new_reader
+    def _log_appeared(self, container_id: str) -> None:
+        if self.supervisor is not None:  # before, the start-up listing finds it
+            self.supervisor.submit(container_id, "start")
 
     def _start_supervisor(self, positions: JournalPositions | None) -> None:
         assert self.supervisor is not None
@@ -280,6 +286,8 @@ class Bridge:
         log.info("stopping: writing what was read, saving positions")
         if self.supervisor is not None:
             self.supervisor.stop(timeout=_READERS_STOP_SECONDS)
+        if self.files is not None:
+            self.files.stop()
         if not self.writer.drain_and_stop(_SHUTDOWN_DRAIN_SECONDS):
             log.warning(
                 "journald did not take every line in time; they will be read again at start"

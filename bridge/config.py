@@ -48,10 +48,25 @@ def _check_regex(value: str, *, as_bytes: bool = False) -> str:
 
 class DockerConfig(_Section):
     host: str = ""  # empty: DOCKER_HOST and friends, else unix:///var/run/docker.sock
+    # Where lines are read: the engine's log files ("files", local engines only), the Engine
+    # API stream ("api"), or files where readable and the API otherwise ("auto").
+    source: Literal["auto", "files", "api"] = "auto"
     reconnect_max_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
     # How often to list containers as a safety net: dockerd drops events for a subscriber
     # that falls behind, and a missed start event would leave a container unread.
     resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _files_need_a_local_engine(self) -> DockerConfig:
+        if self.source == "files" and not self.local:
+            raise ValueError(f"source = 'files' needs a local engine, not {self.host!r}")
+        return self
+
+    @property
+    def local(self) -> bool:
+        """Whether the engine runs on this host (its files can be read here)."""
+        host = self.host or os.environ.get("DOCKER_HOST", "")
+        return not host or host.startswith("unix://")
 
 
 class JournalConfig(_Section):

@@ -157,3 +157,10 @@ class CursorFilter:
         """How far the stream is consumed: lines still to skip were consumed before."""
         state = self._state.get(stream)
         return None if state is None else (state[0], state[1])
+
+    def advanced(self, cursor: Cursor) -> Cursor:
+        """`cursor` moved on to what this filter has seen (where a reopened stream goes on)."""
+        streams = dict(cursor.streams)
+        for stream, state in self._state.items():
+            streams[stream] = (state[0], state[1])
+        return Cursor(cursor.floor_ns, streams)

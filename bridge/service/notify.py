@@ -26,10 +26,6 @@ class Notifier:
         self.watchdog_interval = usec / 2_000_000 if usec else 0.0
         self._next_ping = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def notify(self, *assignments: str) -> None:
         if not self._address:
             return

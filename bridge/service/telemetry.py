@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from bridge import __version__
 
 _STREAMS = {1: "stdout", 2: "stderr"}
+SOURCES = ("api", "files")  # where a container's lines are read from
 TRANSFORM_STEPS = ("multiline", "json", "priority", "rate_limit")
 FIELD_CAPS = ("count", "bytes")
 DROP_REASONS = ("rate_limited", "too_large", "malformed", "journal_error", "container_removed")
@@ -38,10 +39,20 @@ class Telemetry:
             f"{ns}_lines_dropped", "Lines not written, by reason.", ["reason"], registry=registry
         )
         self._attached = Gauge(
-            f"{ns}_containers_attached", "Containers whose logs are being read.", registry=registry
+            f"{ns}_containers_attached",
+            "Containers whose logs are being read, by source.",
+            ["source"],
+            registry=registry,
         )
-        self._attach = Counter(f"{ns}_container_attach", "Log streams opened.", registry=registry)
-        self._detach = Counter(f"{ns}_container_detach", "Log streams ended.", registry=registry)
+        self._attach = Counter(
+            f"{ns}_container_attach",
+            "Log readers started, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self._detach = Counter(
+            f"{ns}_container_detach", "Log readers ended, by source.", ["source"], registry=registry
+        )
         self._resync = Counter(
             f"{ns}_container_resync",
             "Containers attached by the periodic listing: their Docker event was missed.",
@@ -157,6 +168,10 @@ class Telemetry:
         }
         for reason in DROP_REASONS:
             self._dropped.labels(reason)
+        for source in SOURCES:
+            self._attached.labels(source)
+            self._attach.labels(source)
+            self._detach.labels(source)
         # Alerts see the first error only when the series exists before it.
         for errno_name in ("EAGAIN", "ENOENT", "ECONNREFUSED", "ENOBUFS", "EMSGSIZE", "EPIPE"):
             self._send_errors.labels(errno_name)
@@ -219,16 +234,16 @@ class Telemetry:
 
     # --- containers -----------------------------------------------------------------------
 
-    def container_attached(self) -> None:
-        self._attach.inc()
-        self._attached.inc()
+    def container_attached(self, source: str) -> None:
+        self._attach.labels(source).inc()
+        self._attached.labels(source).inc()
 
     def container_resynced(self) -> None:
         self._resync.inc()
 
-    def container_detached(self) -> None:
-        self._detach.inc()
-        self._attached.dec()
+    def container_detached(self, source: str) -> None:
+        self._detach.labels(source).inc()
+        self._attached.labels(source).dec()
 
     def container_removed(self, container: tuple[str, str]) -> None:
         """Drops the container's own series (removed, or renamed), so churn never grows the

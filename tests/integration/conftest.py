@@ -373,6 +373,15 @@ class Containers:
             raise AssertionError(f"dockerd did not answer removing test containers: {exc}") from exc
 
 
+@pytest.fixture(params=["files", "api"])
+def each_source(request: pytest.FixtureRequest, bridge: Bridge) -> str:
+    """Runs a test once per source (the engine's log files, the Engine API stream): a module
+    that must hold for both uses it with `pytestmark = pytest.mark.usefixtures("each_source")`."""
+    source = str(request.param)
+    bridge.configure(docker={"source": source})
+    return source
+
+
 @pytest.fixture
 def containers(docker_client: docker.DockerClient, label: str) -> Iterator[Containers]:
     instance = Containers(docker_client, label)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.conftest import docker_logs, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("each_source")]
 
 
 def long_line(size: int, char: str) -> str:

@@ -22,7 +22,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_resume import wait_complete
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("each_source")]
 
 P = "journald-bridge."
 BAD_VALUES = ["inf", "nan", "1e999", "-5", "9" * 400, "abc", "\u0665\u0660", "", "0"]

@@ -20,7 +20,7 @@ from tests.integration.conftest import (
     writer_script,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("each_source")]
 
 
 def wait_complete(journald, container, expected, timeout=180):

@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -25,10 +24,9 @@ import docker.errors
 import requests
 
 from bridge.core.container import ContainerHandle
-from bridge.core.cursor import Cursor, CursorFilter, Position
-from bridge.core.partial import PartialJoiner
-from bridge.core.queue import Batch, EndOfStream, PendingQueue
-from bridge.core.record import STDERR, STDOUT, Record, footprint
+from bridge.core.cursor import Cursor, CursorFilter
+from bridge.core.queue import PendingQueue
+from bridge.core.record import STDERR, STDOUT, Record
 from bridge.core.timestamps import TimestampParser, format_since
 from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.frames import (
@@ -38,6 +36,7 @@ from bridge.sources.docker_api.frames import (
     RawStreamParser,
     StreamFormatError,
 )
+from bridge.sources.reader import ContainerGone, ReaderThread
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class ContainerGone(Exception):
-    """The container was removed: its logs cannot be read any more."""
-
-
 def is_gone(exc: docker.errors.APIError) -> bool:
     return exc.status_code in (404, 409)
 
 
-class LogReader:
-    """Reads one container until its log ends for good. Runs in its own thread."""
+class LogReader(ReaderThread):
+    """Reads one container through the Engine API until its log ends for good."""
+
+    source = "api"
 
     def __init__(
         self,
@@ -78,84 +75,22 @@ class LogReader:
         *,
         state_hint: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
         # The container's State as just seen (inspect or start event): the first pass uses it
         # instead of asking dockerd again (with --rm there is no time to lose).
         self._state_hint = state_hint
-        self._handle = handle
-        self._queue = queue
-        self._telemetry = telemetry
         self._max_backoff = max_backoff
-        self._joiner = PartialJoiner(max_line_bytes, id_prefix=handle.info.short_id)
         self._timestamps = TimestampParser()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._wake = False
-        self._finished = False
         self._sock: socket.socket | None = None
-        self._reported: set[str] = set()
-        self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
-        self._thread = threading.Thread(
-            target=self._main, name=f"logs-{handle.info.short_id}", daemon=True
-        )
-
-    @property
-    def finished(self) -> bool:
-        with self._lock:
-            return self._finished
-
-    @property
-    def name(self) -> str:
-        return self._handle.info.name
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> bool:
-        """Asks a reader that may be finishing to look at the container again.
-
-        False when it already finished (the caller starts a new reader).
-        """
-        with self._lock:
-            if self._finished:
-                return False
-            self._wake = True
-            return True
-
-    def container_stopped(self) -> None:
-        """Nothing to do: the log stream itself ends when the container stops."""
 
     def stop(self) -> None:
         """Stops reading; what was read is already queued."""
-        self._stop.set()
+        super().stop()
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-    def join(self, timeout: float) -> None:
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout)
-
-    @property
-    def started(self) -> bool:
-        return self._thread.ident is not None
-
-    def _main(self) -> None:
-        self._telemetry.container_attached()
-        try:
-            self._run()
-            if self._handle.removed:  # stopped because it is gone: nothing more will come
-                self._last_output(self._handle.finished_at)
-        except ContainerGone:
-            log.info("container %s: removed; stopped reading", self.name)
-            self._last_output(self._handle.finished_at)
-        except Exception as exc:  # a bug must cost one container, never the bridge
-            log.exception("container %s: reader failed: %s", self.name, exc)
-        finally:
-            with self._lock:
-                self._finished = True
-            self._telemetry.container_detached()
 
     def _run(self) -> None:
         handle = self._handle
@@ -201,23 +136,6 @@ class LogReader:
             return time.monotonic()
         return failing_since
 
-    def _last_output(self, finished_at: str) -> None:
-        """The stream ended for good: an unfinished line is the container's last output."""
-        records = self._joiner.flush()
-        if records:
-            self._put(records)
-        self._queue.put(EndOfStream(self._handle, finished_at))
-
-    def _finish(self, finished_at: str) -> bool:
-        """The stopped container was read to its end. True when this reader is done."""
-        self._last_output(finished_at)
-        with self._lock:
-            if self._wake:  # a start event came in meanwhile: look again
-                self._wake = False
-                return False
-            self._finished = True
-            return True
-
     def _read(self, *, follow: bool) -> None:
         handle = self._handle
         cursor = handle.read_cursor or handle.start
@@ -250,15 +168,9 @@ class LogReader:
                 self._sock = None
                 response.close()
         finally:
-            handle.read_cursor = _advanced(cursor, cursor_filter)
-            if cursor_filter.gap_streams and "gap" not in self._reported:
-                self._reported.add("gap")
-                self._telemetry.rotation_gap()
-                log.warning(
-                    "container %s: Docker's log rotation removed lines before the bridge read them "
-                    "(the number is unknown: they are gone from Docker's files)",
-                    self.name,
-                )
+            handle.read_cursor = cursor_filter.advanced(cursor)
+            if cursor_filter.gap_streams:
+                self._rotation_gap()
 
     def _consume(self, response: requests.Response, cursor_filter: CursorFilter) -> None:
         parser: FrameParser | RawStreamParser = (
@@ -268,17 +180,6 @@ class LogReader:
             self._put(self._records(parser.feed(body), cursor_filter))
         if isinstance(parser, RawStreamParser):
             self._put(self._records(parser.flush(), cursor_filter))
-
-    def _put(self, records: list[Record]) -> None:
-        """Queues records, and with them where the joiner holds a line back (queued even
-        without records when that changed, so that the persisted position stops before it)."""
-        held = self._joiner.holds()
-        if not records and held == self._held:
-            return
-        self._held = held
-        self._telemetry.partial_lines_merged(self._joiner.merged)
-        self._joiner.merged = 0
-        self._queue.put(Batch(self._handle, records, footprint(records), held))
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
@@ -307,7 +208,7 @@ class LogReader:
                 timestamp = payload[:space]
                 ts_ns = parse(timestamp)
             except ValueError as exc:
-                self._malformed(exc)
+                self._malformed(f"no valid timestamp: {exc}")
                 continue
             k = admit(stream, ts_ns)
             if k is None:
@@ -319,16 +220,6 @@ class LogReader:
                 records.extend(joiner.push(stream, timestamp, (ts_ns, k), payload[space + 1 :]))
                 idle = joiner.idle
         return records
-
-    def _malformed(self, exc: ValueError) -> None:
-        handle = self._handle
-        labels = None if handle.removed else handle.metric_labels
-        self._telemetry.lines_dropped("malformed", container=labels)
-        if "malformed" not in self._reported:
-            self._reported.add("malformed")
-            log.error(
-                "container %s: dropped a log line without a valid timestamp (%s)", self.name, exc
-            )
 
     def _body(self, response: requests.Response) -> Iterator[bytes]:
         """The response body, read in large blocks straight from the connection."""
@@ -364,12 +255,3 @@ class LogReader:
                     data = data[:remaining]
                     remaining -= len(data)
                 yield data
-
-
-def _advanced(cursor: Cursor, cursor_filter: CursorFilter) -> Cursor:
-    streams = dict(cursor.streams)
-    for stream in (STDOUT, STDERR):
-        position = cursor_filter.position(stream)
-        if position is not None:
-            streams[stream] = position
-    return Cursor(cursor.floor_ns, streams)

@@ -1,0 +1,1 @@
+"""Log source: the engine's own log files, read on the host."""

@@ -1,0 +1,180 @@
+"""The log-file source: one reader thread per container, from the engine's own log files.
+
+A reader gets the container's `LogFileSet` (the current file, often opened the moment it
+appeared, and its rotated predecessors), positions it at the handle's cursor with a binary
+search (never a scan of the whole log), and reads: parser -> cursor filter -> partial-line
+joiner -> queue, exactly like the API source, so positions mean the same whichever source read
+a line. At the end of the file it arms a one-shot inotify wake-up (watch.py) and waits.
+
+When does a container's log end? When the engine says it stopped (`die`, or the writer closed
+the file), the reader reads to the end and asks the engine: not running means one last
+EndOfStream with its FinishedAt, as the API source does; removed means the same without asking.
+A removed container's file is still readable through the descriptor held since it appeared:
+everything it wrote is read before the reader ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import docker.errors
+
+from bridge.core.container import ContainerHandle
+from bridge.core.cursor import CursorFilter
+from bridge.core.queue import PendingQueue
+from bridge.core.record import Record
+from bridge.service.telemetry import Telemetry
+from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
+from bridge.sources.logfiles.files import LogFileSet
+from bridge.sources.logfiles.lines import FileLine, LineParser
+from bridge.sources.reader import ContainerGone, ReaderThread
+
+log = logging.getLogger(__name__)
+
+# Without a wake-up armed (no watch on the file), how often to look for more; with one, a
+# safety net against a lost event. Either way an idle reader costs a few wake-ups a second.
+_POLL_SECONDS = 0.25
+_ARMED_SECONDS = 2.0
+_STATE_CHECK_SECONDS = 30.0
+
+# Arms a one-shot wake-up for the container's log; False when none can be armed.
+Follow = Callable[[Callable[[], None]], bool]
+
+
+class FileReader(ReaderThread):
+    source = "files"
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        handle: ContainerHandle,
+        files: LogFileSet,
+        queue: PendingQueue,
+        telemetry: Telemetry,
+        max_line_bytes: int,
+        follow: Follow,
+        on_close: Callable[[], None],
+        *,
+        state_hint: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(handle, queue, telemetry, max_line_bytes)
+        self._api = api
+        self._files = files
+        self._follow = follow
+        self._on_close = on_close
+        self._changed = threading.Event()
+        # The engine said it stopped, or it was not running when the reader was made: ask the
+        # engine at the end of the file. Asked anyway now and then, should a `die` be missed.
+        self._check_state = state_hint is not None and not state_hint.get("Running")
+        self._next_state_check = time.monotonic() + _STATE_CHECK_SECONDS
+        self._armed: bool | None = None  # a wake-up is armed (True), could not be (False)
+        self._malformed_seen = 0
+
+    def container_stopped(self) -> None:
+        self._check_state = True
+        self._changed.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._changed.set()
+
+    def _run(self) -> None:
+        try:
+            self._follow_files()
+        finally:
+            self._files.close()
+            self._on_close()
+
+    def _follow_files(self) -> None:
+        handle = self._handle
+        cursor = handle.read_cursor or handle.start
+        since = cursor.since_ns()
+        if since > 0:
+            self._files.start_at(since)
+        cursor_filter = CursorFilter(cursor)
+        parser: LineParser = self._files.format.parser(self._files.position[1])
+        try:
+            while True:
+                chunk = self._files.read()
+                if chunk.restart:
+                    if parser.reset(chunk.offset):
+                        self._malformed("the file ended in the middle of a line")
+                    if chunk.restart == "gap":
+                        self._rotation_gap()
+                if chunk.data:
+                    self._put(self._records(parser.feed(chunk.data), cursor_filter))
+                    self._count_malformed(parser)
+                    if self._stop.is_set() and not handle.removed:
+                        return  # shutdown mid-file: the rest is read at the next start
+                    continue
+                if cursor_filter.gap_streams:
+                    self._rotation_gap()
+                if self._at_end():
+                    return
+        finally:
+            handle.read_cursor = cursor_filter.advanced(cursor)
+
+    def _at_end(self) -> bool:
+        """At the end of the file for now: True when the log ended for good (or on stop)."""
+        if self._handle.removed:
+            return True  # read to the end of what the descriptor holds: that is all there is
+        if self._stop.is_set():
+            return True  # shutdown or exclusion: the rest is read again
+        now = time.monotonic()
+        if self._check_state or now >= self._next_state_check:
+            self._check_state = False
+            self._next_state_check = now + _STATE_CHECK_SECONDS
+            state = self._state()
+            if state is not None and not state.get("Running"):
+                return self._finish(str(state.get("FinishedAt", "")))
+        if self._armed is None:
+            self._changed.clear()
+            self._armed = self._follow(self._changed.set)
+            return False  # read once more: a write just before the watch was armed has no event
+        self._changed.wait(_ARMED_SECONDS if self._armed else _POLL_SECONDS)
+        self._armed = None
+        return False
+
+    def _state(self) -> dict[str, Any] | None:
+        """The engine's view of the container; None when it cannot say now."""
+        try:
+            state: dict[str, Any] = self._api.inspect_container(self._handle.id)["State"]
+            return state
+        except docker.errors.APIError as exc:
+            if is_gone(exc):
+                raise ContainerGone from exc
+            return None
+        except TRANSIENT_ERRORS:
+            return None
+
+    def _records(self, lines: list[FileLine], cursor_filter: CursorFilter) -> list[Record]:
+        records: list[Record] = []
+        append = records.append
+        admit = cursor_filter.admit
+        joiner = self._joiner
+        idle = joiner.idle
+        for line in lines:
+            stream = line.stream
+            k = admit(stream, line.ts_ns)
+            if k is None:
+                continue
+            position = (line.ts_ns, k)
+            if idle and line.complete:  # a whole line, nothing pending: no joiner needed
+                append(Record(stream, line.message, line.timestamp, position, position))
+            else:
+                body = line.message + b"\n" if line.complete else line.message
+                records.extend(joiner.push(stream, line.timestamp, position, body))
+                idle = joiner.idle
+        return records
+
+    def _count_malformed(self, parser: LineParser) -> None:
+        bad = parser.malformed + parser.oversized
+        if bad > self._malformed_seen:
+            for _ in range(bad - self._malformed_seen):
+                self._malformed(parser.last_error or "malformed")
+            self._malformed_seen = bad

@@ -1,0 +1,391 @@
+"""The one inotify watcher for the engine's log files: open each file the moment it appears.
+
+A `--rm` container can be gone 24 ms after `die`, long before its Docker event is handled, but an
+open descriptor keeps an unlinked file readable. So `<root>/containers/<id>/<id>-json.log` and
+`.../<id>/local-logs/container.log` are opened as soon as inotify reports them, and handed over.
+
+Invariants:
+- One inotify instance, one thread (128 instances per uid here). Callbacks run on it, one at a
+  time, and must be quick (else the kernel queue overflows: a rescan); no stop() from them.
+- Never a silent miss: a directory is looked at after its watch is added (a file created in
+  between is seen by the look, the event or both); IN_Q_OVERFLOW and a lost root mean a rescan.
+- A descriptor handed over is the receiver's to close, never the watcher's. Each file is handed
+  over once: a second sighting has the same (st_dev, st_ino), which the kernel cannot give to
+  another file while the receiver holds the descriptor.
+- Per log name, files are handed over in creation order; one renamed away or removed before it
+  could be opened is reported (on_missed), not chased: it would come after its successor.
+- Untrusted names: only real directories named by 64 lower-case hex digits and the exact log names
+  count; files are opened O_NOFOLLOW|O_NONBLOCK and must be regular (a FIFO cannot block the
+  thread); config files are bounded. The thread never raises: errors are logged once per kind.
+- Wake-ups are one-shot: IN_MODIFY is in a container's mask only while a reader waits (follow);
+  measured here, it takes a 100-byte write from 1.1 to 2.2 µs for the writer (dockerd). So no
+  unfollow: a wake-up nobody waits for any more is one call, and then IN_MODIFY is off again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import select
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from inotify_simple import INotify, flags
+
+log = logging.getLogger(__name__)
+
+LogKind = Literal["json-file", "local"]
+CONFIG_MAX_BYTES = 1 << 20
+CONFIG_FILES = ("config.v2.json", "hostconfig.json")
+_ID = re.compile(r"[0-9a-f]{64}")
+_LOCAL_DIR, _LOCAL_LOG = "local-logs", "container.log"
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # see _open_regular
+
+_NEW: int = flags.CREATE | flags.MOVED_TO
+# A container's removal is the parent's IN_DELETE (or IN_MOVED_FROM): the directory's own
+# IN_DELETE_SELF/IN_IGNORED wait until the receiver closes the log, whose dentry pins its parent.
+_GONE: int = flags.DELETE | flags.MOVED_FROM
+_ROOT_MASK: int = _NEW | _GONE | flags.MOVE_SELF | flags.ONLYDIR
+# IN_CLOSE_WRITE is rare (a writer closing at exit or rotation) and tells a reader the file is
+# complete. No IN_ATTRIB: a reader holding a descriptor cares about neither permissions nor links.
+_DIR_MASK: int = _NEW | flags.CLOSE_WRITE | flags.ONLYDIR | flags.DONT_FOLLOW
+_WAKE: int = _NEW | flags.MODIFY | flags.CLOSE_WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedLog:
+    """A log file just opened. `fd` (O_RDONLY|O_CLOEXEC, blocking, offset 0) is the receiver's.
+    `created`: an inotify event announced the file, so it is new; False: a scan found it."""
+
+    container_id: str
+    fd: int
+    path: str
+    kind: LogKind
+    created: bool
+    config: bytes | None  # config.v2.json as the log appeared; None: absent, too big, unreadable
+    hostconfig: bytes | None
+
+
+class LogFileEvents(Protocol):
+    """Implemented by the integrator; every method runs on the watcher thread."""
+
+    def on_open(self, log: OpenedLog) -> None: ...
+    def on_open_error(self, container_id: str, path: str, reason: str) -> None: ...
+    def on_missed(self, container_id: str) -> None: ...  # a file was gone before it was opened
+    def on_removed(self, container_id: str) -> None: ...  # the directory is gone
+    def on_overflow(self) -> None: ...  # the kernel queue overflowed: a rescan follows
+    def on_watch_error(self, errno_name: str) -> None: ...  # ENOSPC: files opened, no wake-ups
+
+
+@dataclass(slots=True, eq=False)
+class _Container:
+    cid: str
+    path: str
+    dir_wd: int | None = None
+    local_wd: int | None = None
+    pending: list[Callable[[], None]] = field(default_factory=list)  # one-shot wake-ups
+    # is local -> ((st_dev, st_ino), whether an event has named it) of the last file handed over
+    last: dict[bool, tuple[tuple[int, int], bool]] = field(default_factory=dict)
+
+    def log_name(self, local: bool) -> str:
+        return os.path.join(_LOCAL_DIR, _LOCAL_LOG) if local else f"{self.cid}-json.log"
+
+
+class LogFileWatcher:
+    """Watches `<root>/containers` (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        events: LogFileEvents,
+        *,
+        config_max_bytes: int = CONFIG_MAX_BYTES,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._top = os.path.join(os.fspath(root), "containers")
+        self._events = events
+        self._config_max = config_max_bytes
+        self._retry_ms = max(1, int(retry_seconds * 1000))
+        # Guards the maps, each container's watches and pending list and the descriptors'
+        # lifetime; never held while calling out.
+        self._lock = threading.Lock()
+        self._containers: dict[str, _Container] = {}
+        self._wds: dict[int, tuple[_Container, bool]] = {}  # wd -> (container, is local-logs)
+        self._root_wd: int | None = None
+        self._root_error: str | None = None
+        self._logged: set[str] = set()
+        self._inotify: Any = None
+        self._wake_fd = -1
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        """Start the thread; return once every log file already there has been handed over."""
+        if self._thread is not None:
+            raise RuntimeError("LogFileWatcher.start() called twice")
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            self._inotify = INotify()  # IN_CLOEXEC; EMFILE past 128 instances
+        except OSError:
+            os.close(self._wake_fd)
+            raise
+        self._thread = threading.Thread(target=self._run, name="logfile-watch", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wake the thread out of poll() and wait for it; it closes its own descriptors."""
+        with self._lock:
+            if self._thread is None or self._stopping:
+                return
+            self._stopping = True
+            os.eventfd_write(self._wake_fd, 1)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)  # only a hanging callback makes it time out
+
+    def follow(self, container_id: str, on_change: Callable[[], None]) -> bool:
+        """Call `on_change` once, at the next change of the container's current log file: data,
+        writer closed, a new current file, the directory removed. Read to the end after this
+        call, then wait; follow again after each wake-up. False: not watched (gone, unknown,
+        no watch); do not wait for a wake-up then."""
+        with self._lock:
+            c = self._containers.get(container_id)
+            if self._stopping or c is None or c.dir_wd is None:
+                return False
+            if c.local_wd is None and True in c.last:
+                return False  # its log is in local-logs/, which could not be watched
+            if on_change not in c.pending:
+                c.pending.append(on_change)
+            if len(c.pending) == 1 and not self._apply_masks(c):
+                c.pending.clear()
+                return False
+            return True
+
+    def _run(self) -> None:
+        try:
+            self._call(self._rescan)
+            self._ready.set()
+            poller = select.poll()
+            poller.register(self._inotify.fileno(), select.POLLIN)
+            poller.register(self._wake_fd, select.POLLIN)
+            while not self._stopping:  # the eventfd is only written by stop(): never drained
+                # Without the root watched, poll() doubles as the retry timer.
+                poller.poll(None if self._root_wd is not None else self._retry_ms)
+                self._call(self._step)
+        finally:
+            self._ready.set()
+            with self._lock:
+                self._stopping = True
+                self._inotify.close()
+                os.close(self._wake_fd)
+
+    def _step(self) -> None:
+        if self._root_wd is None:
+            self._rescan()
+        for wd, mask, _cookie, name in self._inotify.read(timeout=0):
+            self._call(self._dispatch, int(wd), int(mask), str(name))
+
+    def _dispatch(self, wd: int, mask: int, name: str) -> None:
+        if mask & flags.Q_OVERFLOW:
+            self._log_once("overflow", "inotify queue overflowed; rescanning %s", self._top)
+            self._call(self._events.on_overflow)
+            self._rescan()
+        elif wd == self._root_wd:
+            if mask & flags.IGNORED:
+                self._root_wd = None  # the loop retries, then rescans
+            elif mask & flags.MOVE_SELF:
+                self._rm_watch(wd)
+            elif mask & flags.ISDIR and mask & _NEW and _ID.fullmatch(name):
+                self._add_container(name)
+            elif mask & flags.ISDIR and mask & _GONE and (c := self._containers.get(name)):
+                self._drop(c, ignored_wd=None)  # its watches go now, not when the fd closes
+        elif (entry := self._wds.get(wd)) is not None:  # else a watch already dropped
+            c, local = entry
+            if mask & flags.IGNORED:  # removed, with no descriptor left open inside
+                self._drop(c, ignored_wd=wd)
+            elif not local and name == _LOCAL_DIR and mask & flags.ISDIR and mask & _NEW:
+                self._add_dir(c, local=True)
+            elif name == os.path.basename(c.log_name(local)) and mask & _WAKE:
+                if mask & _NEW:
+                    self._open(c, local, created=True)
+                self._fire(c)
+
+    def _rescan(self) -> None:
+        if self._root_wd is None:
+            try:
+                self._root_wd = int(self._inotify.add_watch(self._top, _ROOT_MASK))
+                self._root_error = None
+            except OSError as e:
+                if self._root_error != _errname(e):  # once per loss, not once per retry
+                    self._root_error = _errname(e)
+                    log.warning("cannot watch %s: %s", self._top, e.strerror)
+                    self._call(self._events.on_watch_error, self._root_error)
+                return
+        try:
+            with os.scandir(self._top) as it:
+                names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+            ids = [name for name in names if _ID.fullmatch(name)]
+        except OSError as e:
+            log.warning("cannot list %s: %s", self._top, e.strerror)
+            return
+        for cid in ids:
+            self._add_container(cid)
+        listed = set(ids)
+        for c in [c for cid, c in self._containers.items() if cid not in listed]:
+            self._drop(c, ignored_wd=None)
+        for c in list(self._containers.values()):
+            self._fire(c)  # events may have been lost: every waiting reader looks again
+
+    def _add_container(self, cid: str) -> None:
+        with self._lock:
+            c = self._containers.setdefault(cid, _Container(cid, os.path.join(self._top, cid)))
+        if self._add_dir(c, local=False):
+            self._add_dir(c, local=True)
+        else:
+            self._drop(c, ignored_wd=None)  # gone already
+
+    def _add_dir(self, c: _Container, local: bool) -> bool:
+        """Watch, then look: a file created in between is seen by one or both. False: no such
+        directory (lstat: a symlink is none); without a watch (the limit) files are still opened."""
+        path = os.path.join(c.path, _LOCAL_DIR) if local else c.path
+        with self._lock:
+            if self._containers.get(c.cid) is not c:
+                return False
+            if isinstance(wd := self._watch(path, self._mask(c, local)), int):
+                c.local_wd, c.dir_wd = (wd, c.dir_wd) if local else (c.local_wd, wd)
+                self._wds[wd] = (c, local)
+        if isinstance(wd, OSError):
+            self._watch_failed(wd)
+        is_dir = False
+        with contextlib.suppress(OSError):
+            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+        if not is_dir:
+            return False
+        self._open(c, local, created=False)
+        return True
+
+    def _drop(self, c: _Container, ignored_wd: int | None) -> None:
+        with self._lock:
+            if self._containers.get(c.cid) is not c:
+                return
+            del self._containers[c.cid]
+            for wd in (c.dir_wd, c.local_wd):
+                if wd is not None and self._wds.pop(wd, None) is not None and wd != ignored_wd:
+                    self._rm_watch(wd)
+            c.dir_wd = c.local_wd = None
+        self._fire(c)
+        self._call(self._events.on_removed, c.cid)
+
+    def _fire(self, c: _Container) -> None:
+        with self._lock:
+            callbacks, c.pending = c.pending, []
+            if callbacks:
+                self._apply_masks(c)  # one-shot: IN_MODIFY off until the next follow()
+        for cb in callbacks:
+            self._call(cb)
+
+    def _mask(self, c: _Container, local: bool) -> int:
+        # IN_MODIFY only while armed, and only on the directory that holds the log.
+        armed = bool(c.pending) and (local or c.local_wd is None)
+        return _DIR_MASK | (flags.MODIFY if armed else 0)
+
+    def _apply_masks(self, c: _Container) -> bool:
+        """Under the lock: make the kernel's masks match c.pending (add_watch replaces them)."""
+        local_path = os.path.join(c.path, _LOCAL_DIR)
+        watches = ((c.dir_wd, c.path, False), (c.local_wd, local_path, True))
+        # False: a directory gone (ENOENT) or replaced; its IN_IGNORED or IN_DELETE is on the way.
+        return all(wd is None or self._watch(p, self._mask(c, loc)) == wd for wd, p, loc in watches)
+
+    def _watch(self, path: str, mask: int) -> int | OSError:
+        try:
+            return int(self._inotify.add_watch(path, mask))
+        except OSError as e:
+            return e
+
+    def _rm_watch(self, wd: int) -> None:
+        with contextlib.suppress(OSError):  # already removed by the kernel
+            self._inotify.rm_watch(wd)
+
+    def _watch_failed(self, e: OSError) -> None:
+        if e.errno != errno.ENOENT:  # ENOENT: gone already, the normal race
+            name = _errname(e)
+            self._log_once(
+                name, "cannot watch in %s: %s (files opened, no wake-ups)", self._top, name
+            )
+            self._call(self._events.on_watch_error, name)
+
+    def _open(self, c: _Container, local: bool, created: bool) -> None:
+        path = os.path.join(c.path, c.log_name(local))
+        got = _open_regular(path)
+        if isinstance(got, str):
+            if got != "ENOENT":
+                self._call(self._events.on_open_error, c.cid, path, got)
+            elif created:  # there a moment ago: rotated away or removed first
+                self._call(self._events.on_missed, c.cid)
+            return
+        fd, st = got
+        key, last = (st.st_dev, st.st_ino), c.last.get(local)
+        if last is not None and last[0] == key:
+            # Seen already. The first event naming a file a scan found is that file's own;
+            # otherwise an earlier event's open found this newer file, and this event's own
+            # file was rotated away before anyone could open it.
+            os.close(fd)
+            if created and last[1]:
+                self._call(self._events.on_missed, c.cid)
+            c.last[local] = (key, last[1] or created)
+            return
+        os.set_blocking(fd, True)
+        c.last[local] = (key, created)
+        # The log first, the configs next: the log is what a removal would take away.
+        kind: LogKind = "local" if local else "json-file"
+        configs = [self._read_config(os.path.join(c.path, f)) for f in CONFIG_FILES]
+        self._call(self._events.on_open, OpenedLog(c.cid, fd, path, kind, created, *configs))
+
+    def _read_config(self, path: str) -> bytes | None:
+        if isinstance(got := _open_regular(path), str):
+            return None
+        fd, st = got
+        try:
+            # dockerd replaces these files by rename, so the one opened does not grow; one that
+            # does is being written by someone else: no bytes rather than half of them.
+            data = os.read(fd, st.st_size + 1) if st.st_size <= self._config_max else None
+            return None if data is None or len(data) > st.st_size else data
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a callback's bug or an unforeseen error: log it, go on
+            log.exception("log file watcher: %s failed", getattr(fn, "__name__", fn))
+
+    def _log_once(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.warning(message, *args)
+
+
+def _errname(e: OSError) -> str:
+    return errno.errorcode.get(e.errno or 0, str(e.errno))
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result] | str:
+    """O_NOFOLLOW|O_NONBLOCK: neither a symlink nor a FIFO (whose open would block) gets in."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        return _errname(e)
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG((st := os.fstat(fd)).st_mode):
+            return fd, st
+    os.close(fd)
+    return "not a regular file"

@@ -1,0 +1,163 @@
+"""What every log reader shares, whatever it reads from: a thread per container, its life,
+the partial-line joiner, and how batches reach the queue.
+
+Invariants every reader keeps:
+- Records are queued in the order the engine stored the lines, per container.
+- Each batch carries where the joiner holds a line back (`Batch.held`), so the persisted
+  position never passes a line that was read but not yet written.
+- When the log ends for good (the container stopped and was read to its end, or was removed),
+  an unfinished line is the container's last output: it is flushed, then an EndOfStream is
+  queued so that the writer releases what the transforms hold. A reader stopped for shutdown
+  queues neither: the rest is read again at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+from bridge.core.container import ContainerHandle
+from bridge.core.cursor import Position
+from bridge.core.partial import PartialJoiner
+from bridge.core.queue import Batch, EndOfStream, PendingQueue
+from bridge.core.record import Record, footprint
+from bridge.service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class ContainerGone(Exception):
+    """The container was removed: its logs cannot be read any more."""
+
+
+class ReaderThread:
+    """One container's reader; subclasses implement `_run` for their source."""
+
+    source = ""  # the `source` metric label: "api" or "files"
+
+    def __init__(
+        self,
+        handle: ContainerHandle,
+        queue: PendingQueue,
+        telemetry: Telemetry,
+        max_line_bytes: int,
+    ) -> None:
+        self._handle = handle
+        self._queue = queue
+        self._telemetry = telemetry
+        self._joiner = PartialJoiner(max_line_bytes, id_prefix=handle.info.short_id)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._wake = False
+        self._finished = False
+        self._reported: set[str] = set()  # problems already logged for this container
+        self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
+        self._thread = threading.Thread(
+            target=self._main, name=f"logs-{handle.info.short_id}", daemon=True
+        )
+
+    @property
+    def name(self) -> str:
+        return self._handle.info.name
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            return self._finished
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> bool:
+        """Asks a reader that may be finishing to look at the container again.
+
+        False when it already finished (the caller starts a new reader).
+        """
+        with self._lock:
+            if self._finished:
+                return False
+            self._wake = True
+            return True
+
+    def container_stopped(self) -> None:
+        """The engine said the container stopped; by default the source itself tells."""
+
+    def stop(self) -> None:
+        """Stops reading; what was read is already queued."""
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        if self.started:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _main(self) -> None:
+        self._telemetry.container_attached(self.source)
+        try:
+            self._run()
+            if self._handle.removed:  # stopped because it is gone: nothing more will come
+                self._last_output(self._handle.finished_at)
+        except ContainerGone:
+            log.info("container %s: removed; stopped reading", self.name)
+            self._last_output(self._handle.finished_at)
+        except Exception as exc:  # a bug must cost one container, never the bridge
+            log.exception("container %s: reader failed: %s", self.name, exc)
+        finally:
+            with self._lock:
+                self._finished = True
+            self._telemetry.container_detached(self.source)
+
+    def _put(self, records: list[Record]) -> None:
+        """Queues records, and with them where the joiner holds a line back (queued even
+        without records when that changed, so that the persisted position stops before it)."""
+        held = self._joiner.holds()
+        if not records and held == self._held:
+            return
+        self._held = held
+        self._telemetry.partial_lines_merged(self._joiner.merged)
+        self._joiner.merged = 0
+        self._queue.put(Batch(self._handle, records, footprint(records), held))
+
+    def _last_output(self, finished_at: str) -> None:
+        """The stream ended for good: an unfinished line is the container's last output."""
+        records = self._joiner.flush()
+        if records:
+            self._put(records)
+        self._queue.put(EndOfStream(self._handle, finished_at))
+
+    def _finish(self, finished_at: str) -> bool:
+        """The stopped container was read to its end. True when this reader is done."""
+        self._last_output(finished_at)
+        with self._lock:
+            if self._wake:  # a start event came in meanwhile: look again
+                self._wake = False
+                return False
+            self._finished = True
+            return True
+
+    def _malformed(self, reason: str) -> None:
+        handle = self._handle
+        labels = None if handle.removed else handle.metric_labels
+        self._telemetry.lines_dropped("malformed", container=labels)
+        if "malformed" not in self._reported:
+            self._reported.add("malformed")
+            log.error(
+                "container %s: dropped a log line that cannot be read (%s)", self.name, reason
+            )
+
+    def _rotation_gap(self) -> None:
+        if "gap" not in self._reported:
+            self._reported.add("gap")
+            self._telemetry.rotation_gap()
+            log.warning(
+                "container %s: the engine's log rotation removed lines before the bridge read "
+                "them (the number is unknown: they are gone from the engine's files)",
+                self.name,
+            )

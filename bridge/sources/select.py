@@ -1,0 +1,108 @@
+"""Which source reads a container: the engine's log file, or the Engine API stream.
+
+`docker.source`: "api" always streams through the API; "files" always reads the file, and a
+container whose file cannot be read is one clear error, counted, with no fallback; "auto" (the
+default) reads the file where it can and the API otherwise. Files are only ever read for a
+local engine. A first start that asks for the last N lines of a container older than the
+bridge (`forward.backlog` = N) goes through the API, which has `tail`; later starts don't.
+The choice is logged once per reader and is the `source` label of the attach metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import docker
+
+from bridge.config import Config
+from bridge.core.container import ContainerHandle
+from bridge.core.queue import PendingQueue
+from bridge.service.telemetry import Telemetry
+from bridge.sources.containers import Reader
+from bridge.sources.docker_api.reader import LogReader
+from bridge.sources.logfiles.reader import FileReader
+from bridge.sources.logfiles.source import LogFileSource
+
+log = logging.getLogger(__name__)
+
+
+class SourceSelector:
+    """The reader factory discovery calls (sources.containers.ReaderFactory)."""
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        queue: PendingQueue,
+        telemetry: Telemetry,
+        config: Callable[[], Config],
+        files: LogFileSource | None,
+    ) -> None:
+        self._api = api
+        self._queue = queue
+        self._telemetry = telemetry
+        self._config = config  # the running one: a reload may change [forward]
+        self._files = files
+
+    def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader:
+        cfg = self._config()
+        mode = cfg.docker.source
+        files = self._files
+        name = handle.info.name
+        if mode != "api" and files is not None and handle.backlog_tail is None:
+            fileset = files.open(handle.info)
+            if fileset is not None:
+                log.info("container %s: reading its log file %s", name, files.path(handle.info))
+                return FileReader(
+                    self._api,
+                    handle,
+                    fileset,
+                    self._queue,
+                    self._telemetry,
+                    cfg.forward.max_line_bytes,
+                    files.follow(handle.id),
+                    lambda: files.released(handle.id),
+                    state_hint=state_hint,
+                )
+            if mode == "files":
+                self._telemetry.stream_error("file_unreadable")
+                log.error(
+                    "container %s: source = files, but its log file cannot be read; not forwarded",
+                    name,
+                )
+                return Unreadable(name)
+        log.info("container %s: reading its log through the Engine API", name)
+        return LogReader(
+            self._api,
+            handle,
+            self._queue,
+            self._telemetry,
+            cfg.forward.max_line_bytes,
+            cfg.docker.reconnect_max_seconds,
+            state_hint=state_hint,
+        )
+
+
+class Unreadable:
+    """The reader of a container that `source = files` cannot read: it reads nothing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = False
+        self.finished = False  # never: the periodic listing must not retry it every time
+
+    def start(self) -> None:
+        self.started = True
+
+    def wake(self) -> bool:
+        return True
+
+    def container_stopped(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> None:
+        pass

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.core.record import STDERR, STDOUT
+from bridge.sources.logfiles.files import LogFileSet
+from bridge.sources.logfiles.jsonfile import JSON_FILE
+from bridge.sources.logfiles.k8sfile import K8S_FILE
+from bridge.sources.logfiles.lines import FileFormat
+from bridge.sources.logfiles.local import LOCAL
+from bridge.sources.logfiles.opened import Opened
+from bridge.sources.logfiles.search import BLOCK_BYTES, Searcher
+
+from .encode import NS, T0, Rec, json_line, k8s_line, local_frames
+from .rotating import Reader, Writer, names
+
+FORMATS = {"json-file": JSON_FILE, "local": LOCAL, "k8s-file": K8S_FILE}
+
+
+def encode(fmt: str, recs: list[Rec]) -> bytes:
+    if fmt == "local":
+        return local_frames(recs)
+    line = json_line if fmt == "json-file" else k8s_line
+    return b"".join(line(r) for r in recs)
+
+
+def starts(fmt: str, recs: list[Rec]) -> list[int]:
+    """The offset of each record's line."""
+    out, at = [], 0
+    for r in recs:
+        out.append(at)
+        at += len(encode(fmt, [r]))
+    return out
+
+
+def search(path, fmt: FileFormat, since_ns: int, block: int = BLOCK_BYTES) -> tuple[int, int]:
+    f = Opened.open(str(path), 0, False)
+    try:
+        searcher = Searcher(fmt, block)
+        return searcher.search(f, since_ns), searcher.reads
+    finally:
+        f.close()
+
+
+# Two streams, each in order, written interleaved; a line may reach the file up to GUARD after
+# lines of the other stream stamped later (dockerd's per-stream copiers).
+GUARD = 50
+
+
+@st.composite
+def two_streams(draw):
+    steps = draw(st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=120))
+    ts, recs, last = 1_000, [], {STDOUT: 0, STDERR: 0}
+    for i, step in enumerate(steps):
+        ts += step
+        stream = draw(st.sampled_from([STDOUT, STDERR]))
+        lag = draw(st.integers(min_value=0, max_value=GUARD))
+        stamp = max(ts - lag, last[stream])  # in order within its stream
+        last[stream] = stamp
+        recs.append(Rec(stream, T0 + stamp, b"m%d" % i))
+    return recs
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(two_streams(), st.integers(min_value=0, max_value=5000), st.sampled_from(sorted(FORMATS)))
+def test_no_line_at_or_after_since_lies_before_the_answer(tmp_path, recs, since, fmt):
+    path = tmp_path / f"search-{fmt}.log"
+    path.write_bytes(encode(fmt, recs))
+    since_ns = T0 + since
+    at, _ = search(path, FORMATS[fmt], since_ns - GUARD, block=64)  # the caller's guard
+    offsets = starts(fmt, recs)
+    assert at in [*offsets, path.stat().st_size]
+    assert all(r.ts_ns < since_ns for r, o in zip(recs, offsets, strict=True) if o < at)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=150),
+    st.integers(min_value=0, max_value=400),
+    st.sampled_from(sorted(FORMATS)),
+)
+def test_in_a_sorted_file_it_is_the_first_line_at_or_after_since(tmp_path, steps, since, fmt):
+    ts, recs = 0, []
+    for i, step in enumerate(steps):
+        ts += step  # steps of 0: lines sharing a timestamp
+        recs.append(Rec(STDOUT, T0 + ts, b"x" * (i % 7)))
+    path = tmp_path / f"sorted-{fmt}.log"
+    path.write_bytes(encode(fmt, recs))
+    at, _ = search(path, FORMATS[fmt], T0 + since, block=48)
+    offsets = starts(fmt, recs)
+    first = next((o for r, o in zip(recs, offsets, strict=True) if r.ts_ns >= T0 + since), None)
+    assert at == (path.stat().st_size if first is None else first)
+
+
+def test_damaged_lines_do_not_mislead_it(tmp_path):
+    recs = [Rec(STDOUT, T0 + i, b"m%d" % i) for i in range(200)]
+    data = encode("json-file", recs)
+    cut = data.index(b"m100")
+    path = tmp_path / "damaged.log"
+    path.write_bytes(data[:cut] + b"\x00garbage\n{not json}\n" + data[cut:])
+    at, _ = search(path, JSON_FILE, T0 + 150, block=256)
+    assert path.read_bytes()[at:].startswith(json_line(recs[150]))
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_50_mb_file_is_searched_in_o_log_n_reads(tmp_path, fmt, capsys):
+    # 50 MB of lines of 115-140 bytes, one stamped every millisecond; every fifth on stderr
+    one = len(encode(fmt, [Rec(STDOUT, T0, b"%060d" % 0)]))
+    count = 50_000_000 // one
+    recs = [Rec(STDOUT + (i % 5 == 0), T0 + i * NS // 1000, b"%060d" % i) for i in range(count)]
+    pieces = [encode(fmt, [r]) for r in recs]
+    offsets = list(itertools.accumulate((len(p) for p in pieces), initial=0))
+    path = tmp_path / "big.log"
+    path.write_bytes(b"".join(pieces))
+    size = path.stat().st_size
+    bound = 2 * math.ceil(math.log2(size / BLOCK_BYTES)) + 4
+    for i in (0, 1, count // 3, count - 2, count):
+        t = time.perf_counter()
+        at, reads = search(path, FORMATS[fmt], T0 + i * NS // 1000)
+        took = time.perf_counter() - t
+        assert at == offsets[i]
+        assert reads <= bound, (reads, bound)
+        with capsys.disabled():
+            print(
+                f"\n{fmt} {size / 1e6:.0f} MB, since line {i}: {reads} reads, {took * 1e3:.2f} ms"
+            )
+
+
+def test_start_at_picks_the_file_then_the_line(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    log = Writer(str(d / "c-json.log"))
+    for _ in range(3):
+        log.lines(100)
+        log.rotate()
+    log.lines(100)  # line-i is stamped T0 + i ms; P.3 holds 0-99 .. P holds 300-399
+    with LogFileSet(log.path, JSON_FILE) as fs:
+        fid, at = fs.start_at(T0 + 150 * NS // 1000)
+        assert fid.ino == os.stat(log.path + ".2").st_ino
+        r = Reader(fs)
+        assert r.drain() == names(250, 150)
+        assert fs.search_reads <= 6
+    with LogFileSet(log.path, JSON_FILE) as fs:
+        fs.start_at(0)  # before everything: the oldest file, from its start
+        assert Reader(fs).drain() == names(400)
+    with LogFileSet(log.path, JSON_FILE) as fs:
+        fid, at = fs.start_at(T0 + 10**6 * NS)  # after everything: the end of the current file
+        assert (fid.ino, at) == (os.stat(log.path).st_ino, os.path.getsize(log.path))
+        assert Reader(fs).drain() == []
+
+
+def test_start_at_in_a_compressed_file_starts_at_its_beginning(tmp_path):
+    log = Writer(str(tmp_path / "x.log"))
+    log.lines(50)
+    log.rotate(compress=True)
+    log.lines(50)
+    with LogFileSet(log.path, JSON_FILE) as fs:
+        fid, at = fs.start_at(T0 + 20 * NS // 1000)
+        assert fid.compressed and at == 0
+        assert Reader(fs).drain() == names(100)
+    with gzip.open(log.path + ".1.gz") as f:
+        assert f.read().count(b"\n") == 50
+
+
+def test_start_at_after_the_directory_is_gone_uses_the_held_file(tmp_path):
+    d = tmp_path / "gone"
+    d.mkdir()
+    log = Writer(str(d / "gone-json.log"))
+    fd = os.open(log.path, os.O_RDONLY)
+    log.lines(30)
+    os.remove(log.path)
+    d.rmdir()
+    with LogFileSet(log.path, JSON_FILE, fd=fd) as fs:
+        fs.start_at(T0 + 10 * NS // 1000)
+        assert Reader(fs).drain() == names(20, 10)
