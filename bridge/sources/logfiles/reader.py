@@ -37,10 +37,16 @@ from bridge.sources.reader import ContainerGone, ReaderThread
 log = logging.getLogger(__name__)
 
 # Without a wake-up armed (no watch on the file), how often to look for more; with one, a
-# safety net against a lost event. Either way an idle reader costs a few wake-ups a second.
+# safety net against a lost event: hundreds of idle readers must cost next to nothing.
 _POLL_SECONDS = 0.25
-_ARMED_SECONDS = 2.0
-_STATE_CHECK_SECONDS = 30.0
+_ARMED_SECONDS = 10.0
+# The engine is asked whether the container still runs when it says it stopped (`die`), and
+# otherwise this rarely, should a `die` be missed: an inspect is the costliest thing here.
+_STATE_CHECK_SECONDS = 300.0
+# After a wake-up, wait this long before reading: a writer's lines of the next moments come
+# in one read and one batch instead of a wake-up, a read and a batch each (as the API source
+# lingers after a small read).
+_LINGER_SECONDS = 0.002
 
 # Arms a one-shot wake-up for the container's log; False when none can be armed.
 Follow = Callable[[Callable[[], None]], bool]
@@ -136,7 +142,8 @@ class FileReader(ReaderThread):
             self._changed.clear()
             self._armed = self._follow(self._changed.set)
             return False  # read once more: a write just before the watch was armed has no event
-        self._changed.wait(_ARMED_SECONDS if self._armed else _POLL_SECONDS)
+        if self._changed.wait(_ARMED_SECONDS if self._armed else _POLL_SECONDS):
+            time.sleep(_LINGER_SECONDS)
         self._armed = None
         return False
 
