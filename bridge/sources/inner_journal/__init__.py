@@ -1,0 +1,35 @@
+"""The inner-journal source: the journal a container keeps of its own (systemd inside, issue 16).
+
+    containment  open paths inside a container's root only (openat2 RESOLVE_IN_ROOT, or a
+                 user-space walk with the same guarantees); find its journal files
+    fields       which inner fields pass as they are, which are renamed under INNER_, the caps
+    position     the inner cursor as a position; where to resume, and what a gap is
+    protocol     the worker's bounded frames and the events they become
+    worker       the process that parses the journal (`python -m` it)
+    follower     the bridge's side: one worker per container, restarted when it dies or stalls
+
+Only `follower` starts processes; `fields`, `position` and `protocol` are pure.
+"""
+
+from bridge.sources.inner_journal.containment import has_inner_journal, opened_root
+from bridge.sources.inner_journal.follower import (
+    FollowerStats,
+    InnerJournalFollower,
+    WorkerOptions,
+)
+from bridge.sources.inner_journal.position import Gap, InnerPosition
+from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerEvent, InnerGap
+
+__all__ = [
+    "FollowerStats",
+    "Gap",
+    "InnerEnd",
+    "InnerEntry",
+    "InnerEvent",
+    "InnerGap",
+    "InnerJournalFollower",
+    "InnerPosition",
+    "WorkerOptions",
+    "has_inner_journal",
+    "opened_root",
+]

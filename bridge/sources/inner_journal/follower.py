@@ -1,0 +1,354 @@
+"""The bridge's side of one container's inner journal: a worker process, watched, as events.
+
+`InnerJournalFollower` is iterated by the thread that forwards the container (the integrator's
+reader thread); it yields `InnerEntry`, `InnerGap` and, once the container exited and its
+journal was read to the end, one `InnerEnd`. Invariants:
+
+- Nothing of the journal is parsed in the bridge process: the worker (`worker.py`, started as
+  `python -I -m ...`, no fork of this threaded process) parses, and the bridge only reads bounded
+  frames (`protocol.FrameReader`). A worker that exits, sends a malformed frame or falls silent
+  for `stall_seconds` while the bridge waits for it is killed and started again after a backoff
+  (`backoff_seconds`, doubling up to the second value, reset by progress); every such event is
+  counted in `stats`. The time the consumer spends away does not count as silence: a worker
+  blocked on a full pipe is the bridge's doing.
+- A new worker resumes after the last entry this follower yielded (`position`), not after the
+  last committed one: entries already yielded are the consumer's. A bridge restart resumes from
+  the committed position the integrator passes in.
+- The follower owns the root fd and the pidfd it is given and closes them in `close()`.
+  `stop()` may be called from any thread and makes the iteration end soon; `close()` belongs to
+  the iterating thread (or to whoever holds the follower once that thread is done).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from bridge.sources.inner_journal import containment, protocol
+from bridge.sources.inner_journal.fields import DEFAULT_MAX_MESSAGE_BYTES
+from bridge.sources.inner_journal.position import InnerPosition
+from bridge.sources.inner_journal.protocol import InnerEnd, InnerEvent
+
+log = logging.getLogger(__name__)
+
+_READ_BYTES = 256 << 10
+_HEALTHY_SECONDS = 60.0  # a worker alive this long resets the backoff even without entries
+_LEVELS = {"warning": logging.WARNING, "error": logging.ERROR, "info": logging.INFO}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker reads: directory polls, heartbeats, caps (see `worker` and `fields`)."""
+
+    poll_seconds: float = 1.0
+    heartbeat_seconds: float = 1.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_files: int = 128
+    memory_limit_bytes: int = 512 << 20
+
+
+@dataclass
+class FollowerStats:
+    """Counters for the metrics; only the iterating thread writes them.
+
+    `problems` counts what the worker reported, by kind: "file" (a journal name refused by
+    containment: a symlink, not a regular file, not readable), "bad" (a file sd-journal cannot
+    open: corrupt, truncated), "entry" (an entry that could not be read, skipped), "next"
+    (reading failed mid-journal; the reader was rebuilt), "max_files" (more files than
+    `WorkerOptions.max_files`; the oldest were left out).
+    """
+
+    entries: int = 0
+    starts: int = 0
+    restarts: int = 0  # starts after a failure
+    exits: int = 0  # the worker ended on its own (a crash, a kill from outside)
+    stalls: int = 0
+    protocol_errors: int = 0
+    gaps: int = 0
+    lost: int = 0  # entries the gaps say were lost, where the journal knows the number
+    problems: dict[str, int] = field(default_factory=dict)  # worker reports, by kind
+    fields_dropped: dict[str, int] = field(default_factory=dict)  # by reason
+
+
+class _WorkerFailed(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+class InnerJournalFollower:
+    """Follows one container's inner journal through a worker process; see the module."""
+
+    def __init__(
+        self,
+        root_fd: int,
+        *,
+        pidfd: int | None = None,
+        position: InnerPosition | None = None,
+        floor_realtime_us: int = 0,
+        name: str = "",
+        options: WorkerOptions = WorkerOptions(),
+        stall_seconds: float = 10.0,
+        backoff_seconds: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        if options.heartbeat_seconds >= stall_seconds:
+            raise ValueError("stall_seconds must be longer than the worker's heartbeat interval")
+        self._root_fd = root_fd
+        self._pidfd = pidfd
+        self.position = position
+        self._floor = floor_realtime_us
+        self.name = name or f"root fd {root_fd}"
+        self._options = options
+        self._stall = stall_seconds
+        self._backoff = backoff_seconds
+        self._failures = 0  # consecutive, without progress
+        self._retry_at = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._frames = protocol.FrameReader(options.max_message_bytes)
+        self._started_at = 0.0
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stopping = False
+        self._closed = False
+        self.stats = FollowerStats()
+
+    @classmethod
+    def for_pid(cls, pid: int, **kwargs: Any) -> InnerJournalFollower:
+        """A follower of the container whose first process is `pid` (from `docker inspect`).
+
+        The pidfd is opened before the root, and the process checked alive after: the root is
+        then that process's, not that of a process that reused its pid.
+        """
+        pidfd = os.pidfd_open(pid)
+        try:
+            root_fd = containment.open_root(pid)
+        except OSError:
+            os.close(pidfd)
+            raise
+        if select.select([pidfd], [], [], 0)[0]:
+            os.close(root_fd)
+            os.close(pidfd)
+            raise ProcessLookupError(f"process {pid} has exited")
+        try:
+            return cls(root_fd, pidfd=pidfd, **kwargs)
+        except BaseException:
+            os.close(root_fd)
+            os.close(pidfd)
+            raise
+
+    # -- iteration -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[InnerEvent]:
+        try:
+            while not self._stopping:
+                if self._proc is None and not self._start():
+                    continue
+                try:
+                    frames = self._read()
+                except _WorkerFailed as failure:
+                    self._failed(failure)
+                    continue
+                for kind, payload in frames:
+                    try:
+                        event = self._event(kind, payload)
+                    except protocol.ProtocolError as exc:
+                        self._failed(_WorkerFailed("protocol", str(exc)))
+                        break
+                    if event is None:
+                        continue
+                    yield event
+                    if isinstance(event, InnerEnd):
+                        return
+        finally:
+            self._kill()
+
+    def _event(self, kind: bytes, payload: bytes) -> InnerEvent | None:
+        """The event of one frame; None for heartbeats and logs (raises ProtocolError)."""
+        stats = self.stats
+        if kind == protocol.ENTRY:
+            entry = protocol.decode_entry(payload)
+            self.position = entry.position
+            stats.entries += 1
+            self._failures = 0
+            for reason, count in entry.dropped.items():
+                stats.fields_dropped[reason] = stats.fields_dropped.get(reason, 0) + count
+            return entry
+        if kind == protocol.GAP:
+            gap = protocol.decode_gap(payload)
+            stats.gaps += 1
+            stats.lost += gap.gap.lost or 0
+            log.warning(
+                "inner journal of %s: %s entries after %s were gone before they could be read (%s)",
+                self.name,
+                "some" if gap.gap.lost is None else gap.gap.lost,
+                gap.gap.saved.cursor,
+                gap.gap.kind,
+            )
+            return gap
+        if kind == protocol.LOG:
+            data = protocol.decode_json(payload)
+            problem = str(data.get("kind", "other"))[:32]
+            stats.problems[problem] = stats.problems.get(problem, 0) + 1
+            if data.get("quiet") is not True:
+                level = _LEVELS.get(str(data.get("level")), logging.WARNING)
+                log.log(level, "inner journal of %s: %s", self.name, str(data.get("msg"))[:512])
+            return None
+        if kind == protocol.END:
+            raw = protocol.decode_json(payload).get("position")
+            try:
+                end = None if raw is None else InnerPosition.from_json(raw)
+            except ValueError as exc:
+                raise protocol.ProtocolError(f"bad end frame: {exc}") from None
+            if end is not None:
+                self.position = end
+            self._stopping = True
+            return InnerEnd(end)
+        return None  # heartbeat
+
+    def _read(self) -> list[tuple[bytes, bytes]]:
+        """The frames the worker sent next; [] when woken by stop()."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        out = proc.stdout.fileno()
+        ready = select.select([out, self._wake_r], [], [], self._stall)[0]
+        if not ready:
+            raise _WorkerFailed("stall", f"silent for {self._stall:g} s")
+        if out not in ready:
+            return []
+        data = os.read(out, _READ_BYTES)
+        if not data:
+            code = proc.wait()
+            raise _WorkerFailed("exit", f"exited with {_describe(code)}")
+        try:
+            return self._frames.feed(data)
+        except protocol.ProtocolError as exc:
+            raise _WorkerFailed("protocol", str(exc)) from None
+
+    # -- the worker's life -----------------------------------------------------------------
+
+    def _start(self) -> bool:
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            select.select([self._wake_r], [], [], wait)  # stop() cuts the backoff short
+            return False
+        fds = [self._root_fd] + ([self._pidfd] if self._pidfd is not None else [])
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            pass_fds=fds,
+            close_fds=True,
+        )
+        self._frames = protocol.FrameReader(self._options.max_message_bytes)
+        self._started_at = time.monotonic()
+        self.stats.starts += 1
+        if self._failures:
+            self.stats.restarts += 1
+        return True
+
+    def _command(self) -> list[str]:
+        """The worker's command line (`-I`: no environment, no user site, no current dir)."""
+        args = [
+            sys.executable,
+            "-I",
+            "-m",
+            "bridge.sources.inner_journal.worker",
+            f"--root-fd={self._root_fd}",
+            f"--floor-realtime-us={self._floor}",
+            f"--poll={self._options.poll_seconds}",
+            f"--heartbeat={self._options.heartbeat_seconds}",
+            f"--max-message-bytes={self._options.max_message_bytes}",
+            f"--max-files={self._options.max_files}",
+            f"--memory-limit={self._options.memory_limit_bytes}",
+            f"--parent={os.getpid()}",
+        ]
+        if self._pidfd is not None:
+            args.append(f"--pidfd={self._pidfd}")
+        if self.position is not None:
+            args.append("--position=" + json.dumps(self.position.to_json()))
+        return args
+
+    def _failed(self, failure: _WorkerFailed) -> None:
+        kind = failure.kind
+        if kind == "stall":
+            self.stats.stalls += 1
+        elif kind == "protocol":
+            self.stats.protocol_errors += 1
+        else:
+            self.stats.exits += 1
+        self._kill()
+        if time.monotonic() - self._started_at >= _HEALTHY_SECONDS:
+            self._failures = 0
+        self._failures += 1
+        first, cap = self._backoff
+        delay = min(cap, first * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        log.warning(
+            "inner journal of %s: the reader process %s (%s); restarting in %.1f s",
+            self.name,
+            {"stall": "stalled", "protocol": "sent garbage", "exit": "ended"}[kind],
+            failure,
+            delay,
+        )
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ends the iteration soon; thread-safe."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        """Stops the worker and closes every fd; see the module for which thread calls it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        self._kill()
+        for fd in (self._root_fd, self._pidfd, self._wake_r, self._wake_w):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def __enter__(self) -> InnerJournalFollower:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def worker_pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+
+def _describe(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"status {code}"
