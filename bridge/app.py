@@ -1,8 +1,10 @@
 """The bridge's lifecycle: start-up, the main loop, reload, graceful shutdown.
 
 Start-up order matters for exactly-once delivery: journal socket, state file, the journal
-writer, Docker, then the resume checkpoint (a marker journald must store before positions are
-read back from the journal), and only then the readers. READY=1 follows.
+writer, the resume checkpoint (a marker journald must store before positions are read back from
+the journal), and only then the engines, each on its own (sources/engine.py): it connects,
+reads its positions back and starts its readers. READY=1 follows once one engine is attached;
+an engine that is down holds back neither the others nor READY=1, and /readyz names it.
 Shutdown: STOPPING=1, stop the readers, let the writer send everything they read, save the
 positions, exit 0 -- all within `_SHUTDOWN_SECONDS`, well inside the unit's TimeoutStopSec. A
 second SIGTERM or SIGINT abandons the drain: positions of what was written are saved, and the
@@ -18,8 +20,6 @@ import time
 from types import FrameType
 from typing import Any
 
-import docker
-import docker.utils
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
@@ -32,11 +32,8 @@ from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.readback import JournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
-from bridge.sources.discovery import Supervisor
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.sources.engine import Engine
 from bridge.sources.filters import ContainerFilter, own_container_id
-from bridge.sources.logfiles.source import LogFileSource
-from bridge.sources.select import SourceSelector
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +45,11 @@ _STATUS_EVERY = 5.0
 # The writer beats at least every quarter second, and while it waits on journald; this long
 # without a beat means it is wedged (readiness says so; the watchdog gets no ping).
 _WRITER_STALL_SECONDS = 10.0
+_WAIT_MAX_SECONDS = 30.0  # the longest pause between attempts to reach the journal socket
 # Sections whose changes need a restart: reload keeps their running values, all of them.
-_RESTART_SECTIONS = ("docker", "journal", "state", "metrics")
-
-
-def docker_client(config: Config) -> docker.APIClient:
-    kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
-    if config.docker.host:
-        kwargs["base_url"] = config.docker.host
-    # docker-py keeps a connection pool per request URL (so each reader's stream has its own)
-    # and fills a new pool's queue up to max_pool_size, then drains it when the pool is
-    # evicted: at 4096 that cost 8 ms of CPU per request and 8 s to attach 500 containers.
-    # A few connections per URL is all any URL needs.
-    return docker.APIClient(version="1.41", timeout=30, max_pool_size=4, **kwargs)
+# An engine's host, TLS and source are its connection and its readers: changed live, a reader
+# would have to hand its position from one source to another; a restart does that exactly.
+_RESTART_SECTIONS = ("docker", "engines", "journal", "state", "metrics")
 
 
 class Bridge:
@@ -80,9 +69,10 @@ class Bridge:
             self.queue, self.journal, self.telemetry, self.notifier.heartbeat
         )
         self.store = StateStore(config.state.directory)
-        self.supervisor: Supervisor | None = None
+        self._state: State | None = None
+        self.engines: list[Engine] = []
         self.http: StatusServer | None = None
-        self.files: LogFileSource | None = None
+        self._positions_synced = False
         self._failed = False
 
     # --- entry point ----------------------------------------------------------------------
@@ -131,52 +121,29 @@ class Bridge:
             state = State(first_run_ns=time.time_ns())
             self.store.save(state)
             log.info("first run on this host: state kept in %s", self.store.path)
+        self._state = state
         self.writer.start()
-        api = docker_client(cfg)
-        if not self._wait_for("dockerd", api.ping):
-            return False
-        self.files = self._log_files(api)
-        positions = self._journal_positions()
-        try:
-            self.supervisor = Supervisor(
-                cfg,
-                api,
+        self._sync_journal()
+        self.engines = [
+            Engine(
+                engine,
+                lambda: self.config,
                 self.queue,
                 self.telemetry,
                 state,
-                ContainerFilter(cfg.filter, own_container_id()),
-                SourceSelector(api, self.queue, self.telemetry, lambda: self.config, self.files),
-                self.files.on_disk if self.files is not None else lambda cid: None,
+                lambda: ContainerFilter(self.config.filter, own_container_id()),
+                self._readback,
             )
-            if not self._wait_for("dockerd", lambda: self._start_supervisor(positions)):
+            for engine in cfg.all_engines
+        ]
+        for engine in self.engines:
+            engine.start()
+        # READY=1 once one engine is attached: the others follow on their own.
+        while not any(e.started.is_set() and e.up for e in self.engines):
+            if self._stop.wait(0.05):
                 return False
-        finally:
-            if positions is not None:
-                positions.close()
         self.notifier.ready(self._status())
         return True
-
-    def _log_files(self, api: docker.APIClient) -> LogFileSource | None:
-        """The engine's log files, watched from now on; None where they are not to be read."""
-        cfg = self.config.docker
-        if cfg.source == "api" or not cfg.local:
-            return None
-        try:
-            root = str(api.info()["DockerRootDir"])
-        except (*TRANSIENT_ERRORS, docker.errors.APIError, KeyError, TypeError) as exc:
-            log.warning("cannot ask dockerd where its files are (%s); reading through the API", exc)
-            return None
-        files = LogFileSource(root, self.telemetry, self._log_appeared)
-        files.start()
-        return files
-
-    def _log_appeared(self, container_id: str) -> None:
-        if self.supervisor is not None:  # before, the start-up listing finds it
-            self.supervisor.submit(container_id, "start")
-
-    def _start_supervisor(self, positions: JournalPositions | None) -> None:
-        assert self.supervisor is not None
-        self.supervisor.start(positions)
 
     def _connect_journal(self) -> None:
         self.journal.connect()
@@ -190,33 +157,48 @@ class Bridge:
                 if reported:
                     log.warning("%s is available now", what)
                 return True
-            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+            except OSError as exc:
                 if not reported:
                     log.warning("waiting for %s: %s", what, exc)
                     reported = True
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.config.docker.reconnect_max_seconds)
+            backoff = min(backoff * 2, _WAIT_MAX_SECONDS)
         return False
 
-    def _journal_positions(self) -> JournalPositions | None:
+    def _sync_journal(self) -> None:
+        """Sends the resume checkpoint and waits until journald stored it: from then on, every
+        entry an earlier run sent can be read back."""
         cfg = self.config.journal
         if not cfg.resume_from_journal:
-            return None
+            return
         try:
             positions = JournalPositions(cfg.namespace)
         except OSError as exc:
             log.warning(
                 "cannot open the journal to read resume points back (%s); using the state file", exc
             )
+            return
+        try:
+            if not positions.sync(
+                lambda d: self.journal.send(d, lambda: not self._stop.is_set()),
+                cfg.sync_timeout_seconds,
+            ):
+                log.warning(
+                    "journald did not store the resume checkpoint in time; positions may be older"
+                )
+            self._positions_synced = True
+        finally:
+            positions.close()
+
+    def _readback(self, engine: str) -> JournalPositions | None:
+        """An engine's positions as the journal holds them; None without read-back."""
+        if not self._positions_synced:
             return None
-        if not positions.sync(
-            lambda d: self.journal.send(d, lambda: not self._stop.is_set()),
-            cfg.sync_timeout_seconds,
-        ):
-            log.warning(
-                "journald did not store the resume checkpoint in time; positions may be older"
-            )
-        return positions
+        try:
+            return JournalPositions(self.config.journal.namespace, engine=engine)
+        except OSError as exc:
+            log.warning("engine %s: cannot open the journal to read back (%s)", engine, exc)
+            return None
 
     # --- running --------------------------------------------------------------------------
 
@@ -247,25 +229,30 @@ class Bridge:
                     log.warning("reload: changes to [%s] take effect at the next restart", section)
                     kept[section] = getattr(self.config, section)
             new = new.model_copy(update=kept)
-            if self.supervisor is not None:
-                self.supervisor.reconfigure(new, ContainerFilter(new.filter, own_container_id()))
             self.config = new
+            for engine in self.engines:
+                engine.reconfigure(new, ContainerFilter(new.filter, own_container_id()))
             log.info("configuration reloaded from %s", self._config_path)
         self.notifier.ready(self._status())
 
     def _save(self) -> None:
-        if self.supervisor is None:
+        state = self._state
+        if state is None:
             return
-        state = self.supervisor.state
-        state.containers = self.supervisor.snapshot()
+        for engine in self.engines:
+            containers = engine.snapshot()
+            if containers is not None:  # an engine not attached yet keeps its saved positions
+                state.set_containers(engine.name, containers)
         try:
             self.store.save(state)
         except OSError as exc:
             log.error("cannot save positions to %s: %s", self.store.path, exc)
 
     def _status(self) -> str:
-        attached = self.supervisor.attached if self.supervisor is not None else 0
-        return f"{attached} containers attached, {self.writer.lines_forwarded} lines forwarded"
+        attached = sum(e.attached for e in self.engines)
+        down = [e.name for e in self.engines if not e.up]
+        status = f"{attached} containers attached, {self.writer.lines_forwarded} lines forwarded"
+        return status + (f"; engines down: {', '.join(down)}" if down else "")
 
     def readiness(self) -> str | None:
         if not self.writer.alive:
@@ -273,10 +260,13 @@ class Bridge:
         stalled = time.monotonic() - self.writer.last_beat
         if stalled > _WRITER_STALL_SECONDS:
             return f"the journal writer has not moved for {stalled:.0f} s"
-        if self.supervisor is None or not self.supervisor.docker_connected:
-            return "not connected to dockerd"
         if not self.journal.writable():
             return f"journal socket {self.config.journal.socket} is not accepting entries"
+        if not self.engines:
+            return "starting"
+        down = [(e.name, e.down_reason()) for e in self.engines]
+        if any(reason for _, reason in down):
+            return "engines down: " + "; ".join(f"{n} ({r})" for n, r in down if r)
         return None
 
     # --- shutdown -------------------------------------------------------------------------
@@ -284,10 +274,14 @@ class Bridge:
     def _shutdown(self) -> None:
         self.notifier.stopping()
         log.info("stopping: writing what was read, saving positions")
-        if self.supervisor is not None:
-            self.supervisor.stop(timeout=_READERS_STOP_SECONDS)
-        if self.files is not None:
-            self.files.stop()
+        stopping = [
+            threading.Thread(target=e.stop, args=(_READERS_STOP_SECONDS,), daemon=True)
+            for e in self.engines
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:  # each engine within the time, all of them at once
+            thread.join(_READERS_STOP_SECONDS + 1)
         if not self.writer.drain_and_stop(_SHUTDOWN_DRAIN_SECONDS):
             log.warning(
                 "journald did not take every line in time; they will be read again at start"

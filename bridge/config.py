@@ -46,27 +46,81 @@ def _check_regex(value: str, *, as_bytes: bool = False) -> str:
     return value
 
 
-class DockerConfig(_Section):
-    host: str = ""  # empty: DOCKER_HOST and friends, else unix:///var/run/docker.sock
+ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+DEFAULT_ENGINE = "docker"  # the [docker] section's engine, and the engine of older state
+
+
+class EngineSettings(_Section):
+    """What every engine has, the [docker] section and each [[engines]] table alike."""
+
+    host: str = ""
     # Where lines are read: the engine's log files ("files", local engines only), the Engine
     # API stream ("api"), or files where readable and the API otherwise ("auto").
     source: Literal["auto", "files", "api"] = "auto"
+    # TLS for a tcp:// engine, as docker's own --tlscacert/--tlscert/--tlskey/--tlsverify.
+    # Under the systemd unit, hand the files over with LoadCredential= (README).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify: bool = True
     reconnect_max_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
-    # How often to list containers as a safety net: dockerd drops events for a subscriber
+    # How often to list containers as a safety net: engines drop events for a subscriber
     # that falls behind, and a missed start event would leave a container unread.
     resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
     @model_validator(mode="after")
-    def _files_need_a_local_engine(self) -> DockerConfig:
+    def _files_need_a_local_engine(self) -> EngineSettings:
         if self.source == "files" and not self.local:
             raise ValueError(f"source = 'files' needs a local engine, not {self.host!r}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(self, key)
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{key} {path!r} cannot be read")
+        if self.tls and self.local:
+            raise ValueError("TLS options are for a tcp:// engine")
         return self
+
+    @property
+    def effective_host(self) -> str:
+        return self.host or os.environ.get("DOCKER_HOST", "")
 
     @property
     def local(self) -> bool:
         """Whether the engine runs on this host (its files can be read here)."""
-        host = self.host or os.environ.get("DOCKER_HOST", "")
+        host = self.effective_host
         return not host or host.startswith("unix://")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca_file or self.tls_cert_file)
+
+
+class DockerConfig(EngineSettings):
+    """The default engine, named `docker`: the [docker] section, as before engines existed."""
+
+    enabled: bool = True  # false on a host with Podman only
+
+
+class EngineConfig(EngineSettings):
+    """One [[engines]] table."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # It is a field value (CONTAINER_ENGINE), a metric label and a state key.
+        if not ENGINE_NAME.fullmatch(value):
+            raise ValueError(
+                f"must be 1-32 of a-z, 0-9, '_' and '-', starting with a letter, not {value!r}"
+            )
+        return value
+
+    @classmethod
+    def from_docker(cls, docker: DockerConfig) -> EngineConfig:
+        return cls(name=DEFAULT_ENGINE, **docker.model_dump(exclude={"enabled"}))
 
 
 class JournalConfig(_Section):
@@ -286,19 +340,48 @@ class TransformsConfig(_Section):
         return self
 
 
+class InnerJournalConfig(_Section):
+    """Containers that keep a journal of their own (systemd inside): mirrored by default, on
+    local engines; a container opts out with the label journald-bridge.inner_journal=false."""
+
+    enabled: bool = True
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class Config(_Section):
     docker: DockerConfig = DockerConfig()
+    engines: tuple[EngineConfig, ...] = ()
     journal: JournalConfig = JournalConfig()
     state: StateConfig = StateConfig()
     forward: ForwardConfig = ForwardConfig()
     filter: FilterConfig = FilterConfig()
     transforms: TransformsConfig = TransformsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    inner_journal: InnerJournalConfig = InnerJournalConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _engines(self) -> Config:
+        names = [e.name for e in self.engines]
+        if self.docker.enabled and DEFAULT_ENGINE in names:
+            raise ValueError(
+                f"engine name {DEFAULT_ENGINE!r} is the [docker] section's; "
+                "set [docker] enabled = false to define it in [[engines]]"
+            )
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"engine names must be unique: {', '.join(dupes)}")
+        if not self.all_engines:
+            raise ValueError("no engine: [docker] is disabled and there are no [[engines]]")
+        return self
+
+    @property
+    def all_engines(self) -> tuple[EngineConfig, ...]:
+        """Every engine to read, the [docker] section's first."""
+        docker = (EngineConfig.from_docker(self.docker),) if self.docker.enabled else ()
+        return docker + self.engines
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:

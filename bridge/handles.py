@@ -3,7 +3,8 @@
 Where to start is the resume decision: the state file's cursor, merged with what the journal
 itself holds (a crash may have left entries newer than the last saved cursor), or, for a
 container the bridge has never seen, its first line — except containers that predate the
-bridge's first run on the host, which get `forward.backlog_lines`. What the lines wear is the
+bridge's first reading of their engine on the host, which get `forward.backlog_lines`. One
+factory per engine: positions are the engine's own. What the lines wear is the
 field set (tag template, selected labels and env) and the container's transform chain.
 """
 
@@ -26,6 +27,7 @@ from bridge.core.fields import (
 )
 from bridge.core.state import State
 from bridge.service.telemetry import Telemetry
+from bridge.sources.inner_journal.reader import inner_stream, resume_position
 from bridge.transforms import TransformChain, build_chain
 
 log = logging.getLogger(__name__)
@@ -35,11 +37,15 @@ class Readback(Protocol):
     """Where the journal itself says each stream of a container got to (the sink's read-back)."""
 
     def positions(self, container_id: str) -> dict[int, Position]: ...
+    def inner_position(self, container_id: str) -> dict[str, object] | None: ...
 
 
 class HandleFactory:
-    def __init__(self, config: Config, state: State, telemetry: Telemetry) -> None:
+    def __init__(self, config: Config, state: State, telemetry: Telemetry, engine: str) -> None:
         self._state = state
+        self._engine = engine
+        # Containers created before the engine was first read are "existing" ones (backlog).
+        self._first_run_ns = state.first_run_of(engine, time.time_ns())
         self._telemetry = telemetry
         self.apply_config(config)
 
@@ -56,7 +62,7 @@ class HandleFactory:
 
     def build(self, info: ContainerInfo, journal: Readback | None) -> ContainerHandle:
         """A handle for a container seen now; `journal` only at start-up (read-back)."""
-        saved = self._state.containers.get(info.id)
+        saved = self._state.containers(self._engine).get(info.id)
         cursor = saved.cursor if saved is not None else None
         if journal is not None:
             found = journal.positions(info.id)
@@ -65,8 +71,8 @@ class HandleFactory:
         tail: int | None = None
         if cursor is None:
             # Whether or not the journal could be read back: `backlog` is about containers
-            # that were there before the bridge first ran on this host.
-            predates_first_run = 0 < info.created_ns <= self._state.first_run_ns
+            # that were there before the bridge first read their engine on this host.
+            predates_first_run = 0 < info.created_ns <= self._first_run_ns
             backlog = self._config.forward.backlog_lines
             if not predates_first_run or backlog is None:
                 cursor = Cursor()  # from its first line
@@ -78,6 +84,14 @@ class HandleFactory:
         handle.chain = self.chain(handle)
         if saved is not None:
             handle.finished_at = saved.finished_at
+        # The inner journal's position: the later of the state file's and the journal's. Kept
+        # on the handle even if its journal is not followed in this run, so it is saved again.
+        inner = resume_position(
+            saved.inner if saved is not None else None,
+            journal.inner_position(info.id) if journal is not None else None,
+        )
+        if inner is not None:
+            inner_stream(handle, inner)
         return handle
 
     def refresh(self, handle: ContainerHandle, info: ContainerInfo) -> None:

@@ -6,6 +6,12 @@
 #   prometheus, promtool          tests/integration/test_metrics.py (scrape, alert rule tests)
 #   systemd-journal-remote        tests/integration/test_fleet.py, bench/fleet.py (-remote, -upload)
 #   debootstrap, bridge-test/systemd   test_systemd.py, test_fleet.py (systemd as PID 1)
+#   podman, its API service       tests/integration/test_engines.py, bench (a second engine)
+#
+# Podman is test-only: on a real host the bridge never writes /etc/containers/containers.conf
+# nor starts an engine. Here containers start only with that file's ulimits (the VM cannot set
+# the default nofile limit), so it is written where missing, and `podman system service` is
+# started where its socket does not answer.
 #
 # Installing systemd-journal-remote enables and starts nothing (its postinst only creates the
 # systemd-journal-remote user); the tests run the binaries themselves, on loopback.
@@ -15,7 +21,7 @@ cd "$(dirname "$0")/.."
 say() { echo "setup-test: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
-packages=(prometheus systemd-journal-remote debootstrap)
+packages=(prometheus systemd-journal-remote debootstrap podman)
 packages+=(${EXTRA_TEST_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
@@ -57,4 +63,31 @@ if ! has_image || ! image_complete; then
     rm -rf "$root"
     # the image it replaced, unless a container still uses it
     [ -z "$old" ] || "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
+fi
+
+# --- Podman: its containers.conf (where missing), the test image, its API service ---------------
+if [ ! -e /etc/containers/containers.conf ]; then
+    mkdir -p /etc/containers
+    printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n' \
+        >/etc/containers/containers.conf
+fi
+PODMAN_IMAGE=localhost/bridge-test/busybox:latest
+if ! podman image exists "$PODMAN_IMAGE" 2>/dev/null; then
+    say "building $PODMAN_IMAGE"
+    # an image saved by docker loads as localhost/<name> (no registry part)
+    "$DOCKER" save bridge-test/busybox:latest | podman load -q >/dev/null 2>&1 || true
+    podman image exists "$PODMAN_IMAGE" || { say "podman could not load the busybox image"; exit 1; }
+fi
+PODMAN_SOCK=/run/podman/podman.sock
+if ! curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
+    say "starting podman system service on $PODMAN_SOCK"
+    mkdir -p /run/podman
+    setsid podman system service --time=0 "unix://$PODMAN_SOCK" \
+        >>/var/log/podman-service.log 2>&1 </dev/null &
+    for _ in $(seq 1 100); do
+        curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null \
+        || { say "podman system service did not start"; exit 1; }
 fi

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from bridge.core.cursor import Cursor, Position, position_before
-from bridge.core.fields import COMPOSE_SERVICE_LABEL, ContainerInfo
+from bridge.core.fields import ContainerInfo
 
 if TYPE_CHECKING:  # the writer runs it; the handle only carries it
+    from bridge.core.inner import InnerStream
     from bridge.transforms import TransformChain
 
 _MAX_LABEL_VALUE = 128
@@ -41,6 +42,9 @@ class ContainerHandle:
     next_chain: TransformChain | Literal[False] | None = False
     reader_holds: Mapping[int, Position] = field(default_factory=dict)
     chain_holds: Mapping[int, Position] = field(default_factory=dict)
+    # The container's own journal (systemd inside), once followed: its position lives there,
+    # apart from the per-stream cursor (see core/inner.py).
+    inner: InnerStream | None = None
 
     @classmethod
     def create(
@@ -64,10 +68,10 @@ class ContainerHandle:
         return self.info.id
 
     @property
-    def metric_labels(self) -> tuple[str, str]:
+    def metric_labels(self) -> tuple[str, str, str]:
         # The compose label is the container's to set: cut, like any label value we export.
-        service = self.info.labels.get(COMPOSE_SERVICE_LABEL, "")
-        return self.info.name, service[:_MAX_LABEL_VALUE]
+        service = self.info.compose_service
+        return self.info.engine, self.info.name, service[:_MAX_LABEL_VALUE]
 
     def commit(self, stream: int, position: Position) -> bool:
         """Moves one stream's committed position forward; refuses (False) to move it back."""

@@ -44,9 +44,12 @@ FIXED_FIELDS = frozenset(
         "COMPOSE_PROJECT",
         "COMPOSE_SERVICE",
         "JOURNALD_BRIDGE_CURSOR",
+        "CONTAINER_ENGINE",
+        "CONTAINER_ENGINE_HOST",
     }
 )
-_FIXED_PREFIXES = ("CONTAINER_", "SYSLOG_", "JOURNALD_BRIDGE_")
+# INNER_*: an inner journal's fields (inner_journal/fields.py); never a label's or a JSON key's.
+_FIXED_PREFIXES = ("CONTAINER_", "SYSLOG_", "JOURNALD_BRIDGE_", "INNER_")
 # Fields journalctl and coredumpctl trust when the entry's trusted fields say who sent it
 # (`journalctl -u` matches UNIT/OBJECT_SYSTEMD_UNIT/COREDUMP_UNIT), and journald's own (`_*`).
 _TRUSTED_BY_READERS = frozenset({"UNIT", "USER_UNIT", "INVOCATION_ID", "USER_INVOCATION_ID"})
@@ -61,6 +64,9 @@ MAX_CONTAINER_FIELD_BYTES = 32 << 10  # names and values together
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+# podman-compose sets these next to the Docker ones; either one fills COMPOSE_*.
+_PODMAN_PROJECT_LABEL = "io.podman.compose.project"
+_PODMAN_SERVICE_LABEL = "io.podman.compose.service"
 
 
 def sanitize_field_name(key: str) -> str | None:
@@ -105,13 +111,22 @@ class ContainerInfo:
     tty: bool = False
     log_driver: str = "json-file"
     created_ns: int = 0
+    engine: str = "docker"  # the configured engine's name: CONTAINER_ENGINE
+    engine_host: str = ""  # a remote engine's host name (its /info Name), else ""
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
 
     @classmethod
-    def from_inspect(cls, data: Mapping[str, object], created_ns: int = 0) -> ContainerInfo:
+    def from_inspect(
+        cls,
+        data: Mapping[str, object],
+        created_ns: int = 0,
+        *,
+        engine: str = "docker",
+        engine_host: str = "",
+    ) -> ContainerInfo:
         config = _mapping(data.get("Config"))
         host_config = _mapping(data.get("HostConfig"))
         env: dict[str, str] = {}
@@ -130,7 +145,17 @@ class ContainerInfo:
             tty=bool(config.get("Tty")),
             log_driver=str(_mapping(host_config.get("LogConfig")).get("Type", "json-file")),
             created_ns=created_ns,
+            engine=engine,
+            engine_host=engine_host,
         )
+
+    @property
+    def compose_project(self) -> str:
+        return self.labels.get(COMPOSE_PROJECT_LABEL) or self.labels.get(_PODMAN_PROJECT_LABEL, "")
+
+    @property
+    def compose_service(self) -> str:
+        return self.labels.get(COMPOSE_SERVICE_LABEL) or self.labels.get(_PODMAN_SERVICE_LABEL, "")
 
 
 def _mapping(value: object) -> Mapping[str, object]:
@@ -251,12 +276,15 @@ def container_fields_counted(
         ("CONTAINER_TAG", rendered),
         ("SYSLOG_IDENTIFIER", rendered),
         ("IMAGE_NAME", info.image_name),
+        ("CONTAINER_ENGINE", info.engine),
     ]
+    if info.engine_host:
+        fields.append(("CONTAINER_ENGINE_HOST", info.engine_host))
     compose = [
         (name, value)
         for name, value in (
-            ("COMPOSE_PROJECT", info.labels.get(COMPOSE_PROJECT_LABEL)),
-            ("COMPOSE_SERVICE", info.labels.get(COMPOSE_SERVICE_LABEL)),
+            ("COMPOSE_PROJECT", info.compose_project),
+            ("COMPOSE_SERVICE", info.compose_service),
         )
         if value
     ]

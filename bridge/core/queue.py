@@ -12,9 +12,11 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Position
+from bridge.core.inner import InnerBatch
 from bridge.core.record import Record
 
 
@@ -36,9 +38,11 @@ class EndOfStream:
 
     handle: ContainerHandle
     finished_at: str
+    nbytes: ClassVar[int] = 0  # holds no lines: never waits for room
 
 
-Item = Batch | EndOfStream
+# InnerBatch (core/inner.py): a container's inner-journal entries, same queue, same writer.
+Item = Batch | EndOfStream | InnerBatch
 
 
 class PendingQueue:
@@ -66,7 +70,7 @@ class PendingQueue:
     def put(self, item: Item) -> None:
         """Queues an item, waiting for room; an item without bytes never waits (the events
         thread queues those, and must not block on the budget)."""
-        nbytes = item.nbytes if isinstance(item, Batch) else 0
+        nbytes = item.nbytes
         with self._room:
             if nbytes and self._bytes and self._bytes + nbytes > self.max_bytes:
                 self._blocked += 1
@@ -90,7 +94,7 @@ class PendingQueue:
             while items and (not taken or nbytes < max_bytes):
                 item = items.popleft()
                 taken.append(item)
-                nbytes += item.nbytes if isinstance(item, Batch) else 0
+                nbytes += item.nbytes
             return taken
 
     def release(self, nbytes: int) -> None:

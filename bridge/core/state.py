@@ -10,8 +10,10 @@ It never skips lines because of that: a damaged file gives a state whose first r
 (0), so no container counts as older than the bridge and none loses its backlog to `now`.
 A file from a newer version is not damage but a downgrade, refused with `StateError`.
 
-Versions: 1 had per-stream positions; 2 adds pinned streams (see cursor.py). Version 1 files
-are read as they are: everything they say means the same in version 2.
+Versions: 1 had per-stream positions; 2 adds pinned streams (see cursor.py); 3 keys containers
+by engine (`engines.<name>.<container id>`), records when each engine was first read, and keeps
+an inner journal's position per container. Older files are read as they are: their containers
+are the `docker` engine's, whose first run is the bridge's.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from bridge.core.cursor import Cursor
 log = logging.getLogger(__name__)
 
 STATE_FILE = "positions.json"
-_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
+DEFAULT_ENGINE = "docker"  # the engine of entries written before there were several
 
 
 class StateError(Exception):
@@ -40,20 +43,61 @@ class StateError(Exception):
 class ContainerState:
     cursor: Cursor
     finished_at: str = ""  # State.FinishedAt of a stopped container read to its end
+    inner: dict[str, object] | None = None  # the inner journal's position (inner_journal)
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {**self.cursor.to_json(), "finished_at": self.finished_at}
+        if self.inner is not None:
+            data["inner"] = self.inner
+        return data
+
+    @classmethod
+    def from_json(cls, raw: object) -> ContainerState:
+        if not isinstance(raw, dict):
+            raise ValueError("a container entry must be an object")
+        finished_at = raw.get("finished_at", "")
+        if not isinstance(finished_at, str):
+            raise ValueError("finished_at must be a string")
+        inner = raw.get("inner")
+        if inner is not None and not isinstance(inner, dict):
+            raise ValueError("inner must be an object")
+        return cls(Cursor.from_json(raw), finished_at, inner)
+
+
+# An engine's containers, by container id.
+EngineContainers = dict[str, ContainerState]
 
 
 @dataclass
 class State:
     first_run_ns: int
-    containers: dict[str, ContainerState] = field(default_factory=dict)
+    engines: dict[str, EngineContainers] = field(default_factory=dict)
+    # When each engine was first read: its containers created before then are "existing" ones
+    # (forward.backlog); the default engine's is the bridge's own first run.
+    engine_first_run_ns: dict[str, int] = field(default_factory=dict)
+
+    def containers(self, engine: str) -> EngineContainers:
+        """The engine's containers (created empty for a new engine). The saver replaces the
+        whole dict (set_containers), so look it up each time rather than keep it."""
+        return self.engines.setdefault(engine, {})
+
+    def set_containers(self, engine: str, containers: EngineContainers) -> None:
+        self.engines[engine] = containers  # one store: readers see the old dict or the new
+
+    def first_run_of(self, engine: str, now_ns: int) -> int:
+        """When the engine was first read; an engine new to this state is first read now."""
+        if engine == DEFAULT_ENGINE and engine not in self.engine_first_run_ns:
+            return self.first_run_ns
+        return self.engine_first_run_ns.setdefault(engine, now_ns)
 
     def to_json(self) -> dict[str, object]:
         return {
             "version": _VERSION,
             "first_run_ns": self.first_run_ns,
-            "containers": {
-                cid: {**c.cursor.to_json(), "finished_at": c.finished_at}
-                for cid, c in sorted(self.containers.items())
+            "engine_first_run_ns": dict(sorted(self.engine_first_run_ns.items())),
+            "engines": {
+                name: {cid: c.to_json() for cid, c in sorted(containers.items())}
+                for name, containers in sorted(self.engines.items())
             },
         }
 
@@ -63,28 +107,42 @@ class State:
         if not isinstance(data, dict):
             raise ValueError("not a state file")
         version = data.get("version")
-        if isinstance(version, int) and version > _VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > _VERSION:
             raise StateError(
                 f"state file version {version} is newer than this journald-bridge "
                 f"understands ({_VERSION}): refusing to downgrade it"
             )
         if version not in _READABLE_VERSIONS:
             raise ValueError(f"unknown state file version {str(version)[:20]!r}")
-        containers_raw = data.get("containers", {})
-        if not isinstance(containers_raw, dict):
-            raise ValueError("containers must be an object")
-        containers: dict[str, ContainerState] = {}
-        for cid, raw in containers_raw.items():
-            if not isinstance(raw, dict):
-                raise ValueError("a container entry must be an object")
-            finished_at = raw.get("finished_at", "")
-            if not isinstance(finished_at, str):
-                raise ValueError("finished_at must be a string")
-            containers[str(cid)] = ContainerState(Cursor.from_json(raw), finished_at)
-        first_run = data.get("first_run_ns")
-        if isinstance(first_run, bool) or not isinstance(first_run, int) or first_run < 0:
-            raise ValueError(f"first_run_ns is not a time: {str(first_run)[:40]!r}")
-        return cls(first_run, containers)
+        if version == 3:
+            engines_raw = _object(data.get("engines", {}), "engines")
+        else:
+            engines_raw = {DEFAULT_ENGINE: data.get("containers", {})}
+        engines: dict[str, EngineContainers] = {}
+        for name, containers_raw in engines_raw.items():
+            containers = _object(containers_raw, "an engine's containers")
+            engines[str(name)] = {
+                str(cid): ContainerState.from_json(raw) for cid, raw in containers.items()
+            }
+        first_runs = _object(data.get("engine_first_run_ns", {}), "engine_first_run_ns")
+        first_run = _time(data.get("first_run_ns"), "first_run_ns")
+        return cls(
+            first_run,
+            engines,
+            {str(k): _time(v, "engine_first_run_ns") for k, v in first_runs.items()},
+        )
+
+
+def _object(value: object, what: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be an object")
+    return value
+
+
+def _time(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} is not a time: {str(value)[:40]!r}")
+    return value
 
 
 # Far beyond what any host's containers need (a few hundred bytes each); a bigger file is not ours.

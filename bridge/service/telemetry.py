@@ -14,7 +14,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from bridge import __version__
 
 _STREAMS = {1: "stdout", 2: "stderr"}
-SOURCES = ("api", "files")  # where a container's lines are read from
+SOURCES = ("api", "files", "inner_journal")  # where a container's lines are read from
+# What went wrong reading an inner journal: its root could not be opened ("open"); the worker
+# stalled, sent garbage or ended ("stall", "protocol", "exit"); what the worker reported: a file
+# refused by containment ("file"), one sd-journal cannot open ("bad"), an unreadable entry
+# ("entry"), a read that failed mid-journal ("next"), too many files ("max_files").
+INNER_JOURNAL_ERRORS = (
+    *("open", "stall", "protocol", "exit"),
+    *("file", "bad", "entry", "next", "max_files"),
+)
+INNER_JOURNAL_GAPS = ("vacuumed", "reset")
 TRANSFORM_STEPS = ("multiline", "json", "priority", "rate_limit")
 FIELD_CAPS = ("count", "bytes")
 DROP_REASONS = ("rate_limited", "too_large", "malformed", "journal_error", "container_removed")
@@ -40,18 +49,21 @@ class Telemetry:
         )
         self._attached = Gauge(
             f"{ns}_containers_attached",
-            "Containers whose logs are being read, by source.",
-            ["source"],
+            "Containers whose logs are being read, by engine and source.",
+            ["engine", "source"],
             registry=registry,
         )
         self._attach = Counter(
             f"{ns}_container_attach",
-            "Log readers started, by source.",
-            ["source"],
+            "Log readers started, by engine and source.",
+            ["engine", "source"],
             registry=registry,
         )
         self._detach = Counter(
-            f"{ns}_container_detach", "Log readers ended, by source.", ["source"], registry=registry
+            f"{ns}_container_detach",
+            "Log readers ended, by engine and source.",
+            ["engine", "source"],
+            registry=registry,
         )
         self._resync = Counter(
             f"{ns}_container_resync",
@@ -65,7 +77,27 @@ class Telemetry:
             f"{ns}_docker_reconnects", "Reconnections to dockerd.", registry=registry
         )
         self._docker_up = Gauge(
-            f"{ns}_docker_up", "1 while the Docker events stream is connected.", registry=registry
+            f"{ns}_docker_up",
+            "1 while the docker engine's events stream is connected (alias of engine_up).",
+            registry=registry,
+        )
+        self._engine_up = Gauge(
+            f"{ns}_engine_up",
+            "1 while the engine's events stream is connected, by engine.",
+            ["engine"],
+            registry=registry,
+        )
+        self._engine_events = Counter(
+            f"{ns}_engine_events",
+            "Container events received, by engine and action.",
+            ["engine", "action"],
+            registry=registry,
+        )
+        self._engine_reconnects = Counter(
+            f"{ns}_engine_reconnects",
+            "Reconnections to an engine, by engine.",
+            ["engine"],
+            registry=registry,
         )
         self._send_errors = Counter(
             f"{ns}_journal_send_errors", "Failed sends to journald.", ["errno"], registry=registry
@@ -136,13 +168,30 @@ class Telemetry:
             "Bytes read from Docker, not yet in the journal.",
             registry=registry,
         )
+        self._inner_gaps = Counter(
+            f"{ns}_inner_journal_gaps",
+            "Inner journals found to have lost entries before they were read, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self._inner_lost = Counter(
+            f"{ns}_inner_journal_lost_entries",
+            "Entries those gaps lost, where the inner journal can tell (vacuumed).",
+            registry=registry,
+        )
+        self._inner_errors = Counter(
+            f"{ns}_inner_journal_errors",
+            "Problems reading inner journals, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         Info(f"{ns}_build", "journald-bridge build.", registry=registry).info(
             {"version": __version__}
         )
         ProcessCollector(registry=registry)
         self._pc_lines = self._pc_bytes = self._pc_dropped = None
         if per_container:
-            labels = ["container_name", "compose_service"]
+            labels = ["engine", "container_name", "compose_service"]
             self._pc_lines = Counter(
                 f"{ns}_container_lines_forwarded",
                 "Lines written, per container.",
@@ -166,12 +215,14 @@ class Telemetry:
             number: (self._lines.labels(name), self._bytes.labels(name))
             for number, name in _STREAMS.items()
         }
+        # CONTAINER_STREAM=journal: the entries of a container's own journal
+        self._journal_counters = (self._lines.labels("journal"), self._bytes.labels("journal"))
+        for kind in INNER_JOURNAL_GAPS:
+            self._inner_gaps.labels(kind)
+        for kind in INNER_JOURNAL_ERRORS:
+            self._inner_errors.labels(kind)
         for reason in DROP_REASONS:
             self._dropped.labels(reason)
-        for source in SOURCES:
-            self._attached.labels(source)
-            self._attach.labels(source)
-            self._detach.labels(source)
         # Alerts see the first error only when the series exists before it.
         for errno_name in ("EAGAIN", "ENOENT", "ECONNREFUSED", "ENOBUFS", "EMSGSIZE", "EPIPE"):
             self._send_errors.labels(errno_name)
@@ -183,7 +234,7 @@ class Telemetry:
     # --- the pipeline ---------------------------------------------------------------------
 
     def lines_forwarded(
-        self, stream: int, lines: int, nbytes: int, container: tuple[str, str] | None = None
+        self, stream: int, lines: int, nbytes: int, container: tuple[str, str, str] | None = None
     ) -> None:
         lines_total, bytes_total = self._stream_counters.get(stream, self._stream_counters[1])
         lines_total.inc(lines)
@@ -196,7 +247,7 @@ class Telemetry:
         self._lag.observe(max(seconds, 0.0))
 
     def lines_dropped(
-        self, reason: str, lines: int = 1, container: tuple[str, str] | None = None
+        self, reason: str, lines: int = 1, container: tuple[str, str, str] | None = None
     ) -> None:
         self._dropped.labels(reason).inc(lines)
         if self._pc_dropped is not None and container is not None:
@@ -234,18 +285,18 @@ class Telemetry:
 
     # --- containers -----------------------------------------------------------------------
 
-    def container_attached(self, source: str) -> None:
-        self._attach.labels(source).inc()
-        self._attached.labels(source).inc()
+    def container_attached(self, engine: str, source: str) -> None:
+        self._attach.labels(engine, source).inc()
+        self._attached.labels(engine, source).inc()
 
     def container_resynced(self) -> None:
         self._resync.inc()
 
-    def container_detached(self, source: str) -> None:
-        self._detach.labels(source).inc()
-        self._attached.labels(source).dec()
+    def container_detached(self, engine: str, source: str) -> None:
+        self._detach.labels(engine, source).inc()
+        self._attached.labels(engine, source).dec()
 
-    def container_removed(self, container: tuple[str, str]) -> None:
+    def container_removed(self, container: tuple[str, str, str]) -> None:
         """Drops the container's own series (removed, or renamed), so churn never grows the
         series count."""
         for metric in (self._pc_lines, self._pc_bytes):
@@ -263,16 +314,55 @@ class Telemetry:
     def rotation_gap(self) -> None:
         self._rotation_gaps.inc()
 
-    # --- Docker ---------------------------------------------------------------------------
+    # --- inner journals (sources/inner_journal) ------------------------------------------
 
-    def docker_event(self, action: str) -> None:
-        self._events.labels(action).inc()
+    def inner_entries_forwarded(
+        self, lines: int, nbytes: int, container: tuple[str, str, str] | None = None
+    ) -> None:
+        """Inner entries written: `lines_forwarded{stream="journal"}` and the per-container
+        series."""
+        lines_total, bytes_total = self._journal_counters
+        lines_total.inc(lines)
+        bytes_total.inc(nbytes)
+        if self._pc_lines is not None and self._pc_bytes is not None and container is not None:
+            self._pc_lines.labels(*container).inc(lines)
+            self._pc_bytes.labels(*container).inc(nbytes)
 
-    def docker_connected(self, up: bool) -> None:
-        self._docker_up.set(1 if up else 0)
+    def inner_journal_gap(self, kind: str, lost: int | None) -> None:
+        self._inner_gaps.labels(kind if kind in INNER_JOURNAL_GAPS else "other").inc()
+        if lost:
+            self._inner_lost.inc(lost)
 
-    def docker_reconnect(self) -> None:
-        self._reconnects.inc()
+    def inner_journal_error(self, kind: str, count: int = 1) -> None:
+        if count:
+            self._inner_errors.labels(kind if kind in INNER_JOURNAL_ERRORS else "other").inc(count)
+
+    # --- engines --------------------------------------------------------------------------
+    # The docker_* series are the `docker` engine's, kept as aliases for one release.
+
+    def engine_configured(self, engine: str) -> None:
+        """Creates the engine's series (down) so that an engine never seen up is visible."""
+        self._engine_up.labels(engine).set(0)
+        self._engine_reconnects.labels(engine)
+        for source in SOURCES:
+            self._attached.labels(engine, source)
+            self._attach.labels(engine, source)
+            self._detach.labels(engine, source)
+
+    def engine_event(self, engine: str, action: str) -> None:
+        self._engine_events.labels(engine, action).inc()
+        if engine == "docker":
+            self._events.labels(action).inc()
+
+    def engine_connected(self, engine: str, up: bool) -> None:
+        self._engine_up.labels(engine).set(1 if up else 0)
+        if engine == "docker":
+            self._docker_up.set(1 if up else 0)
+
+    def engine_reconnect(self, engine: str) -> None:
+        self._engine_reconnects.labels(engine).inc()
+        if engine == "docker":
+            self._reconnects.inc()
 
     # --- journald (sinks.journald.socket.JournalEvents) ------------------------------------
 

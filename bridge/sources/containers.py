@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
@@ -30,10 +31,20 @@ from bridge.core.state import ContainerState, State
 from bridge.core.timestamps import parse_general
 from bridge.handles import HandleFactory, Readback
 from bridge.service.telemetry import Telemetry
-from bridge.sources.docker_api.reader import is_gone
+from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.inner_journal.attach import InnerJournals
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineIdentity:
+    """Which engine a table's containers belong to: their CONTAINER_ENGINE, and for a remote
+    engine the host it runs on (CONTAINER_ENGINE_HOST; "" for a local one)."""
+
+    name: str
+    host: str = ""
 
 
 class Reader(Protocol):
@@ -72,16 +83,22 @@ class ContainerTable:
         container_filter: ContainerFilter,
         new_reader: ReaderFactory,
         on_disk: OnDisk,
+        engine: EngineIdentity,
+        inner: InnerJournals | None = None,
+        from_events: OnDisk = lambda cid: None,
     ) -> None:
         self._api = api
+        self.engine = engine
+        self.inner = inner  # the containers' own journals, where they are followed
         self._queue = queue
         self._telemetry = telemetry
         self.state = state
         self._filter = container_filter
         self._new_reader = new_reader
         self._on_disk = on_disk
+        self._from_events = from_events  # a last resort: what the engine's events said
         self._config = config
-        self._factory = HandleFactory(config, state, telemetry)
+        self._factory = HandleFactory(config, state, telemetry, engine.name)
         self._lock = threading.Lock()
         self._handles: dict[str, ContainerHandle] = {}
         self._readers: dict[str, Reader] = {}
@@ -95,7 +112,11 @@ class ContainerTable:
         with self._lock:
             handles = [*self._handles.values(), *self._parked.values()]
         return {
-            h.id: ContainerState(h.committed_cursor(), h.finished_at)
+            h.id: ContainerState(
+                h.committed_cursor(),
+                h.finished_at,
+                h.inner.committed_json() if h.inner is not None else None,
+            )
             for h in handles
             if not h.removed
         }
@@ -106,8 +127,10 @@ class ContainerTable:
             return sum(1 for r in self._readers.values() if not r.finished)
 
     def readers(self) -> list[Reader]:
+        """Every reader, inner-journal ones included (to stop and join them all)."""
         with self._lock:
-            return list(self._readers.values())
+            readers: list[Reader] = list(self._readers.values())
+        return readers + (self.inner.readers() if self.inner is not None else [])
 
     def needs_reader(self, cid: str, running: bool, created: float, settled: float) -> bool:
         """Whether the periodic listing should look at this container: never seen (and old
@@ -183,12 +206,25 @@ class ContainerTable:
             and handle.finished_at == state.get("FinishedAt")
         ):
             return None  # stopped, and read to its end before: nothing new to read
+        reader = self._attach(cid, handle, state, started=started, listing=inspected is not None)
+        self._inner_running(handle, state)  # after the log reader: a --rm container goes fast
+        return reader
+
+    def _attach(
+        self,
+        cid: str,
+        handle: ContainerHandle,
+        state: dict[str, Any] | None,
+        *,
+        started: bool,
+        listing: bool,
+    ) -> Reader | None:
         with self._lock:
             reader = self._readers.get(cid)
             if reader is not None and not reader.started:
                 # registered, but its thread never ran (a failed start, or an attempt cut
                 # short by a transient error): start that one instead of waking it
-                if inspected is not None:
+                if listing:
                     return reader
                 self.start_reader(reader)
                 return None
@@ -197,10 +233,31 @@ class ContainerTable:
             handle.finished_at = ""
             reader = self._new_reader(handle, {"Running": True} if started else state)
             self._readers[cid] = reader
-        if inspected is not None:
+        if listing:
             return reader
         self.start_reader(reader)
         return None
+
+    def _inner_running(self, handle: ContainerHandle, state: dict[str, Any] | None) -> None:
+        """Looks for the container's own journal while it runs (its pid is in `state`; a start
+        event's fast path has none, and asks, after its log reader is on its way)."""
+        if self.inner is None:
+            return
+        if state is None:
+            try:
+                state = self._api.inspect_container(handle.id).get("State") or {}
+            except (docker.errors.APIError, *TRANSIENT_ERRORS) as exc:
+                log.debug("container %s: no pid for its journal (%s)", handle.info.name, exc)
+                return
+        pid = state.get("Pid") if state.get("Running") else 0
+        if isinstance(pid, int) and pid > 0:
+            self.inner.running(handle, pid)
+
+    def inner_found(self, cid: str, pid: int) -> None:
+        """The watch found a journal in the container (on the container's task queue)."""
+        handle = self.handle_of(cid)
+        if self.inner is not None and handle is not None and not handle.removed:
+            self.inner.found(handle, pid)
 
     def start_reader(self, reader: Reader) -> None:
         """Starts a registered reader; one that cannot start now is retried by the resync."""
@@ -225,6 +282,10 @@ class ContainerTable:
         saved = self._on_disk(cid)
         if saved is not None:
             log.info("container %s: already removed; its metadata comes from disk", cid[:12])
+            return saved
+        saved = self._from_events(cid)
+        if saved is not None:
+            log.info("container %s: already removed; its metadata comes from its events", cid[:12])
         return saved
 
     def stopped(self, cid: str) -> None:
@@ -239,7 +300,7 @@ class ContainerTable:
         if handle is None:
             return
         data = self._api.inspect_container(cid)
-        info = ContainerInfo.from_inspect(data, handle.info.created_ns)
+        info = self._info(data, handle.info.created_ns)
         old = handle.info.name
         self._factory.refresh(handle, info)
         log.info("container %s renamed to %s", old, info.name)
@@ -253,6 +314,8 @@ class ContainerTable:
                 self._parked[cid] = handle
         if reader is not None:
             reader.stop()
+        if self.inner is not None:
+            self.inner.stop(cid)
         if handle is not None:  # write what its transforms hold: it was forwarded up to here
             self._queue.put(EndOfStream(handle, handle.finished_at))
 
@@ -262,10 +325,12 @@ class ContainerTable:
             handle = self._handles.pop(cid, None) or self._parked.pop(cid, None)
             reader = self._readers.pop(cid, None)
             self._skipped.discard(cid)
-            self.state.containers.pop(cid, None)
+            self.state.containers(self.engine.name).pop(cid, None)
         if handle is None:
             return
         handle.removed = True
+        if self.inner is not None:
+            self.inner.forget(cid)
         if reader is not None:
             reader.stop()  # a running reader writes what it holds, then ends the stream too
         self._queue.put(EndOfStream(handle, handle.finished_at))
@@ -281,7 +346,7 @@ class ContainerTable:
         if data is None:
             return None, None
         try:
-            info = ContainerInfo.from_inspect(data, _created_ns(data))
+            info = self._info(data, _created_ns(data))
         except (KeyError, TypeError, ValueError) as exc:
             log.error("container %s: unusable inspect answer (%s); skipped", cid[:12], exc)
             return None, None
@@ -305,6 +370,11 @@ class ContainerTable:
             with self._lock:
                 handle = self._handles.setdefault(cid, built)
         return handle, data.get("State") or {}
+
+    def _info(self, data: dict[str, Any], created_ns: int) -> ContainerInfo:
+        return ContainerInfo.from_inspect(
+            data, created_ns, engine=self.engine.name, engine_host=self.engine.host
+        )
 
     def _skip_reason(self, info: ContainerInfo) -> str | None:
         driver = info.log_driver

@@ -8,6 +8,10 @@ becomes a task for its container on a small pool (sources/keyed.py): the events 
 waits on one container. When the events stream ends (dockerd restarted), reconnect with backoff
 and list again; readers recover on their own. Every `resync_seconds` the list is read again
 as a safety net for events dockerd dropped.
+
+One supervisor per engine (sources/engine.py): nothing here waits on another engine. Podman's
+Docker-compatible API names removal `remove` and filters `event=die` on the server only from
+4.4, so a Podman engine's events are filtered here (ACTIONS maps its names onto Docker's).
 """
 
 from __future__ import annotations
@@ -19,24 +23,34 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import docker
 import docker.errors
 
-from bridge.config import Config
+from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
 from bridge.core.state import ContainerState, State
 from bridge.handles import Readback
 from bridge.service.telemetry import Telemetry
-from bridge.sources.containers import ContainerTable, OnDisk, Reader, ReaderFactory
+from bridge.sources.containers import (
+    ContainerTable,
+    EngineIdentity,
+    OnDisk,
+    Reader,
+    ReaderFactory,
+)
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.sources.event_metadata import EventMetadata
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.inner_journal.attach import InnerJournals
 from bridge.sources.keyed import KeyedExecutor
 
 log = logging.getLogger(__name__)
 
 EVENTS = ("create", "start", "die", "destroy", "rename")
+ACTIONS = {action: action for action in EVENTS} | {"remove": "destroy", "died": "die"}
+EngineKind = Literal["docker", "podman"]
 _EVENT_IN_FLIGHT_SECONDS = 5  # a container younger than this may be unseen only for now
 _EVENT_WORKERS = 4
 _MAX_PENDING_EVENTS = 10_000  # past this, the periodic listing catches up instead
@@ -53,23 +67,42 @@ class Supervisor:
         container_filter: ContainerFilter,
         new_reader: ReaderFactory,
         on_disk: OnDisk = lambda cid: None,
+        *,
+        engine: EngineConfig,
+        identity: EngineIdentity,
+        kind: EngineKind = "docker",
+        inner: InnerJournals | None = None,
     ) -> None:
         self._api = api
         self._telemetry = telemetry
         self._config = config
+        self._engine = engine
+        self._kind = kind
+        self._event_metadata = EventMetadata()
+        self.name = identity.name
         self.containers = ContainerTable(
-            config, api, queue, telemetry, state, container_filter, new_reader, on_disk
+            config,
+            api,
+            queue,
+            telemetry,
+            state,
+            container_filter,
+            new_reader,
+            on_disk,
+            identity,
+            inner,
+            self._event_metadata.inspect_like,
         )
         self._stop = threading.Event()
         self._events: Any = None
-        self._work = KeyedExecutor(_EVENT_WORKERS, _MAX_PENDING_EVENTS, "container")
+        self._work = KeyedExecutor(_EVENT_WORKERS, _MAX_PENDING_EVENTS, f"{self.name}-container")
         self._thread = threading.Thread(
-            target=self._follow_events, name="docker-events", daemon=True
+            target=self._follow_events, name=f"{self.name}-events", daemon=True
         )
         self._resync_thread = threading.Thread(
-            target=self._resync_loop, name="docker-resync", daemon=True
+            target=self._resync_loop, name=f"{self.name}-resync", daemon=True
         )
-        self.docker_connected = False
+        self.connected = False
 
     @property
     def state(self) -> State:
@@ -135,14 +168,21 @@ class Supervisor:
         if not self._work.submit(cid, task):
             log.warning("container %s: too many events queued; left to the listing", cid[:12])
 
+    def inner_journal_found(self, cid: str, pid: int) -> None:
+        """The inner-journal watch found a journal in a container (called on its thread)."""
+        task = functools.partial(self.containers.inner_found, cid, pid)
+        if not self._work.submit(cid, task):
+            log.warning("container %s: too many events queued; its journal waits", cid[:12])
+
     # --- discovery ------------------------------------------------------------------------
 
     def _subscribe(self) -> None:
-        self._events = self._api.events(
-            decode=True, filters={"type": ["container"], "event": list(EVENTS)}
-        )
-        self.docker_connected = True
-        self._telemetry.docker_connected(True)
+        filters: dict[str, list[str]] = {"type": ["container"]}
+        if self._kind == "docker":
+            filters["event"] = list(EVENTS)
+        self._events = self._api.events(decode=True, filters=filters)
+        self.connected = True
+        self._telemetry.engine_connected(self.name, True)
 
     def attach_all(self, journal: Readback | None) -> None:
         """Lists every container and attaches those to forward; `journal` at start-up."""
@@ -150,8 +190,9 @@ class Supervisor:
         present = {c["Id"] for c in listed}
         state = self.containers.state
         if journal is not None:  # start-up: prune resume points of removed containers
-            for cid in set(state.containers) - present:
-                del state.containers[cid]
+            saved = state.containers(self.name)
+            for cid in set(saved) - present:
+                del saved[cid]
                 log.info(
                     "container %s was removed while the bridge was down; resume point pruned",
                     cid[:12],
@@ -177,7 +218,12 @@ class Supervisor:
                     readers.append(reader)
         for reader in readers:
             table.start_reader(reader)
-        log.info("attached to %d containers in %.2f s", table.attached, time.monotonic() - started)
+        log.info(
+            "%s: attached to %d containers in %.2f s",
+            self.name,
+            table.attached,
+            time.monotonic() - started,
+        )
 
     # --- events ---------------------------------------------------------------------------
 
@@ -187,32 +233,40 @@ class Supervisor:
             try:
                 if self._events is None:
                     self._subscribe()
-                    self._telemetry.docker_reconnect()
-                    log.warning("reconnected to dockerd; listing containers again")
+                    self._telemetry.engine_reconnect(self.name)
+                    log.warning("%s: reconnected; listing containers again", self.name)
                     self.attach_all(None)
                     backoff = 0.5
                 for event in self._events:
                     self._on_event(event)
                 if not self._stop.is_set():
-                    log.warning("Docker events stream ended (dockerd restarted?); reconnecting")
+                    log.warning(
+                        "%s: events stream ended (engine restarted?); reconnecting", self.name
+                    )
             except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
                 if self._stop.is_set():
                     return
-                log.warning("Docker unreachable (%s); retrying in %.1f s", exc, backoff)
+                log.warning("%s unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
             except Exception as exc:  # a bug here must not end discovery
-                log.exception("Docker events: unexpected error (%s); reconnecting", exc)
+                log.exception("%s events: unexpected error (%s); reconnecting", self.name, exc)
             self._close_events()
-            self.docker_connected = False
-            self._telemetry.docker_connected(False)
+            self.connected = False
+            self._telemetry.engine_connected(self.name, False)
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, self._config.docker.reconnect_max_seconds)
+            backoff = min(backoff * 2, self._engine.reconnect_max_seconds)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        action = str(event.get("Action") or event.get("status") or "")
-        actor = event.get("Actor") or {}
-        cid = str(actor.get("ID") or event.get("id") or "")
-        self._telemetry.docker_event(action if action in EVENTS else "other")
-        if cid:
+        if not isinstance(event, dict):
+            return  # an engine's answer we do not understand: the listing catches up
+        raw = str(event.get("Action") or event.get("status") or "")
+        action = ACTIONS.get(raw)
+        actor = event.get("Actor")
+        cid = str((actor if isinstance(actor, dict) else {}).get("ID") or event.get("id") or "")
+        self._telemetry.engine_event(self.name, action or "other")
+        if cid and action in ("create", "start", "rename") and isinstance(actor, dict):
+            # kept past `destroy` (bounded): the start task may still be queued behind it
+            self._event_metadata.remember(cid, actor.get("Attributes"))
+        if cid and action:
             self.submit(cid, action)
 
     def _close_events(self) -> None:
@@ -224,7 +278,7 @@ class Supervisor:
     # --- the safety net -------------------------------------------------------------------
 
     def _resync_loop(self) -> None:
-        while not self._stop.wait(self._config.docker.resync_seconds):
+        while not self._stop.wait(self._engine.resync_seconds):
             if self._events is None:
                 continue  # reconnecting: that lists every container anyway
             try:
@@ -252,6 +306,7 @@ class Supervisor:
             if after is not None and after.started and (after is not before or not was_started):
                 self._telemetry.container_resynced()
                 log.warning(
-                    "container %s: attached by the periodic listing (a Docker event was missed)",
+                    "container %s: attached by the periodic listing (a %s event was missed)",
                     cid[:12],
+                    self.name,
                 )

@@ -99,7 +99,7 @@ class ReaderThread:
         raise NotImplementedError
 
     def _main(self) -> None:
-        self._telemetry.container_attached(self.source)
+        self._telemetry.container_attached(self._handle.info.engine, self.source)
         try:
             self._run()
             if self._handle.removed:  # stopped because it is gone: nothing more will come
@@ -112,7 +112,7 @@ class ReaderThread:
         finally:
             with self._lock:
                 self._finished = True
-            self._telemetry.container_detached(self.source)
+            self._telemetry.container_detached(self._handle.info.engine, self.source)
 
     def _put(self, records: list[Record]) -> None:
         """Queues records, and with them where the joiner holds a line back (queued even

@@ -1,6 +1,6 @@
 """Which source reads a container: the engine's log file, or the Engine API stream.
 
-`docker.source`: "api" always streams through the API; "files" always reads the file, and a
+The engine's `source`: "api" always streams through the API; "files" always reads the file, and a
 container whose file cannot be read is one clear error, counted, with no fallback; "auto" (the
 default) reads the file where it can and the API otherwise. Files are only ever read for a
 local engine. A first start that asks for the last N lines of a container older than the
@@ -16,7 +16,7 @@ from typing import Any
 
 import docker
 
-from bridge.config import Config
+from bridge.config import Config, EngineConfig
 from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
 from bridge.service.telemetry import Telemetry
@@ -38,16 +38,18 @@ class SourceSelector:
         telemetry: Telemetry,
         config: Callable[[], Config],
         files: LogFileSource | None,
+        engine: EngineConfig,
     ) -> None:
         self._api = api
         self._queue = queue
         self._telemetry = telemetry
         self._config = config  # the running one: a reload may change [forward]
         self._files = files
+        self._engine = engine  # [docker]/[[engines]] need a restart: fixed for the run
 
     def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader:
         cfg = self._config()
-        mode = cfg.docker.source
+        mode = self._engine.source
         files = self._files
         name = handle.info.name
         if mode != "api" and files is not None and handle.backlog_tail is None:
@@ -79,7 +81,7 @@ class SourceSelector:
             self._queue,
             self._telemetry,
             cfg.forward.max_line_bytes,
-            cfg.docker.reconnect_max_seconds,
+            self._engine.reconnect_max_seconds,
             state_hint=state_hint,
         )
 

@@ -30,6 +30,20 @@ class RateLimiter:
         self._notice_stream = 0
         self._seen: dict[int, tuple[bytes, Position]] = {}  # stream -> (timestamp, last)
 
+    @property
+    def lines_per_second(self) -> float:
+        """The limit, for a container's other streams to apply (its inner journal's)."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        return int(self._burst)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between "Suppressed N" notices."""
+        return self._interval
+
     def apply(self, record: Record, now: float) -> Record:
         self._seen[record.stream] = (record.timestamp, record.last)
         if record.dropped is not None:

@@ -174,7 +174,7 @@ class Bridge:
         self.state_dir = workdir / "state"
         self.log_path = workdir / "bridge.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.settings: dict[str, dict[str, Any]] = {
+        self.settings: dict[str, Any] = {
             "journal": {"socket": journald.socket, "namespace": journald.namespace},
             "state": {"directory": str(self.state_dir), "flush_interval_seconds": 0.5},
             "filter": {"include_labels": [f"{TEST_LABEL}={label}"]},
@@ -182,15 +182,21 @@ class Bridge:
             "log": {"level": "debug"},
         }
 
-    def configure(self, **sections: dict[str, Any]) -> None:
+    def configure(self, **sections: Any) -> None:
+        """Merges keys into [section]s; a list (`engines=[{...}]`) replaces [[section]]s."""
         for section, values in sections.items():
-            self.settings.setdefault(section, {}).update(values)
+            if isinstance(values, list):
+                self.settings[section] = values
+            else:
+                self.settings.setdefault(section, {}).update(values)
 
     def write_config(self) -> None:
         lines = []
         for section, values in self.settings.items():
-            lines.append(f"[{section}]")
-            lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+            tables = values if isinstance(values, list) else [values]  # [[engines]]
+            for table in tables:
+                lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
+                lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait_ready: bool = True) -> None:
@@ -337,16 +343,17 @@ def bridge(tmp_path: Path, journald: Journald, label: str) -> Iterator[Bridge]:
 class Containers:
     """Starts labelled test containers and removes them afterwards."""
 
-    def __init__(self, client: docker.DockerClient, label: str) -> None:
+    def __init__(self, client: docker.DockerClient, label: str, image: str = IMAGE) -> None:
         self.client = client
         self.label = label
+        self.image = image
 
     def run(
         self, script: str, *, name: str | None = None, detach: bool = True, **kwargs: Any
     ) -> Any:
         labels = {TEST_LABEL: self.label, **kwargs.pop("labels", {})}
         return self.client.containers.run(
-            IMAGE,
+            self.image,
             ["sh", "-c", script],
             name=name,
             detach=detach,

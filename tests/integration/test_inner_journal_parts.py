@@ -48,10 +48,10 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
 class Box:
     """A systemd container: `docker run ... /lib/systemd/systemd`, as machine.md has it."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, extra: list[str] | None = None) -> None:
         self.name = f"jb-inner-{uuid.uuid4().hex[:8]}"
         docker(
-            "run", "-d", "--name", self.name, "--label", f"{TEST_LABEL}={label}",
+            "run", "-d", "--name", self.name, "--label", f"{TEST_LABEL}={label}", *(extra or []),
             "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
             "--security-opt", "apparmor=unconfined", "--network", "none",
             "--tmpfs", "/run", "--tmpfs", "/run/lock", "--cgroupns=host",

@@ -171,9 +171,10 @@ def test_readyz_follows_dockerd(bridge):
         _, body = wait_until(
             lambda: (r := bridge.get("/readyz"))[0] == 503 and r, 60, "readyz to turn 503"
         )
-        assert body == "not ready: not connected to dockerd\n"
+        assert body == "not ready: engines down: docker (reconnecting)\n"
         assert bridge.get("/healthz") == (200, "ok\n")
-        assert bridge.metric("journald_bridge_docker_up") == 0
+        assert bridge.metric("journald_bridge_engine_up", engine="docker") == 0
+        assert bridge.metric("journald_bridge_docker_up") == 0  # the alias
     finally:
         restart_dockerd_started = time.monotonic()
         dockerd.start()

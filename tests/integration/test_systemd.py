@@ -105,6 +105,11 @@ def systemd_box(wheels):
         name,
         "--cap-add",
         "SYS_ADMIN",
+        # what the unit asks for, as a host's systemd has them to give
+        "--cap-add",
+        "DAC_READ_SEARCH",
+        "--cap-add",
+        "SYS_PTRACE",
         "--security-opt",
         "seccomp=unconfined",
         "--security-opt",

@@ -25,6 +25,9 @@ class FakeJournal:
     def positions(self, container_id: str) -> dict[int, tuple[int, int]]:
         return self.found.get(container_id, {})
 
+    def inner_position(self, container_id: str) -> dict[str, object] | None:
+        return None
+
 
 NO_ENTRIES: Any = FakeJournal({})
 
@@ -45,7 +48,7 @@ def info(created_ns: int, cid: str = "a" * 64) -> ContainerInfo:
 
 def factory(state: State, backlog: str = "none") -> HandleFactory:
     config = Config.model_validate({"forward": {"backlog": backlog}})
-    return HandleFactory(config, state, Telemetry(CollectorRegistry()))
+    return HandleFactory(config, state, Telemetry(CollectorRegistry()), "docker")
 
 
 def test_a_container_never_seen_is_read_from_its_first_line():
@@ -68,7 +71,7 @@ def test_backlog_none_starts_a_container_older_than_the_first_run_at_now():
 def test_the_journal_moves_a_saved_cursor_forward_stream_by_stream():
     cid = "b" * 64
     saved = Cursor(0, {1: (100, 0), 2: (300, 1)})
-    state = State(FIRST_RUN, {cid: ContainerState(saved, finished_at="then")})
+    state = State(FIRST_RUN, {"docker": {cid: ContainerState(saved, finished_at="then")}})
     journal: Any = FakeJournal({cid: {1: (200, 2), 2: (250, 0)}})  # a crash left stdout ahead
     handle = factory(state).build(info(FIRST_RUN - 1, cid), journal)
     assert handle.start == Cursor(0, {1: (200, 2), 2: (300, 1)})
@@ -78,7 +81,7 @@ def test_the_journal_moves_a_saved_cursor_forward_stream_by_stream():
 def test_an_event_after_start_up_uses_the_saved_cursor_without_the_journal():
     cid = "c" * 64
     saved = Cursor(0, {1: (100, 0)})
-    state = State(FIRST_RUN, {cid: ContainerState(saved)})
+    state = State(FIRST_RUN, {"docker": {cid: ContainerState(saved)}})
     assert factory(state).build(info(FIRST_RUN - 1, cid), None).start == saved
 
 

@@ -227,7 +227,7 @@ def test_a_removed_container_loses_its_series_and_gets_no_new_ones():
         queue, FakeSocket(), Telemetry(registry, per_container=True), lambda: None
     )
     writer.start()
-    labels = {"container_name": "web", "compose_service": ""}
+    labels = {"engine": "docker", "container_name": "web", "compose_service": ""}
     queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1))], 1))
     deadline = time.monotonic() + 5
     while not registry.get_sample_value("journald_bridge_container_lines_forwarded_total", labels):
@@ -262,8 +262,18 @@ def test_a_rename_moves_the_series_to_the_new_name():
     queue.put(Batch(h, [Record(1, b"b", TS, (2, 1), (2, 1))], 1))
     assert writer.drain_and_stop(5)
     name = "journald_bridge_container_lines_forwarded_total"
-    assert registry.get_sample_value(name, {"container_name": "web", "compose_service": ""}) is None
-    assert registry.get_sample_value(name, {"container_name": "web2", "compose_service": ""}) == 1
+    assert (
+        registry.get_sample_value(
+            name, {"engine": "docker", "container_name": "web", "compose_service": ""}
+        )
+        is None
+    )
+    assert (
+        registry.get_sample_value(
+            name, {"engine": "docker", "container_name": "web2", "compose_service": ""}
+        )
+        == 1
+    )
 
 
 def test_reader_holds_keep_the_persisted_position_before_the_held_line():

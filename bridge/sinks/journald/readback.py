@@ -11,6 +11,9 @@ and SYSLOG_TIMESTAMP fields, so every lookup also matches `_UID`, which journald
 sender's credentials and no client can forge. The uid is this process's own; under systemd's
 DynamicUser it stays the same as long as the state directory exists. Should it change (a new
 install), the journal's old entries no longer match and the state file's positions apply.
+
+One reader per engine: an entry counts for the engine its CONTAINER_ENGINE names, and entries
+written before there were engines (no CONTAINER_ENGINE) are the default engine's.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from collections.abc import Callable
 from systemd import journal
 
 from bridge.core.cursor import Position
+from bridge.core.state import DEFAULT_ENGINE
 from bridge.core.timestamps import parse_general
+from bridge.sinks.journald.inner_readback import InnerJournalPositions
 from bridge.sinks.journald.native import encode_fields, parse_cursor_field
 
 log = logging.getLogger(__name__)
@@ -36,10 +41,15 @@ _LOOK_BACK = 16  # entries without a position skipped before giving up
 
 class JournalPositions:
     def __init__(
-        self, namespace: str = "", reader: journal.Reader | None = None, uid: int | None = None
+        self,
+        namespace: str = "",
+        reader: journal.Reader | None = None,
+        uid: int | None = None,
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
         self._reader = reader if reader is not None else journal.Reader(namespace=namespace or None)
         self._uid = str(os.geteuid() if uid is None else uid)
+        self._engine = engine
 
     def close(self) -> None:
         self._reader.close()
@@ -96,6 +106,13 @@ class JournalPositions:
             )
         return found
 
+    def inner_position(self, container_id: str) -> dict[str, object] | None:
+        """Where the container's inner journal got to, as the journal says (JSON), or None."""
+        inner = InnerJournalPositions(
+            reader=self._reader, uid=int(self._uid), known=self._known_containers
+        )
+        return inner.position(container_id, engine=self._engine)
+
     @functools.cached_property
     def _known_containers(self) -> set[str] | None:
         """The CONTAINER_ID_FULL values in the journal; None when it cannot say."""
@@ -108,14 +125,17 @@ class JournalPositions:
     def _last_of_stream(self, container_id: str, stream_name: str) -> Position | None:
         reader = self._reader
         reader.flush_matches()
-        reader.add_match(
-            CONTAINER_ID_FULL=container_id, CONTAINER_STREAM=stream_name, _UID=self._uid
-        )
+        match = {"CONTAINER_ID_FULL": container_id, "CONTAINER_STREAM": stream_name}
+        if self._engine != DEFAULT_ENGINE:  # the default's older entries have no engine field
+            match["CONTAINER_ENGINE"] = self._engine
+        reader.add_match(_UID=self._uid, **match)
         reader.seek_tail()
         for _ in range(_LOOK_BACK):
             entry = reader.get_previous()
             if not entry:
                 return None
+            if entry.get("CONTAINER_ENGINE", DEFAULT_ENGINE) != self._engine:
+                continue  # the same container id through another engine
             position = entry_position(entry)
             if position is not None:
                 return position

@@ -8,14 +8,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Position
-from bridge.core.queue import Batch, EndOfStream, Item, PendingQueue
+from bridge.core.inner import InnerBatch
+from bridge.core.queue import EndOfStream, Item, PendingQueue
 from bridge.core.record import Record
 from bridge.core.timestamps import NS_PER_SECOND
 from bridge.service.telemetry import Telemetry
+from bridge.sinks.journald.inner import commit_inner, encode_batch
 from bridge.sinks.journald.native import encode_record
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.transforms import TransformChain
@@ -57,7 +59,7 @@ class JournalWriter:
         self._timed: set[ContainerHandle] = set()  # containers whose transforms hold records
         self._held: dict[ContainerHandle, int] = {}  # bytes held by each one's transforms
         self._held_growth = 0  # change of the above since the queue was last told
-        self._series: dict[ContainerHandle, tuple[str, str]] = {}  # per-container labels in use
+        self._series: dict[ContainerHandle, tuple[str, str, str]] = {}  # per-container labels
         self._last_error_log = -math.inf
 
     @property
@@ -96,7 +98,7 @@ class JournalWriter:
         while not self._abandon.is_set():
             self._beat()
             items = queue.get_many(self._wait_time(), _BYTES_PER_SEND)
-            nbytes = sum(item.nbytes for item in items if isinstance(item, Batch))
+            nbytes = sum(item.nbytes for item in items)
             try:
                 if self._timed:
                     self._tick()
@@ -107,6 +109,9 @@ class JournalWriter:
             finally:
                 growth, self._held_growth = self._held_growth, 0
                 queue.release(nbytes - growth)
+                for item in items:  # sent or lost to an error: their reader may queue more
+                    if isinstance(item, InnerBatch):
+                        item.stream.unqueued(item.nbytes)
             if not items and self._draining.is_set() and queue.empty():
                 return
 
@@ -121,7 +126,11 @@ class JournalWriter:
         """Writes the batches of several containers with one send, in queue order."""
         staged: list[tuple[ContainerHandle, list[Record]]] = []
         holds: dict[ContainerHandle, Mapping[int, Position]] = {}
+        inner: list[InnerBatch] = []  # another stream: its order against stdout's is free
         for item in items:
+            if isinstance(item, InnerBatch):
+                inner.append(item)
+                continue
             handle = item.handle
             if isinstance(item, EndOfStream):
                 self._send_many(staged)  # everything before the end goes first
@@ -138,7 +147,7 @@ class JournalWriter:
                     self._timed.add(handle)
             staged.append((handle, records))
             holds[handle] = item.held
-        self._send_many(staged)
+        self._send_many(staged, inner)
         self._settle_all(holds)
 
     def _end(self, handle: ContainerHandle, finished_at: str) -> None:
@@ -204,7 +213,11 @@ class JournalWriter:
         if held:
             self._held[handle] = held
 
-    def _send_many(self, staged: list[tuple[ContainerHandle, list[Record]]]) -> None:
+    def _send_many(
+        self,
+        staged: list[tuple[ContainerHandle, list[Record]]],
+        inner: Sequence[InnerBatch] = (),
+    ) -> None:
         datagrams: list[bytes] = []
         spans: list[tuple[ContainerHandle, list[Record], int, int]] = []
         for handle, records in staged:
@@ -212,18 +225,50 @@ class JournalWriter:
                 start, fields = len(datagrams), handle.fields
                 datagrams += [encode_record(r, fields) for r in records if r.dropped is None]
                 spans.append((handle, records, start, len(datagrams)))
-        if not spans:
+        inner_spans: list[tuple[InnerBatch, int, int]] = []
+        for batch in inner:
+            start = len(datagrams)
+            datagrams += encode_batch(batch)
+            inner_spans.append((batch, start, len(datagrams)))
+        if not spans and not inner_spans:
             return
         sent, refused = self._sock.send_batch(datagrams, self._keep_waiting)
         for handle, records, start, end in spans:
+            if sent < start:  # abandoned before it: not even its leading dropped lines commit
+                continue
             self._account(
                 handle,
                 records,
                 max(0, min(sent, end) - start),
                 {i - start for i in refused if start <= i < end},
             )
+        for batch, start, end in inner_spans:
+            if sent < start:  # abandoned before it: nothing of it (nor its end) may commit
+                continue
+            self._account_inner(
+                batch,
+                max(0, min(sent, end) - start),
+                {i - start for i in refused if start <= i < end},
+            )
 
-    def _container_series(self, handle: ContainerHandle) -> tuple[str, str] | None:
+    def _account_inner(self, batch: InnerBatch, sent: int, refused: set[int]) -> None:
+        """Commits and counts one container's inner entries once `sent` of them went out."""
+        labels = self._container_series(batch.handle)
+        if refused:
+            log.error(
+                "container %s: journald refused %d inner journal entries; skipped them",
+                batch.handle.info.name,
+                len(refused),
+            )
+            self._telemetry.lines_dropped("journal_error", len(refused), container=labels)
+        lines, nbytes, last = commit_inner(batch, sent, refused)
+        if last is not None:
+            self._telemetry.delivery_lag(time.time() - last.realtime_us / 1e6)
+        if lines:
+            self._telemetry.inner_entries_forwarded(lines, nbytes, labels)
+            self.lines_forwarded += lines
+
+    def _container_series(self, handle: ContainerHandle) -> tuple[str, str, str] | None:
         """The per-container labels to count under; a rename drops the old name's series,
         and a removed container gets no new ones."""
         if handle.removed:

@@ -56,7 +56,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def is_gone(exc: docker.errors.APIError) -> bool:
-    return exc.status_code in (404, 409)
+    # Podman answers 500 "... no such container" for a container removed meanwhile.
+    if exc.status_code in (404, 409):
+        return True
+    return exc.status_code == 500 and "no such container" in str(exc.explanation or "").lower()
 
 
 class LogReader(ReaderThread):

@@ -7,8 +7,13 @@
     protocol     the worker's bounded frames and the events they become
     worker       the process that parses the journal (`python -m` it)
     follower     the bridge's side: one worker per container, restarted when it dies or stalls
+    gather       the rate limit, notices and batches of a container's entries (pure)
+    reader       InnerJournalReader, the Reader of one container's journal: follower -> queue
+    watch        one thread that finds which running containers have a journal of their own
 
-Only `follower` starts processes; `fields`, `position` and `protocol` are pure.
+Only `follower` starts processes; `fields`, `position`, `protocol` and `gather` are pure.
+`reader` and `watch` are imported by their module path: the worker process imports this
+package and needs none of the queue, the telemetry or the threads they bring.
 """
 
 from bridge.sources.inner_journal.containment import has_inner_journal, opened_root

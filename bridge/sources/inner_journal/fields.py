@@ -13,8 +13,11 @@ bridge reads back. Invariants of `map_entry`:
   `COREDUMP_UNIT` -> `INNER_COREDUMP_UNIT`, `CONTAINER_ID_FULL` -> `INNER_CONTAINER_ID_FULL`,
   `SYSLOG_TIMESTAMP` -> `INNER_SYSLOG_TIMESTAMP`, `JOURNALD_BRIDGE_CURSOR` ->
   `INNER_JOURNALD_BRIDGE_CURSOR`). So `OBJECT_*`, `COREDUMP_*`, `UNIT`/`USER_UNIT` and the
-  read-back fields are never passed through: they are *renamed*, and no output name is ever
-  `bridge.core.fields.is_protected` except the allow-listed `SYSLOG_*`.
+  read-back fields -- the inner position's `JOURNALD_BRIDGE_INNER_CURSOR` with
+  `CONTAINER_STREAM` and `CONTAINER_ID_FULL` (sinks/journald/inner_readback.py) among them --
+  are never passed through: they are *renamed*, and no output name is ever
+  `bridge.core.fields.is_protected` except the allow-listed `SYSLOG_*` and `INNER_*` itself (a
+  namespace no label or JSON key can write into).
 - `INNER_<name>` for a name journald sets as a trusted field (`INNER_PID`, `INNER_SYSTEMD_*`,
   ...; `RESERVED_NAMES`, `RESERVED_PREFIXES`) only ever comes from the trusted field, and
   `INNER_REALTIME_TIMESTAMP` only from the entry's own timestamp: an untrusted

@@ -14,6 +14,9 @@ journal was read to the end, one `InnerEnd`. Invariants:
 - A new worker resumes after the last entry this follower yielded (`position`), not after the
   last committed one: entries already yielded are the consumer's. A bridge restart resumes from
   the committed position the integrator passes in.
+- `more_ready` tells a consumer that gathers events into batches when to hand them on: it is
+  False after the last event of what the worker has sent so far (the next one may be a poll
+  interval away), True while events already read follow the one just yielded.
 - The follower owns the root fd and the pidfd it is given and closes them in `close()`.
   `stop()` may be called from any thread and makes the iteration end soon; `close()` belongs to
   the iterating thread (or to whoever holds the follower once that thread is done).
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 _READ_BYTES = 256 << 10
 _HEALTHY_SECONDS = 60.0  # a worker alive this long resets the backoff even without entries
 _LEVELS = {"warning": logging.WARNING, "error": logging.ERROR, "info": logging.INFO}
+_EVENT_KINDS = frozenset((protocol.ENTRY, protocol.GAP, protocol.END))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,7 @@ class InnerJournalFollower:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stopping = False
         self._closed = False
+        self.more_ready = False  # see the module
         self.stats = FollowerStats()
 
     @classmethod
@@ -157,7 +162,8 @@ class InnerJournalFollower:
                 except _WorkerFailed as failure:
                     self._failed(failure)
                     continue
-                for kind, payload in frames:
+                last_event = _last_event(frames)
+                for index, (kind, payload) in enumerate(frames):
                     try:
                         event = self._event(kind, payload)
                     except protocol.ProtocolError as exc:
@@ -165,6 +171,7 @@ class InnerJournalFollower:
                         break
                     if event is None:
                         continue
+                    self.more_ready = index < last_event
                     yield event
                     if isinstance(event, InnerEnd):
                         return
@@ -348,6 +355,14 @@ class InnerJournalFollower:
     @property
     def worker_pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
+
+
+def _last_event(frames: list[tuple[bytes, bytes]]) -> int:
+    """The index of the last frame that becomes an event (-1: none)."""
+    for index in range(len(frames) - 1, -1, -1):
+        if frames[index][0] in _EVENT_KINDS:
+            return index
+    return -1
 
 
 def _describe(code: int) -> str:

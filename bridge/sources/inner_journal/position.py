@@ -201,3 +201,18 @@ def resume(
             return None
     journal.seek_head()
     return ResumeFilter(saved, floor_realtime_us)
+
+
+def later(a: InnerPosition | None, b: InnerPosition | None) -> InnerPosition | None:
+    """The later of two positions of one container (the state file's, the journal's read-back).
+
+    Both only ever name entries that were sent, so the later one loses and repeats nothing.
+    Order is `compare`'s; of two positions of the same entry, a drained one wins (it says the
+    journal was read to its end, which the host journal cannot say).
+    """
+    if a is None or b is None:
+        return a if b is None else b
+    order = compare(a.parts, b.parts)
+    if order == 0:
+        return a if a.drained or not b.drained else b
+    return a if order > 0 else b

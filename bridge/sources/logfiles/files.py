@@ -34,6 +34,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.sources.logfiles.lines import FileFormat
 from bridge.sources.logfiles.listing import Names
@@ -59,6 +60,20 @@ class Chunk:
     file: FileId
     offset: int  # of data[0] in `file` (in the decompressed bytes for a .gz)
     restart: str = ""
+
+
+class FileSet(Protocol):
+    """What a reader needs of a container's log files (LogFileSet, chain.ChainFileSet)."""
+
+    format: FileFormat
+    gaps: int  # lost stretches noticed so far (at a file boundary, also a "gap" restart)
+
+    @property
+    def position(self) -> tuple[FileId, int]: ...
+    def read(self, max_bytes: int = READ_BYTES) -> Chunk: ...
+    def start_at(self, since_ns: int) -> tuple[FileId, int]: ...
+    def settle(self) -> bool: ...  # before the log is taken as ended: True if more turned up
+    def close(self) -> None: ...
 
 
 class LogFileSet:
@@ -102,6 +117,10 @@ class LogFileSet:
     def position(self) -> tuple[FileId, int]:
         """The file being read and the offset of the next byte read() returns."""
         return self._reading.id, self._reading.offset
+
+    def settle(self) -> bool:
+        """Rotated files keep their names here: nothing is waiting to be handed over."""
+        return False
 
     def read(self, max_bytes: int = READ_BYTES) -> Chunk:
         """The next bytes in log order; empty data means "at the end for now"."""

@@ -3,15 +3,26 @@
     2026-12-02T06:05:22.513454705+00:00 stdout F hello
     2026-12-02T07:05:22.513454705+01:00 stderr P the first piece of a line, then its newline
 
-What conmon writes (src/ctr_logging.c, write_k8s_log and set_k8s_timestamp): the local time
-with nine fractional digits and the zone offset, the stream, "F" for a whole line (its content
-carries its own newline) or "P" for the piece of a line a read(2) cut (conmon adds the
-newline), one space each. Every record therefore ends with a newline and no message contains
-one. Timestamps in any offset are re-expressed in UTC; each line's own offset is honoured.
+What conmon 2.1.6 writes (src/ctr_logging.c, write_k8s_log and set_k8s_timestamp), checked
+against Podman 4.3.1 here: per read(2) of the container's pipe (8 KiB, STDIO_BUF_SIZE), one
+CLOCK_REALTIME reading, as local time (localtime_r) with nine fractional digits and tm_gmtoff
+as +HH:MM (+00:00 on this UTC host), then the stream and, for each line in that buffer, "F"
+for a line with its newline or "P" for the piece a read cut (conmon adds the newline), one
+space each. So:
+- Every record ends with a newline and no message contains one; the newline of an "F" line is
+  its own, so an "F" with an empty message ends a line whose text came in "P" pieces.
+- All lines of one read share a timestamp (20,000 lines of `seq` gave runs of equal ones):
+  the reader's per-stream (timestamp, k) positions count them. stdout and stderr are read by
+  one thread, so the file is in timestamp order across streams too.
+- A line longer than 8 KiB comes as "P" pieces, each with its own timestamp, then its "F".
+  A container that exits mid-line leaves a "P" without an "F" (measured: `printf x` at exit),
+  which the reader flushes at the container's end.
+- Timestamps in any offset are re-expressed in UTC; each line's own offset is honoured, so
+  the hour that repeats when summer time ends stays in order.
 
-Rotation: conmon opens `ctr.log.tmp` and renames it over `ctr.log` (the old file is unlinked;
-an open descriptor still reads it); newer conmon with --log-rotate keeps `ctr.log.1`, ... like
-dockerd. Either way the file set handles it, not this module.
+Rotation (`--log-opt max-size`): conmon renames a new ctr.log.tmp over ctr.log, which unlinks
+the old file (layout.py, chain.py). conmon 2.2 adds `--log-rotate`, keeping ctr.log.1 ..; files
+handed over by the watcher are still read in order, but not found by those names.
 """
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ When does a container's log end? When the engine says it stopped (`die`, or the 
 the file), the reader reads to the end and asks the engine: not running means one last
 EndOfStream with its FinishedAt, as the API source does; removed means the same without asking.
 A removed container's file is still readable through the descriptor held since it appeared:
-everything it wrote is read before the reader ends.
+everything it wrote is read before the reader ends. Before either, the file set settles (the
+watcher hands over every file the kernel has announced: Podman's replaced files have no name).
+
+A line the container left unfinished at its end is its last output: the joiner's pieces come
+out as one record at that EndOfStream (ReaderThread._last_output). conmon writes a `P` line
+without its `F` when a container dies mid-line, and dockerd a piece without a newline. Its
+position is its last piece's, so once the journal has it, a restart's cursor skips every piece
+and there is nothing left to flush: it comes out once.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
 from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
-from bridge.sources.logfiles.files import LogFileSet
+from bridge.sources.logfiles.files import FileSet
 from bridge.sources.logfiles.lines import FileLine, LineParser
 from bridge.sources.reader import ContainerGone, ReaderThread
 
@@ -59,7 +66,7 @@ class FileReader(ReaderThread):
         self,
         api: docker.APIClient,
         handle: ContainerHandle,
-        files: LogFileSet,
+        files: FileSet,
         queue: PendingQueue,
         telemetry: Telemetry,
         max_line_bytes: int,
@@ -104,14 +111,15 @@ class FileReader(ReaderThread):
             self._files.start_at(since)
         cursor_filter = CursorFilter(cursor)
         parser: LineParser = self._files.format.parser(self._files.position[1])
+        gaps = self._files.gaps
         try:
             while True:
                 chunk = self._files.read()
-                if chunk.restart:
-                    if parser.reset(chunk.offset):
-                        self._malformed("the file ended in the middle of a line")
-                    if chunk.restart == "gap":
-                        self._rotation_gap()
+                if chunk.restart and parser.reset(chunk.offset):
+                    self._malformed("the file ended in the middle of a line")
+                if self._files.gaps != gaps:
+                    gaps = self._files.gaps
+                    self._rotation_gap()
                 if chunk.data:
                     self._put(self._records(parser.feed(chunk.data), cursor_filter))
                     self._count_malformed(parser)
@@ -128,7 +136,8 @@ class FileReader(ReaderThread):
     def _at_end(self) -> bool:
         """At the end of the file for now: True when the log ended for good (or on stop)."""
         if self._handle.removed:
-            return True  # read to the end of what the descriptor holds: that is all there is
+            # read to the end of what the descriptors hold: that is all there is
+            return not self._files.settle()
         if self._stop.is_set():
             return True  # shutdown or exclusion: the rest is read again
         now = time.monotonic()
@@ -137,6 +146,9 @@ class FileReader(ReaderThread):
             self._next_state_check = now + _STATE_CHECK_SECONDS
             state = self._state()
             if state is not None and not state.get("Running"):
+                if self._files.settle():
+                    self._check_state = True  # read the files handed over, then ask again
+                    return False
                 return self._finish(str(state.get("FinishedAt", "")))
         if self._armed is None:
             self._changed.clear()

@@ -1,8 +1,10 @@
-"""The one inotify watcher for the engine's log files: open each file the moment it appears.
+"""The one inotify watcher for an engine's log files: open each file the moment it appears.
 
-A `--rm` container can be gone 24 ms after `die`, long before its Docker event is handled, but an
-open descriptor keeps an unlinked file readable. So `<root>/containers/<id>/<id>-json.log` and
-`.../<id>/local-logs/container.log` are opened as soon as inotify reports them, and handed over.
+A `--rm` container can be gone 24 ms after `die` (Docker; Podman 60-140 ms after conmon closed
+its log), long before its event is handled, but an open descriptor keeps an unlinked file
+readable. So each log file the layout names (layout.py: `<root>/containers/<id>/<id>-json.log`
+and `.../<id>/local-logs/container.log` for Docker, `<root>/overlay-containers/<id>/userdata/
+ctr.log` for Podman) is opened as soon as inotify reports it, and handed over.
 
 Invariants:
 - One inotify instance, one thread (128 instances per uid here). Callbacks run on it, one at a
@@ -14,6 +16,9 @@ Invariants:
   another file while the receiver holds the descriptor.
 - Per log name, files are handed over in creation order; one renamed away or removed before it
   could be opened is reported (on_missed), not chased: it would come after its successor.
+  conmon's new file renamed over ctr.log is an IN_MOVED_TO like any other.
+- `sync()` returns once every event queued before the call has been handled: a reader about
+  to declare a log ended first gets every file the kernel has announced.
 - Untrusted names: only real directories named by 64 lower-case hex digits and the exact log names
   count; files are opened O_NOFOLLOW|O_NONBLOCK and must be regular (a FIFO cannot block the
   thread); config files are bounded. The thread never raises: errors are logged once per kind.
@@ -34,18 +39,25 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from inotify_simple import INotify, flags
 
+from bridge.sources.logfiles.handover import (
+    CONFIG_MAX_BYTES,
+    LogFileEvents,
+    OpenedLog,
+    errname,
+    open_regular,
+    read_config,
+)
+from bridge.sources.logfiles.layout import DOCKER, Layout, LogKind
+
+__all__ = ["CONFIG_MAX_BYTES", "LogFileEvents", "LogFileWatcher", "OpenedLog"]
+
 log = logging.getLogger(__name__)
 
-LogKind = Literal["json-file", "local"]
-CONFIG_MAX_BYTES = 1 << 20
-CONFIG_FILES = ("config.v2.json", "hostconfig.json")
 _ID = re.compile(r"[0-9a-f]{64}")
-_LOCAL_DIR, _LOCAL_LOG = "local-logs", "container.log"
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # see _open_regular
 
 _NEW: int = flags.CREATE | flags.MOVED_TO
 # A container's removal is the parent's IN_DELETE (or IN_MOVED_FROM): the directory's own
@@ -58,57 +70,33 @@ _DIR_MASK: int = _NEW | flags.CLOSE_WRITE | flags.ONLYDIR | flags.DONT_FOLLOW
 _WAKE: int = _NEW | flags.MODIFY | flags.CLOSE_WRITE
 
 
-@dataclass(frozen=True, slots=True)
-class OpenedLog:
-    """A log file just opened. `fd` (O_RDONLY|O_CLOEXEC, blocking, offset 0) is the receiver's.
-    `created`: an inotify event announced the file, so it is new; False: a scan found it."""
-
-    container_id: str
-    fd: int
-    path: str
-    kind: LogKind
-    created: bool
-    config: bytes | None  # config.v2.json as the log appeared; None: absent, too big, unreadable
-    hostconfig: bytes | None
-
-
-class LogFileEvents(Protocol):
-    """Implemented by the integrator; every method runs on the watcher thread."""
-
-    def on_open(self, log: OpenedLog) -> None: ...
-    def on_open_error(self, container_id: str, path: str, reason: str) -> None: ...
-    def on_missed(self, container_id: str) -> None: ...  # a file was gone before it was opened
-    def on_removed(self, container_id: str) -> None: ...  # the directory is gone
-    def on_overflow(self) -> None: ...  # the kernel queue overflowed: a rescan follows
-    def on_watch_error(self, errno_name: str) -> None: ...  # ENOSPC: files opened, no wake-ups
-
-
 @dataclass(slots=True, eq=False)
 class _Container:
     cid: str
     path: str
     dir_wd: int | None = None
-    local_wd: int | None = None
+    sub_wd: int | None = None  # the layout's subdirectory (local-logs/, userdata/)
     pending: list[Callable[[], None]] = field(default_factory=list)  # one-shot wake-ups
-    # is local -> ((st_dev, st_ino), whether an event has named it) of the last file handed over
+    # in the subdirectory -> ((st_dev, st_ino), whether an event has named it) of the last file
+    # handed over
     last: dict[bool, tuple[tuple[int, int], bool]] = field(default_factory=dict)
-
-    def log_name(self, local: bool) -> str:
-        return os.path.join(_LOCAL_DIR, _LOCAL_LOG) if local else f"{self.cid}-json.log"
 
 
 class LogFileWatcher:
-    """Watches `<root>/containers` (see the module docstring)."""
+    """Watches `<root>/<layout.containers>` (see the module docstring)."""
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         events: LogFileEvents,
         *,
+        layout: Layout = DOCKER,
         config_max_bytes: int = CONFIG_MAX_BYTES,
         retry_seconds: float = 1.0,
     ) -> None:
-        self._top = os.path.join(os.fspath(root), "containers")
+        self._layout = layout
+        self._configs = (*layout.config_files, "", "")[:2]  # "": none (Podman)
+        self._top = os.path.join(os.fspath(root), layout.containers)
         self._events = events
         self._config_max = config_max_bytes
         self._retry_ms = max(1, int(retry_seconds * 1000))
@@ -116,7 +104,8 @@ class LogFileWatcher:
         # lifetime; never held while calling out.
         self._lock = threading.Lock()
         self._containers: dict[str, _Container] = {}
-        self._wds: dict[int, tuple[_Container, bool]] = {}  # wd -> (container, is local-logs)
+        self._wds: dict[int, tuple[_Container, bool]] = {}  # wd -> (container, is sub dir)
+        self._barriers: list[threading.Event] = []  # sync() callers, set after the next read
         self._root_wd: int | None = None
         self._root_error: str | None = None
         self._logged: set[str] = set()
@@ -150,6 +139,29 @@ class LogFileWatcher:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)  # only a hanging callback makes it time out
 
+    def sync(self, timeout: float = 1.0) -> bool:
+        """Wait until every inotify event queued before this call has been handled (files
+        opened and handed over). False: not running, or the thread did not get there in time."""
+        done = threading.Event()
+        with self._lock:
+            if self._thread is None or self._stopping:
+                return False
+            if self._thread is threading.current_thread():
+                return True  # a callback: the events before it are being handled
+            self._barriers.append(done)
+            os.eventfd_write(self._wake_fd, 1)
+        return done.wait(timeout)
+
+    def watched(self, container_id: str) -> bool:
+        """Whether a new file of the container's log will be seen: the directory that holds
+        it is watched. (Its log found, in a directory without a watch: polling only.)"""
+        with self._lock:
+            c = self._containers.get(container_id)
+            if self._stopping or c is None:
+                return False
+            sub = True in c.last or self._layout.top_log is None
+            return (c.sub_wd if sub else c.dir_wd) is not None
+
     def follow(self, container_id: str, on_change: Callable[[], None]) -> bool:
         """Call `on_change` once, at the next change of the container's current log file: data,
         writer closed, a new current file, the directory removed. Read to the end after this
@@ -159,8 +171,8 @@ class LogFileWatcher:
             c = self._containers.get(container_id)
             if self._stopping or c is None or c.dir_wd is None:
                 return False
-            if c.local_wd is None and True in c.last:
-                return False  # its log is in local-logs/, which could not be watched
+            if c.sub_wd is None and True in c.last:
+                return False  # its log is in the subdirectory, which could not be watched
             if on_change not in c.pending:
                 c.pending.append(on_change)
             if len(c.pending) == 1 and not self._apply_masks(c):
@@ -175,7 +187,7 @@ class LogFileWatcher:
             poller = select.poll()
             poller.register(self._inotify.fileno(), select.POLLIN)
             poller.register(self._wake_fd, select.POLLIN)
-            while not self._stopping:  # the eventfd is only written by stop(): never drained
+            while not self._stopping:  # the eventfd: stop() and sync()
                 # Without the root watched, poll() doubles as the retry timer.
                 poller.poll(None if self._root_wd is not None else self._retry_ms)
                 self._call(self._step)
@@ -185,12 +197,24 @@ class LogFileWatcher:
                 self._stopping = True
                 self._inotify.close()
                 os.close(self._wake_fd)
+                barriers, self._barriers = self._barriers, []
+            for done in barriers:
+                done.set()
 
     def _step(self) -> None:
-        if self._root_wd is None:
-            self._rescan()
-        for wd, mask, _cookie, name in self._inotify.read(timeout=0):
-            self._call(self._dispatch, int(wd), int(mask), str(name))
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake_fd)  # drained first: a sync() from now on wakes us again
+        with self._lock:
+            barriers, self._barriers = self._barriers, []
+        try:
+            if self._root_wd is None:
+                self._rescan()
+            # FIONREAD: one read takes every event queued so far
+            for wd, mask, _cookie, name in self._inotify.read(timeout=0):
+                self._call(self._dispatch, int(wd), int(mask), str(name))
+        finally:
+            for done in barriers:
+                done.set()
 
     def _dispatch(self, wd: int, mask: int, name: str) -> None:
         if mask & flags.Q_OVERFLOW:
@@ -207,14 +231,15 @@ class LogFileWatcher:
             elif mask & flags.ISDIR and mask & _GONE and (c := self._containers.get(name)):
                 self._drop(c, ignored_wd=None)  # its watches go now, not when the fd closes
         elif (entry := self._wds.get(wd)) is not None:  # else a watch already dropped
-            c, local = entry
+            c, sub = entry
+            layout = self._layout
             if mask & flags.IGNORED:  # removed, with no descriptor left open inside
                 self._drop(c, ignored_wd=wd)
-            elif not local and name == _LOCAL_DIR and mask & flags.ISDIR and mask & _NEW:
-                self._add_dir(c, local=True)
-            elif name == os.path.basename(c.log_name(local)) and mask & _WAKE:
+            elif not sub and name == layout.sub_dir and mask & flags.ISDIR and mask & _NEW:
+                self._add_dir(c, sub=True)
+            elif name == layout.log_name(c.cid, sub) and mask & _WAKE:
                 if mask & _NEW:
-                    self._open(c, local, created=True)
+                    self._open(c, sub, created=True)
                 self._fire(c)
 
     def _rescan(self) -> None:
@@ -223,8 +248,8 @@ class LogFileWatcher:
                 self._root_wd = int(self._inotify.add_watch(self._top, _ROOT_MASK))
                 self._root_error = None
             except OSError as e:
-                if self._root_error != _errname(e):  # once per loss, not once per retry
-                    self._root_error = _errname(e)
+                if self._root_error != errname(e):  # once per loss, not once per retry
+                    self._root_error = errname(e)
                     log.warning("cannot watch %s: %s", self._top, e.strerror)
                     self._call(self._events.on_watch_error, self._root_error)
                 return
@@ -246,21 +271,21 @@ class LogFileWatcher:
     def _add_container(self, cid: str) -> None:
         with self._lock:
             c = self._containers.setdefault(cid, _Container(cid, os.path.join(self._top, cid)))
-        if self._add_dir(c, local=False):
-            self._add_dir(c, local=True)
+        if self._add_dir(c, sub=False):
+            self._add_dir(c, sub=True)
         else:
             self._drop(c, ignored_wd=None)  # gone already
 
-    def _add_dir(self, c: _Container, local: bool) -> bool:
+    def _add_dir(self, c: _Container, sub: bool) -> bool:
         """Watch, then look: a file created in between is seen by one or both. False: no such
         directory (lstat: a symlink is none); without a watch (the limit) files are still opened."""
-        path = os.path.join(c.path, _LOCAL_DIR) if local else c.path
+        path = os.path.join(c.path, self._layout.sub_dir) if sub else c.path
         with self._lock:
             if self._containers.get(c.cid) is not c:
                 return False
-            if isinstance(wd := self._watch(path, self._mask(c, local)), int):
-                c.local_wd, c.dir_wd = (wd, c.dir_wd) if local else (c.local_wd, wd)
-                self._wds[wd] = (c, local)
+            if isinstance(wd := self._watch(path, self._mask(c, sub)), int):
+                c.sub_wd, c.dir_wd = (wd, c.dir_wd) if sub else (c.sub_wd, wd)
+                self._wds[wd] = (c, sub)
         if isinstance(wd, OSError):
             self._watch_failed(wd)
         is_dir = False
@@ -268,7 +293,7 @@ class LogFileWatcher:
             is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
         if not is_dir:
             return False
-        self._open(c, local, created=False)
+        self._open(c, sub, created=False)
         return True
 
     def _drop(self, c: _Container, ignored_wd: int | None) -> None:
@@ -276,10 +301,10 @@ class LogFileWatcher:
             if self._containers.get(c.cid) is not c:
                 return
             del self._containers[c.cid]
-            for wd in (c.dir_wd, c.local_wd):
+            for wd in (c.dir_wd, c.sub_wd):
                 if wd is not None and self._wds.pop(wd, None) is not None and wd != ignored_wd:
                     self._rm_watch(wd)
-            c.dir_wd = c.local_wd = None
+            c.dir_wd = c.sub_wd = None
         self._fire(c)
         self._call(self._events.on_removed, c.cid)
 
@@ -291,17 +316,17 @@ class LogFileWatcher:
         for cb in callbacks:
             self._call(cb)
 
-    def _mask(self, c: _Container, local: bool) -> int:
+    def _mask(self, c: _Container, sub: bool) -> int:
         # IN_MODIFY only while armed, and only on the directory that holds the log.
-        armed = bool(c.pending) and (local or c.local_wd is None)
+        armed = bool(c.pending) and (sub or c.sub_wd is None)
         return _DIR_MASK | (flags.MODIFY if armed else 0)
 
     def _apply_masks(self, c: _Container) -> bool:
         """Under the lock: make the kernel's masks match c.pending (add_watch replaces them)."""
-        local_path = os.path.join(c.path, _LOCAL_DIR)
-        watches = ((c.dir_wd, c.path, False), (c.local_wd, local_path, True))
+        sub_path = os.path.join(c.path, self._layout.sub_dir)
+        watches = ((c.dir_wd, c.path, False), (c.sub_wd, sub_path, True))
         # False: a directory gone (ENOENT) or replaced; its IN_IGNORED or IN_DELETE is on the way.
-        return all(wd is None or self._watch(p, self._mask(c, loc)) == wd for wd, p, loc in watches)
+        return all(wd is None or self._watch(p, self._mask(c, s)) == wd for wd, p, s in watches)
 
     def _watch(self, path: str, mask: int) -> int | OSError:
         try:
@@ -315,15 +340,18 @@ class LogFileWatcher:
 
     def _watch_failed(self, e: OSError) -> None:
         if e.errno != errno.ENOENT:  # ENOENT: gone already, the normal race
-            name = _errname(e)
+            name = errname(e)
             self._log_once(
                 name, "cannot watch in %s: %s (files opened, no wake-ups)", self._top, name
             )
             self._call(self._events.on_watch_error, name)
 
-    def _open(self, c: _Container, local: bool, created: bool) -> None:
-        path = os.path.join(c.path, c.log_name(local))
-        got = _open_regular(path)
+    def _open(self, c: _Container, sub: bool, created: bool) -> None:
+        name = self._layout.log_name(c.cid, sub)
+        if name is None:
+            return  # no log at this level (Podman's is in userdata/)
+        path = os.path.join(c.path, self._layout.sub_dir if sub else "", name)
+        got = open_regular(path)
         if isinstance(got, str):
             if got != "ENOENT":
                 self._call(self._events.on_open_error, c.cid, path, got)
@@ -331,7 +359,7 @@ class LogFileWatcher:
                 self._call(self._events.on_missed, c.cid)
             return
         fd, st = got
-        key, last = (st.st_dev, st.st_ino), c.last.get(local)
+        key, last = (st.st_dev, st.st_ino), c.last.get(sub)
         if last is not None and last[0] == key:
             # Seen already. The first event naming a file a scan found is that file's own;
             # otherwise an earlier event's open found this newer file, and this event's own
@@ -339,28 +367,20 @@ class LogFileWatcher:
             os.close(fd)
             if created and last[1]:
                 self._call(self._events.on_missed, c.cid)
-            c.last[local] = (key, last[1] or created)
+            elif created:
+                self._call(self._events.on_created, c.cid)
+            c.last[sub] = (key, last[1] or created)
             return
         os.set_blocking(fd, True)
-        c.last[local] = (key, created)
+        c.last[sub] = (key, created)
         # The log first, the configs next: the log is what a removal would take away.
-        kind: LogKind = "local" if local else "json-file"
-        configs = [self._read_config(os.path.join(c.path, f)) for f in CONFIG_FILES]
-        self._call(self._events.on_open, OpenedLog(c.cid, fd, path, kind, created, *configs))
-
-    def _read_config(self, path: str) -> bytes | None:
-        if isinstance(got := _open_regular(path), str):
-            return None
-        fd, st = got
-        try:
-            # dockerd replaces these files by rename, so the one opened does not grow; one that
-            # does is being written by someone else: no bytes rather than half of them.
-            data = os.read(fd, st.st_size + 1) if st.st_size <= self._config_max else None
-            return None if data is None or len(data) > st.st_size else data
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        kind: LogKind = self._layout.kind(sub)
+        config, hostconfig = (
+            read_config(os.path.join(c.path, config), self._config_max) if config else None
+            for config in self._configs
+        )
+        opened = OpenedLog(c.cid, fd, path, kind, created, config, hostconfig)
+        self._call(self._events.on_open, opened)
 
     def _call(self, fn: Callable[..., object], *args: object) -> None:
         try:
@@ -372,20 +392,3 @@ class LogFileWatcher:
         if kind not in self._logged:
             self._logged.add(kind)
             log.warning(message, *args)
-
-
-def _errname(e: OSError) -> str:
-    return errno.errorcode.get(e.errno or 0, str(e.errno))
-
-
-def _open_regular(path: str) -> tuple[int, os.stat_result] | str:
-    """O_NOFOLLOW|O_NONBLOCK: neither a symlink nor a FIFO (whose open would block) gets in."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as e:
-        return _errname(e)
-    with contextlib.suppress(OSError):
-        if stat.S_ISREG((st := os.fstat(fd)).st_mode):
-            return fd, st
-    os.close(fd)
-    return "not a regular file"

@@ -81,6 +81,7 @@ def test_container_fields_are_docker_compatible_and_labels_cannot_overwrite_them
         "CONTAINER_TAG": "web",
         "SYSLOG_IDENTIFIER": "web",
         "IMAGE_NAME": "nginx:1",
+        "CONTAINER_ENGINE": "docker",
         "COMPOSE_PROJECT": "shop",
         "COMPOSE_SERVICE": "front",
         "TEAM": "core",
@@ -195,3 +196,17 @@ def test_from_inspect():
         True,
         "local",
     )
+
+
+def test_a_remote_engines_entries_name_it_and_its_host():
+    info = ContainerInfo("b" * 64, "api", "img", "sha256:c", engine="edge", engine_host="host-7")
+    fields = dict(container_fields(info, TagTemplate("{{.Name}}"), MetadataSelection()))
+    assert fields["CONTAINER_ENGINE"] == "edge"
+    assert fields["CONTAINER_ENGINE_HOST"] == "host-7"
+
+
+def test_podman_compose_labels_fill_the_compose_fields():
+    labels = {"io.podman.compose.project": "shop", "io.podman.compose.service": "db"}
+    info = ContainerInfo("b" * 64, "db", "img", "sha256:c", labels=labels, engine="podman")
+    fields = dict(container_fields(info, TagTemplate("{{.Name}}"), MetadataSelection()))
+    assert (fields["COMPOSE_PROJECT"], fields["COMPOSE_SERVICE"]) == ("shop", "db")

@@ -12,7 +12,14 @@ from bridge.core.state import ContainerState, State, StateError, StateStore
 def test_round_trip_and_atomic_replace(tmp_path):
     store = StateStore(tmp_path / "state")
     assert store.load() is None
-    state = State(123, {"c1": ContainerState(Cursor(5, {1: (10, 2)}), "2026-01-01T00:00:00Z")})
+    state = State(
+        123,
+        {
+            "docker": {"c1": ContainerState(Cursor(5, {1: (10, 2)}), "2026-01-01T00:00:00Z")},
+            "podman": {"c1": ContainerState(Cursor(6, {2: (3, 1)}), "", {"cursor": "s=1"})},
+        },
+        {"podman": 99},
+    )
     assert store.save(state)
     assert not store.save(state)  # unchanged: no write
     assert StateStore(tmp_path / "state").load() == state
@@ -62,20 +69,31 @@ def test_a_file_owned_by_another_user_is_not_trusted(tmp_path, caplog):
     assert "owned by uid 65534" in caplog.text
 
 
-def test_a_version_1_file_is_read_and_written_back_as_version_2(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_file_is_the_docker_engines_and_written_back_as_version_3(tmp_path, version):
     store = StateStore(tmp_path)
-    store.path.write_bytes(V1)
+    store.path.write_bytes(V1.replace(b'"version":1', b'"version":%d' % version))
     state = store.load()
-    assert state == State(7, {"c1": ContainerState(Cursor(0, {1: (10, 2)}), "")})
-    state.containers["c1"] = ContainerState(Cursor(0, {1: (11, 1), 2: (9, 0)}, frozenset({2})))
+    assert state == State(7, {"docker": {"c1": ContainerState(Cursor(0, {1: (10, 2)}), "")}})
+    state.set_containers(
+        "docker", {"c1": ContainerState(Cursor(0, {1: (11, 1), 2: (9, 0)}, frozenset({2})))}
+    )
     assert store.save(state)
-    assert json.loads(store.path.read_text())["version"] == 2
+    assert json.loads(store.path.read_text())["version"] == 3
     assert StateStore(tmp_path).load() == state
+
+
+def test_each_engine_is_first_read_when_it_first_appears():
+    state = State(first_run_ns=7)
+    assert state.first_run_of("docker", now_ns=50) == 7  # the bridge's own first run
+    assert state.first_run_of("podman", now_ns=50) == 50
+    assert state.first_run_of("podman", now_ns=90) == 50  # recorded, not moved
+    assert State.from_json(state.to_json()).first_run_of("podman", now_ns=99) == 50
 
 
 def test_a_newer_version_is_refused_not_overwritten(tmp_path):
     store = StateStore(tmp_path)
-    store.path.write_text('{"version":3,"first_run_ns":1,"containers":{}}')
+    store.path.write_text('{"version":4,"first_run_ns":1,"engines":{}}')
     with pytest.raises(StateError, match="refusing to downgrade"):
         store.load()
     assert store.path.exists()

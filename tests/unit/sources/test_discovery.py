@@ -13,6 +13,7 @@ from bridge.core.queue import PendingQueue
 from bridge.core.state import State
 from bridge.handles import HandleFactory
 from bridge.service.telemetry import Telemetry
+from bridge.sources.containers import EngineIdentity
 from bridge.sources.discovery import Supervisor
 from bridge.sources.filters import ContainerFilter
 
@@ -94,6 +95,8 @@ def supervisor():
             State(first_run_ns=0),
             ContainerFilter(config.filter),
             FakeReader,
+            engine=config.all_engines[0],
+            identity=EngineIdentity("docker"),
         )
         return sup, registry
 
@@ -119,7 +122,7 @@ def test_the_listing_attaches_a_container_whose_events_were_missed(supervisor, c
     sup.resync()
     assert set(readers(sup)) == {f"{1:064x}", f"{2:064x}"}
     assert resynced(registry) == 2
-    assert "a Docker event was missed" in caplog.text
+    assert "a docker event was missed" in caplog.text
     sup.resync()  # known now: nothing more to do
     assert resynced(registry) == 2
 

@@ -24,6 +24,7 @@ NEVER = {  # the host fields an inner field must never set (readers trust them, 
     b"CONTAINER_ID_FULL",
     b"CONTAINER_STREAM",
     b"SYSLOG_TIMESTAMP",
+    b"JOURNALD_BRIDGE_INNER_CURSOR",
     b"CONTAINER_NAME",
     b"MESSAGE",
     b"PRIORITY",
@@ -84,6 +85,7 @@ def test_a_logger_entry() -> None:
         ("CONTAINER_STREAM", "INNER_CONTAINER_STREAM"),
         ("SYSLOG_TIMESTAMP", "INNER_SYSLOG_TIMESTAMP"),
         ("JOURNALD_BRIDGE_CURSOR", "INNER_JOURNALD_BRIDGE_CURSOR"),
+        ("JOURNALD_BRIDGE_INNER_CURSOR", "INNER_JOURNALD_BRIDGE_INNER_CURSOR"),
         ("__CURSOR", "INNER_CURSOR"),
         ("lower.case", "INNER_LOWER_CASE"),
         ("A" * 80, "INNER_" + "A" * 58),
@@ -182,6 +184,7 @@ field_names = st.one_of(
             "CONTAINER_STREAM",
             "SYSLOG_TIMESTAMP",
             "JOURNALD_BRIDGE_CURSOR",
+            "JOURNALD_BRIDGE_INNER_CURSOR",
             "SYSTEMD_UNIT",
             "_MACHINE_ID",
             "INNER_PID",
@@ -203,7 +206,8 @@ def test_every_field_is_kept_valid_or_counted(pairs, realtime) -> None:
         assert VALID.match(name), name
         assert name not in NEVER
         assert name in ALLOWED or name.startswith(b"CODE_") or name.startswith(b"INNER_")
-        assert name in ALLOWED or not is_protected(name.decode())
+        # INNER_* is the bridge's own namespace for these (protected from labels and JSON keys)
+        assert name in ALLOWED or name.startswith(b"INNER_") or not is_protected(name.decode())
     assert len(out) <= MAX_INNER_FIELDS + 1
     assert (
         sum(len(n) + len(v) for n, v in mapped.fields if n != REALTIME_FIELD)

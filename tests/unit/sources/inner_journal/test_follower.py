@@ -460,3 +460,18 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_more_ready_is_false_after_the_last_entry_read(root: Path, follow) -> None:
+    """A consumer that batches hands its batch on when `more_ready` is False: after the last
+    entry of what the worker sent, never in the middle of it."""
+    write(journal_dir(root) / "system.journal", [entry(i) for i in range(1, 51)])
+    flags: list[bool] = []
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    with InnerJournalFollower(fd, name="test", options=FAST) as follower:
+        for _event in follower:
+            flags.append(follower.more_ready)
+            if len(flags) == 50:
+                break
+    assert flags[-1] is False
+    assert flags.count(False) < 50  # entries read together were batched

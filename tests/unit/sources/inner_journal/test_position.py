@@ -12,6 +12,7 @@ from bridge.sources.inner_journal.position import (
     InnerPosition,
     ResumeFilter,
     compare,
+    later,
     parse_cursor,
     resume,
 )
@@ -208,3 +209,13 @@ def test_after_a_cursor_nothing_repeats_and_the_gap_is_exact(kept, saved_seqnum)
     expected_lost = later[0] - saved_seqnum - 1 if later and saved_seqnum not in kept else 0
     lost = f.gap.lost if f is not None and f.gap is not None else 0
     assert lost == expected_lost
+
+
+def test_later_takes_the_position_further_on_and_a_drained_one_of_the_same_entry() -> None:
+    a = InnerPosition(cursor(i=3, m=30, t=300))
+    b = InnerPosition(cursor(i=5, m=50, t=500))
+    assert later(a, b) == later(b, a) == b
+    assert later(None, a) == later(a, None) == a
+    assert later(None, None) is None
+    drained = InnerPosition(a.cursor, drained=True)
+    assert later(a, drained) == later(drained, a) == drained

@@ -1,4 +1,4 @@
-"""A log writer that rotates the way dockerd and conmon do, on real files, and a reader loop."""
+"""Log writers that rotate the way dockerd and conmon do, on real files, and a reader loop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bridge.core.record import STDOUT
 from bridge.sources.logfiles.files import LogFileSet
 from bridge.sources.logfiles.lines import FileLine
 
-from .encode import NS, T0, Rec, json_line
+from .encode import NS, T0, Rec, json_line, k8s_line
 
 
 class Writer:
@@ -75,6 +75,41 @@ class Writer:
         """dockerd 19.03 with max-file=1: the same file, truncated in place."""
         with open(self.path, "r+b") as f:
             f.truncate(0)
+
+
+class Conmon:
+    """conmon's k8s-file (src/ctr_logging.c): `ctr.log`; at each rotation a new, empty
+    `ctr.log.tmp` renamed over it, which unlinks the old file. Lines of one read(2) share
+    a timestamp (`per_read` of them); the zone offset is local time's."""
+
+    def __init__(self, path: str, per_read: int = 1, offset_minutes: int = 0) -> None:
+        self.path = path
+        self.per_read = per_read
+        self.offset = offset_minutes
+        self.n = 0
+        with open(path, "wb"):
+            pass
+
+    def ts(self, i: int) -> int:
+        return T0 + (i // self.per_read) * NS // 1000
+
+    def lines(self, count: int) -> None:
+        data = b"".join(
+            k8s_line(Rec(STDOUT, self.ts(i), b"line-%d" % i), self.offset)
+            for i in range(self.n, self.n + count)
+        )
+        self.n += count
+        with open(self.path, "ab") as f:
+            f.write(data)
+
+    def rotate(self) -> None:
+        with open(self.path + ".tmp", "wb"):
+            pass
+        os.rename(self.path + ".tmp", self.path)
+
+    def opened(self) -> int:
+        """What the watcher does the moment a file appears."""
+        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 @dataclass

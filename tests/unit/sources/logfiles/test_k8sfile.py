@@ -6,7 +6,20 @@ from hypothesis import strategies as st
 from bridge.core.record import STDERR, STDOUT
 from bridge.sources.logfiles.k8sfile import K8S_FILE, K8sFileParser
 
-from .encode import Rec, cuts, expected, feed_all, got, k8s_line, records, split_at
+from .encode import (
+    NS,
+    T0,
+    Rec,
+    cuts,
+    expected,
+    feed_all,
+    got,
+    k8s_line,
+    records,
+    rfc3339,
+    split_at,
+    timestamps,
+)
 
 # As conmon writes it (src/ctr_logging.c): local time with its offset, "P" pieces get a newline
 # added, "F" lines carry their own, an empty line is "F " and the newline.
@@ -81,3 +94,35 @@ def test_probe():
     assert K8S_FILE.probe(a + b, True) == (0, len(a), 1)
     assert K8S_FILE.probe(a[3:] + b, False) == (len(a) - 3, len(a) + len(b) - 3, 2)
     assert K8S_FILE.parser(0).feed(a) != []
+
+
+@given(
+    st.lists(st.tuples(timestamps, st.integers(-14 * 60, 14 * 60)), min_size=1, max_size=20),
+    cuts,
+)
+def test_any_zone_offset_is_the_same_instant_in_utc(stamps, cut):
+    # conmon writes local time with tm_gmtoff as +HH:MM; the cached whole second must never
+    # carry over from one zone to another.
+    data = b"".join(k8s_line(Rec(STDOUT, ts, b"m"), offset) for ts, offset in stamps)
+    lines = feed_all(K8sFileParser(), split_at(data, cut))
+    assert [(x.ts_ns, x.timestamp) for x in lines] == [(ts, rfc3339(ts)) for ts, _ in stamps]
+
+
+def test_the_hour_that_repeats_when_summer_time_ends():
+    # Europe/Berlin, 2026-10-25: 02:30 local comes twice, first at +02:00, then at +01:00.
+    lines = K8sFileParser().feed(
+        b"2026-10-25T02:30:00.000000001+02:00 stdout F first\n"
+        b"2026-10-25T02:30:00.000000001+01:00 stdout F an hour later\n"
+    )
+    assert [x.timestamp for x in lines] == [
+        b"2026-10-25T00:30:00.000000001Z",
+        b"2026-10-25T01:30:00.000000001Z",
+    ]
+    assert lines[1].ts_ns - lines[0].ts_ns == 3600 * NS
+
+
+def test_lines_of_one_read_share_a_timestamp():
+    # conmon stamps every line of one read(2) with one clock reading: the file has equal
+    # timestamps, which the reader's (timestamp, k) positions tell apart.
+    data = b"".join(k8s_line(Rec(STDOUT, T0, b"%d" % i)) for i in range(3))
+    assert {x.ts_ns for x in K8sFileParser().feed(data)} == {T0}

@@ -27,6 +27,7 @@ class Recorder:
         self.cond = threading.Condition()
         self.opened: list[OpenedLog] = []
         self.calls: list[tuple[str, ...]] = []
+        self.created: list[str] = []
         self.hold: threading.Event | None = None  # while set up, on_open parks the watcher here
         self.held = threading.Event()
         self.raise_on_open = False
@@ -46,6 +47,11 @@ class Recorder:
             assert hold.wait(30)
         if self.raise_on_open:
             raise RuntimeError("integrator bug")
+
+    def on_created(self, container_id: str) -> None:
+        with self.cond:
+            self.created.append(container_id)  # a race's outcome: not among `calls`
+            self.cond.notify_all()
 
     def on_open_error(self, container_id: str, path: str, reason: str) -> None:
         self._note("open_error", container_id, reason)
