@@ -44,6 +44,6 @@ install: wheels
 uninstall:
 	deploy/install.sh uninstall
 
-# The benchmark on the real dockerd and journald; writes bench/results.md (about 10 minutes).
+# The benchmark on the real dockerd, Podman and journald; writes bench/results.md (about 20 minutes).
 bench: setup-test
 	.venv/bin/python bench/run.py

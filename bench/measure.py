@@ -5,6 +5,7 @@ Kept apart from the scenarios in run.py; nothing here knows what a scenario does
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import socket
@@ -14,11 +15,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from systemd import journal
 
 BRIDGE = str(Path(sys.executable).parent / "journald-bridge")
 LABEL = "journald-bridge-bench"  # the label of every container the bench starts
+IMAGE = "bridge-test/busybox:latest"  # the image of every container the bench starts
 
 
 def wait_for_messages(messages: list[str], timeout: float) -> float:
@@ -50,6 +53,32 @@ def wait_for_messages(messages: list[str], timeout: float) -> float:
             reader.wait(0)  # takes in what changed (new entries, rotated files) without waiting
     finally:
         reader.close()
+
+
+def rfc3339_ns(text: str) -> int:
+    """Nanoseconds since the epoch of Docker's RFC3339Nano UTC time ("...T06:04:38.0144971Z")."""
+    base, _, fraction = text.rstrip("Z").partition(".")
+    seconds = datetime.datetime.fromisoformat(base + "+00:00").timestamp()
+    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
+def received_ns(entry: dict[str, Any]) -> int:
+    """When journald received an entry (its __REALTIME_TIMESTAMP, microseconds)."""
+    stamp: datetime.datetime = entry["__REALTIME_TIMESTAMP"]
+    return int(stamp.timestamp() * 1_000_000) * 1000
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    """p50, p99 (nearest rank: with fewer than 100 values it is the maximum) and max, in ms."""
+    ordered = sorted(values_ms)
+    if not ordered:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "p50": round(ordered[len(ordered) // 2], 1),
+        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max": round(ordered[-1], 1),
+        "n": len(ordered),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,25 +155,55 @@ def per_line_text(per_line: dict[str, float]) -> str:
 
 
 class BridgeProcess:
-    def __init__(self, workdir: Path, label: str) -> None:
+    """The bridge as a real process, forwarding only the containers labelled for this bench run.
+
+    `source` is its `docker.source` ("auto", "files" or "api"): which path reads the lines.
+    """
+
+    def __init__(self, workdir: Path, label: str, source: str = "auto") -> None:
         self.port = _free_port()
         self.config = workdir / "bridge.toml"
         self.config.write_text(
+            f'[docker]\nsource = "{source}"\n'
             f'[state]\ndirectory = "{workdir / "state"}"\n'
             f'[filter]\ninclude_labels = ["{LABEL}={label}"]\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.port}"\n'
         )
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *, ready: bool = False) -> None:
+        """Starts the bridge; returns once it has subscribed to the engine's events.
+
+        With `ready`, only once it also says READY=1 (sd_notify): after its start-up listing
+        of containers, which can take seconds while dockerd is busy, and until which the
+        events that come meanwhile wait.
+        """
+        env = dict(os.environ)
+        notify_path = self.config.parent / "notify"
+        notify: socket.socket | None = None
+        if ready:
+            notify_path.unlink(missing_ok=True)
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(str(notify_path))
+            notify.settimeout(0.5)
+            env["NOTIFY_SOCKET"] = str(notify_path)
         self.process = subprocess.Popen(
-            [BRIDGE, "run", "--config", str(self.config)], stderr=subprocess.DEVNULL
+            [BRIDGE, "run", "--config", str(self.config)], stderr=subprocess.DEVNULL, env=env
         )
         deadline = time.monotonic() + 60
-        while self.metric("journald_bridge_docker_up") != 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError("bridge not ready")
-            time.sleep(0.05)
+        try:
+            while self.metric("journald_bridge_docker_up") != 1 or (
+                notify is not None and not _says_ready(notify)
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("bridge not ready")
+                time.sleep(0.05)
+        finally:
+            if notify is not None:
+                # Nobody reads it from now on: without it, the bridge's later messages fail
+                # at once (which it ignores) instead of filling a socket buffer.
+                notify.close()
+                notify_path.unlink(missing_ok=True)
 
     def metric(self, name: str) -> float:
         """The sum of a metric's samples over all its labels (-1 when unreachable)."""
@@ -175,6 +234,14 @@ class BridgeProcess:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(60)
             self.process = None
+
+
+def _says_ready(notify: socket.socket) -> bool:
+    """Whether the next sd_notify message (waiting up to the socket's timeout) has READY=1."""
+    try:
+        return "READY=1" in notify.recv(4096).decode(errors="replace").splitlines()
+    except TimeoutError:
+        return False
 
 
 def _free_port() -> int:

@@ -24,8 +24,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import burst
 import docker
+import engines
+import inner
 from measure import (
+    IMAGE,
     LABEL,
     BridgeProcess,
     CpuMeter,
@@ -38,7 +42,16 @@ from measure import (
 from systemd import journal
 
 ROOT = Path(__file__).parents[1]
-IMAGE = "bridge-test/busybox:latest"
+SCENARIOS = [
+    "throughput",
+    "latency",
+    "scale",
+    "catch_up",
+    "burst_loss",
+    "burst_latency",
+    "two_engines",
+    "inner_journal",
+]
 PAD = "x" * 80  # ~100-byte lines with the sequence number and tag
 THROUGHPUT_CONTAINERS, THROUGHPUT_LINES = 4, 50000
 THROUGHPUT_TOTAL = THROUGHPUT_CONTAINERS * (THROUGHPUT_LINES + 1)  # with each one's sentinel
@@ -350,8 +363,7 @@ class Bench:
             f"CPU per line, µs: {per_line_text(per_line)}"
         )
 
-    def write_results(self, started: float) -> None:
-        path = ROOT / "bench" / "results.md"
+    def write_results(self, started: float, path: Path, only: list[str]) -> None:
         cpu = next(
             (
                 line.split(":", 1)[1].strip()
@@ -360,6 +372,9 @@ class Bench:
             ),
             platform.processor(),
         )
+        command = f"python bench/run.py --reps {self.reps}"
+        if only != SCENARIOS:
+            command += " --only " + " ".join(only)
         text = [
             "# journald-bridge benchmark results",
             "",
@@ -367,7 +382,7 @@ class Bench:
             f"- machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
             f"{platform.platform()}",
             f"- docker: {self.client.version()['Version']}; journald: systemd {subprocess.run(['journalctl', '--version'], capture_output=True, text=True).stdout.split()[1]}",
-            f"- command: `make bench` (python bench/run.py --reps {self.reps}); {time.monotonic() - started:.0f} s",
+            f"- command: `{command}`; {time.monotonic() - started:.0f} s",
             "",
             "## Summary",
             "",
@@ -386,7 +401,8 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["throughput", "latency", "scale", "catch_up"])
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=SCENARIOS)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.md")
     args = parser.parse_args()
     bench = Bench(args.reps)
     started = time.monotonic()
@@ -410,11 +426,21 @@ def main() -> int:
             bench.scale()
         if "catch_up" in args.only:
             bench.catch_up()
+        if "burst_loss" in args.only:
+            burst.burst_loss(bench)
+        if "burst_latency" in args.only:
+            burst.burst_latency(bench)
+        # These two start bridges of their own (bench/engines.py, bench/inner.py).
+        for name, scenario in (("two_engines", engines.measure), ("inner_journal", inner.measure)):
+            if name in args.only:
+                figures, _ = scenario(args.reps)
+                bench.results[name] = figures
+                bench.say(str(figures["summary"]))
     finally:
         bench.cleanup_containers()
         shutil.rmtree(bench.workdir, ignore_errors=True)
-    bench.write_results(started)
-    print(f"wrote bench/results.md in {time.monotonic() - started:.0f} s")
+    bench.write_results(started, args.results, args.only)
+    print(f"wrote {args.results} in {time.monotonic() - started:.0f} s")
     return 0
 
 

@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -77,11 +78,14 @@ class Bridge:
 
     # --- entry point ----------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, early_stop: Sequence[int] = ()) -> int:
+        """Runs until a stop signal; `early_stop`: signals received before this was called."""
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
+        if early_stop:
+            self._stop.set()
         try:
             if self._startup():
                 self._main_loop()

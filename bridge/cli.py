@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import sys
 
 from bridge import __version__
@@ -77,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     setup_logging(config.log.level)
+    # A stop asked for while the rest is imported (a second or more on a loaded host) is kept,
+    # not lost to the default action: the bridge then starts nothing and exits 0.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
     from bridge.app import Bridge  # imports docker and systemd only when running
 
     tune_garbage_collector()
-    return Bridge(config, path).run()
+    return Bridge(config, path).run(early_stop=early)
 
 
 if __name__ == "__main__":

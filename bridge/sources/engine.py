@@ -109,6 +109,7 @@ class Engine:
         self.inner: InnerJournals | None = None
         self.kind: EngineKind | None = None
         self._api: docker.APIClient | None = None
+        self._attached = False  # every container listed at start-up has been considered
         self.started = threading.Event()  # set once attached (or given up at a stop)
         self._error = "not connected yet"
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-start", daemon=True)
@@ -136,9 +137,12 @@ class Engine:
         return supervisor.attached if supervisor is not None else 0
 
     def snapshot(self) -> dict[str, ContainerState] | None:
-        """The engine's positions to save; None before it attached (the saved ones stand)."""
+        """The engine's positions to save; None before it attached (the saved ones stand:
+        a table still being filled would leave out containers not reached yet)."""
         supervisor = self.supervisor
-        return supervisor.snapshot() if supervisor is not None else None
+        if supervisor is None or not self._attached:
+            return None
+        return supervisor.snapshot()
 
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
         supervisor = self.supervisor
@@ -185,6 +189,7 @@ class Engine:
         finally:
             if readback is not None:
                 readback.close()
+        self._attached = True
         log.info("engine %s (%s, %s) is up", self.name, self.kind, self.config.host or "local")
 
     def _connect(self, api: docker.APIClient) -> None:

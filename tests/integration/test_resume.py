@@ -136,7 +136,7 @@ def test_lines_written_while_the_bridge_is_down_arrive_once_and_removed_containe
     for c in started.values():
         journald.wait_messages(c.id, 100)
     assert bridge.stop() == 0
-    assert set(bridge.state()["containers"]) >= {c.id for c in started.values()}
+    assert set(bridge.state()["engines"]["docker"]) >= {c.id for c in started.values()}
     for c in started.values():
         c.wait(timeout=60)
     removed = started.pop("s2")
@@ -145,11 +145,11 @@ def test_lines_written_while_the_bridge_is_down_arrive_once_and_removed_containe
     for tag, c in started.items():
         wait_complete(journald, c, {**expected_keys(tag, 100), **expected_keys(f"{tag}b", 100)})
     wait_until(
-        lambda: removed.id not in bridge.state()["containers"],
+        lambda: removed.id not in bridge.state()["engines"]["docker"],
         10,
         "the removed container's pruning",
     )
-    assert {c.id for c in started.values()} <= set(bridge.state()["containers"])
+    assert {c.id for c in started.values()} <= set(bridge.state()["engines"]["docker"])
 
 
 @pytest.mark.parametrize(

@@ -229,7 +229,7 @@ def test_the_service_under_systemd(systemd_box, containers, docker_client):
     assert box.show("Result") == "success"
     assert box.show("ExecMainStatus") == "0"
     state = json.loads(box.exec("cat", "/var/lib/private/journald-bridge/positions.json"))
-    assert after.id in state["containers"]
+    assert after.id in state["engines"]["docker"]
     messages = [e["MESSAGE"] for e in box.journal(CONTAINER_NAME=name)]
     assert sorted(messages) == ["hi", "oops"]  # nothing repeated across the watchdog restart
 

@@ -36,6 +36,27 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[forward]\nlabels_regex = '('\n", "forward.labels_regex: invalid regular expression '('"),
         ("[metrics]\nlisten = 'nowhere'\n", "metrics.listen: must be HOST:PORT, not 'nowhere'"),
         ("[forward\n", "invalid TOML"),
+        ("[[engines]]\nname = 'docker'\n", "engine name 'docker' is the [docker] section's"),
+        ("[[engines]]\nname = 'a'\n[[engines]]\nname = 'a'\n", "engine names must be unique: a"),
+        ("[[engines]]\nname = 'Web 1'\n", "engines.0.name: must be 1-32 of a-z, 0-9"),
+        ("[[engines]]\nhost = 'unix:///x'\n", "engines.0.name: Field required"),
+        ("[docker]\nenabled = false\n", "no engine: [docker] is disabled and there are no"),
+        (
+            "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\nsource = 'files'\n",
+            "engines.0: source = 'files' needs a local engine, not 'tcp://192.0.2.1:2376'",
+        ),
+        (
+            "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\ntls_ca_file = '/nonexistent'\n",
+            "engines.0: tls_ca_file '/nonexistent' cannot be read",
+        ),
+        (
+            "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\ntls_cert_file = '/etc/hostname'\n",
+            "tls_cert_file and tls_key_file go together",
+        ),
+        (
+            "[[engines]]\nname = 'p'\nhost = 'unix:///run/p.sock'\ntls_ca_file = '/etc/hostname'\n",
+            "TLS options are for a tcp:// engine",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_reason_on_one_line(tmp_path, text, message):
@@ -248,36 +269,3 @@ def test_engines_beside_the_docker_section():
     assert [(e.name, e.local) for e in config.all_engines] == [("docker", True), ("podman", True)]
     alone = Config.model_validate({"docker": {"enabled": False}, "engines": [{"name": "docker"}]})
     assert [e.name for e in alone.all_engines] == ["docker"]
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("[[engines]]\nname = 'docker'\n", "engine name 'docker' is the [docker] section's"),
-        ("[[engines]]\nname = 'a'\n[[engines]]\nname = 'a'\n", "engine names must be unique: a"),
-        ("[[engines]]\nname = 'Web 1'\n", "engines.0.name: must be 1-32 of a-z, 0-9"),
-        ("[[engines]]\nhost = 'unix:///x'\n", "engines.0.name: Field required"),
-        ("[docker]\nenabled = false\n", "no engine: [docker] is disabled and there are no"),
-        (
-            "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\nsource = 'files'\n",
-            "engines.0: source = 'files' needs a local engine, not 'tcp://192.0.2.1:2376'",
-        ),
-        (
-            "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\ntls_ca_file = '/nonexistent'\n",
-            "engines.0: tls_ca_file '/nonexistent' cannot be read",
-        ),
-        (
-            "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\ntls_cert_file = '/etc/hostname'\n",
-            "tls_cert_file and tls_key_file go together",
-        ),
-        (
-            "[[engines]]\nname = 'p'\nhost = 'unix:///run/p.sock'\ntls_ca_file = '/etc/hostname'\n",
-            "TLS options are for a tcp:// engine",
-        ),
-    ],
-)
-def test_engine_errors_are_one_line(tmp_path, text, message):
-    with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text), environ={})
-    assert message in str(info.value)
-    assert "\n" not in str(info.value)
