@@ -10,7 +10,6 @@ import signal
 import sys
 
 from bridge import __version__
-from bridge.config import EX_CONFIG, ConfigError, load_config
 
 # Allocations between young-generation collections (CPython's default is 700).
 _GC_THRESHOLD = 50_000
@@ -67,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file")
     args = parser.parse_args(argv)
 
+    # A stop asked for while the rest is imported (pydantic, docker and systemd take a second
+    # or more on a loaded host) is kept, not lost to the default action: the bridge then starts
+    # nothing and exits 0. So the handlers go in before any of those imports.
+    early: list[int] = []
+    if args.command == "run":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: early.append(signum))
+    from bridge.config import EX_CONFIG, ConfigError, load_config
+
     path = args.config if args.command == "run" else args.file
     try:
         config = load_config(path)
@@ -78,11 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     setup_logging(config.log.level)
-    # A stop asked for while the rest is imported (a second or more on a loaded host) is kept,
-    # not lost to the default action: the bridge then starts nothing and exits 0.
-    early: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: early.append(signum))
     from bridge.app import Bridge  # imports docker and systemd only when running
 
     tune_garbage_collector()

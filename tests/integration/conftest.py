@@ -40,6 +40,14 @@ BRIDGE = str(Path(sys.executable).parent / "journald-bridge")
 TEST_LABEL = "journald-bridge-test"
 
 
+def _toml(value: Any) -> str:
+    """A TOML value: JSON's strings, numbers, booleans and lists are TOML's; a dict is an
+    inline table."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
 ) -> Any:
@@ -196,7 +204,7 @@ class Bridge:
             tables = values if isinstance(values, list) else [values]  # [[engines]]
             for table in tables:
                 lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
-                lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
+                lines.extend(f"{key} = {_toml(value)}" for key, value in table.items())
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait_ready: bool = True) -> None:
@@ -211,6 +219,19 @@ class Bridge:
         log.close()
         if wait_ready:
             self.wait_ready()
+        else:
+            # Even unready, a started bridge has its stop handler: a SIGTERM sent sooner meets
+            # the interpreter's start-up, which no program can handle (systemd counts that
+            # death by SIGTERM as a clean stop).
+            wait_until(self.handles_sigterm, 30, "the bridge to handle SIGTERM")
+
+    def handles_sigterm(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the bridge exited with {self.process.returncode}:\n{self.log()}")
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
 
     def wait_ready(self, timeout: float = 30) -> None:
         wait_until(lambda: self.get("/readyz")[0] == 200, timeout, "the bridge to be ready")
