@@ -13,6 +13,7 @@ rest is read again at the next start.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -51,6 +52,17 @@ _WAIT_MAX_SECONDS = 30.0  # the longest pause between attempts to reach the jour
 # An engine's host, TLS and source are its connection and its readers: changed live, a reader
 # would have to hand its position from one source to another; a restart does that exactly.
 _RESTART_SECTIONS = ("docker", "engines", "journal", "state", "metrics")
+
+
+def _needs_restart(config: Config, section: str) -> object:
+    """The part of a section that a reload cannot apply: all of it, but an engine's own
+    `filter`, which applies at once like [filter]."""
+    value = getattr(config, section)
+    if section == "docker":
+        return value.model_copy(update={"filter": None})
+    if section == "engines":
+        return tuple(e.model_copy(update={"filter": None}) for e in value)
+    return value
 
 
 class Bridge:
@@ -135,7 +147,7 @@ class Bridge:
                 self.queue,
                 self.telemetry,
                 state,
-                lambda: ContainerFilter(self.config.filter, own_container_id()),
+                functools.partial(self._filter_for, engine.name),
                 self._readback,
             )
             for engine in cfg.all_engines
@@ -229,15 +241,18 @@ class Bridge:
         else:
             kept: dict[str, Any] = {}
             for section in _RESTART_SECTIONS:
-                if getattr(new, section) != getattr(self.config, section):
+                if _needs_restart(new, section) != _needs_restart(self.config, section):
                     log.warning("reload: changes to [%s] take effect at the next restart", section)
                     kept[section] = getattr(self.config, section)
             new = new.model_copy(update=kept)
             self.config = new
             for engine in self.engines:
-                engine.reconfigure(new, ContainerFilter(new.filter, own_container_id()))
+                engine.reconfigure(new, self._filter_for(engine.name))
             log.info("configuration reloaded from %s", self._config_path)
         self.notifier.ready(self._status())
+
+    def _filter_for(self, engine: str) -> ContainerFilter:
+        return ContainerFilter(self.config.filter_for(engine), own_container_id())
 
     def _save(self) -> None:
         state = self._state

@@ -50,6 +50,16 @@ ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 DEFAULT_ENGINE = "docker"  # the [docker] section's engine, and the engine of older state
 
 
+class FilterConfig(_Section):
+    opt_in: bool = False  # forward only containers labelled journald-bridge.enable=true
+    include_names: tuple[str, ...] = ()
+    exclude_names: tuple[str, ...] = ()
+    include_images: tuple[str, ...] = ()
+    exclude_images: tuple[str, ...] = ()
+    include_labels: tuple[str, ...] = ()
+    exclude_labels: tuple[str, ...] = ()
+
+
 class EngineSettings(_Section):
     """What every engine has, the [docker] section and each [[engines]] table alike."""
 
@@ -67,6 +77,9 @@ class EngineSettings(_Section):
     # How often to list containers as a safety net: engines drop events for a subscriber
     # that falls behind, and a missed start event would leave a container unread.
     resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # This engine's containers are chosen by this table instead of [filter] (replaced whole,
+    # not merged: one place says what an engine forwards).
+    filter: FilterConfig | None = None
 
     @model_validator(mode="after")
     def _files_need_a_local_engine(self) -> EngineSettings:
@@ -176,16 +189,6 @@ class ForwardConfig(_Section):
         if self.backlog == "all":
             return None
         return 0 if self.backlog == "none" else int(self.backlog)
-
-
-class FilterConfig(_Section):
-    opt_in: bool = False  # forward only containers labelled journald-bridge.enable=true
-    include_names: tuple[str, ...] = ()
-    exclude_names: tuple[str, ...] = ()
-    include_images: tuple[str, ...] = ()
-    exclude_images: tuple[str, ...] = ()
-    include_labels: tuple[str, ...] = ()
-    exclude_labels: tuple[str, ...] = ()
 
 
 class MetricsConfig(_Section):
@@ -382,6 +385,11 @@ class Config(_Section):
         """Every engine to read, the [docker] section's first."""
         docker = (EngineConfig.from_docker(self.docker),) if self.docker.enabled else ()
         return docker + self.engines
+
+    def filter_for(self, engine: str) -> FilterConfig:
+        """The filter of the engine named `engine`: its own table's, else [filter]."""
+        own = next((e.filter for e in self.all_engines if e.name == engine), None)
+        return own if own is not None else self.filter
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:

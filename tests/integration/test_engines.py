@@ -108,6 +108,22 @@ def test_docker_and_podman_in_one_bridge(bridge, journald, containers, podman):
     assert bridge.metric("journald_bridge_engine_up", engine="docker") == 1
 
 
+def test_an_engine_filter_applies_to_that_engine_only(bridge, journald, containers, podman):
+    test_only = bridge.settings["filter"]["include_labels"]
+    own = {"include_labels": test_only, "exclude_names": ["skip-*"]}
+    bridge.configure(engines=[{**PODMAN, "filter": own}])
+    bridge.start()
+    script = "echo line-$HOSTNAME; sleep 1"
+    skipped = podman.run(script, name=f"skip-p{bridge.port}")
+    kept = podman.run(script, name=f"keep-p{bridge.port}")
+    on_docker = containers.run(script, name=f"skip-d{bridge.port}")  # [filter] applies there
+    for c in (kept, on_docker):
+        assert len(journald.wait_messages(c.id, 1)) == 1
+    skipped.wait(timeout=60)
+    time.sleep(1)
+    assert journald.messages(skipped.id) == []
+
+
 def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, podman):
     # Podman's API stamps whole seconds: thousands of lines share one, and only their order
     # within the second (the k of a position) tells them apart after the restart.

@@ -5,12 +5,13 @@ import time
 from pathlib import Path
 
 from bridge.app import Bridge
-from bridge.config import Config
+from bridge.config import Config, load_config
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
 from bridge.core.queue import Batch
 from bridge.core.record import Record
+from bridge.sources.filters import ContainerFilter
 
 FIELDS = encode_pairs([("CONTAINER_NAME", "web")])
 
@@ -72,3 +73,47 @@ def test_readiness_names_every_engine_that_is_down(tmp_path):
         assert bridge.readiness() is None
     finally:
         bridge.writer.drain_and_stop(5)
+
+
+class _Reconfigured:
+    """An engine that keeps the filters a reload gives it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.attached, self.up = 0, True
+        self.filters: list[ContainerFilter] = []
+
+    def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
+        self.filters.append(container_filter)
+
+
+def _web(name: str) -> ContainerInfo:
+    return ContainerInfo("c" * 64, name, "img", "sha256:b")
+
+
+def test_a_reload_applies_an_engine_filter_at_once_and_other_engine_keys_at_restart(
+    tmp_path, caplog
+):
+    base = f'[journal]\nsocket = "{tmp_path}/missing"\n[metrics]\nenabled = false\n'
+    base += f'[state]\ndirectory = "{tmp_path}/state"\n'
+    path = tmp_path / "bridge.toml"
+    path.write_text(base + '[[engines]]\nname = "podman"\n')
+    bridge = Bridge(load_config(path), str(path))
+    docker, podman = _Reconfigured("docker"), _Reconfigured("podman")
+    bridge.engines = [docker, podman]  # type: ignore[list-item]
+
+    path.write_text(base + '[[engines]]\nname = "podman"\nfilter = {exclude_names = ["web"]}\n')
+    bridge._do_reload()
+    assert "next restart" not in caplog.text
+    assert docker.filters[-1].reason_to_skip(_web("web")) is None
+    assert podman.filters[-1].reason_to_skip(_web("web")) == "excluded by name or image"
+
+    # With its host changed too, the whole table waits for the restart, its filter included.
+    path.write_text(
+        base + '[[engines]]\nname = "podman"\nhost = "unix:///elsewhere.sock"\n'
+        'filter = {exclude_names = ["db"]}\n'
+    )
+    bridge._do_reload()
+    assert "changes to [engines] take effect at the next restart" in caplog.text
+    assert podman.filters[-1].reason_to_skip(_web("web")) == "excluded by name or image"
+    assert podman.filters[-1].reason_to_skip(_web("db")) is None

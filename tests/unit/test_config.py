@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.config import EX_CONFIG, Config, ConfigError, load_config
+from bridge.config import EX_CONFIG, Config, ConfigError, FilterConfig, load_config
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "bridge.toml"
 
@@ -269,3 +269,26 @@ def test_engines_beside_the_docker_section():
     assert [(e.name, e.local) for e in config.all_engines] == [("docker", True), ("podman", True)]
     alone = Config.model_validate({"docker": {"enabled": False}, "engines": [{"name": "docker"}]})
     assert [e.name for e in alone.all_engines] == ["docker"]
+
+
+def test_an_engine_filter_replaces_the_global_one_for_that_engine_only():
+    config = Config.model_validate(
+        {
+            "filter": {"exclude_names": ["tmp-*"]},
+            "docker": {"filter": {"opt_in": True}},
+            "engines": [
+                {"name": "podman", "host": "unix:///run/podman/podman.sock"},
+                {"name": "edge", "host": "tcp://edge:2376", "filter": {"include_names": ["web"]}},
+            ],
+        }
+    )
+    assert config.filter_for("docker") == FilterConfig(opt_in=True)
+    assert config.filter_for("podman") == FilterConfig(exclude_names=("tmp-*",))
+    assert config.filter_for("edge") == FilterConfig(include_names=("web",))  # not merged
+
+
+def test_an_engine_filter_is_checked_like_the_global_one(tmp_path):
+    path = tmp_path / "bridge.toml"
+    path.write_text('[[engines]]\nname = "podman"\n[engines.filter]\nopt_in = "maybe"\n')
+    with pytest.raises(ConfigError, match=r"engines\.0\.filter\.opt_in"):
+        load_config(path)
