@@ -2,8 +2,8 @@
 
 conmon closes ctr.log, creates ctr.log.tmp and renames it over ctr.log (layout.py): a file
 replaced keeps no name, so the files after the first come from the watcher's descriptors
-(handoff.py), each opened the moment it appeared, in creation order. Same interface as
-LogFileSet (files.py), which follows Docker's named rotations.
+(handoff.py), each opened the moment it appeared, in creation order. Reading itself is
+FileSequence's (sequence.py), shared with LogFileSet (files.py) for Docker's named rotations.
 
 Invariants:
 - Bytes come in log order, each file from offset 0 (or the start position) to its very end. A
@@ -27,16 +27,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from bridge.sources.logfiles.files import READ_BYTES, Chunk
 from bridge.sources.logfiles.handoff import HandOff
 from bridge.sources.logfiles.lines import FileFormat
 from bridge.sources.logfiles.opened import FileId, Opened
 from bridge.sources.logfiles.search import Searcher
+from bridge.sources.logfiles.sequence import FileSequence
 
 SETTLE_SECONDS = 1.0
 
 
-class ChainFileSet:
+class ChainFileSet(FileSequence):
     def __init__(
         self,
         path: str,
@@ -48,72 +48,30 @@ class ChainFileSet:
     ) -> None:
         """`fd`, if given, is the first file, opened earlier; the set owns it from now on, and
         the hand-off's files come after it. Raises OSError if there is no file to read."""
-        self._path = path
-        self.format = fmt
+        first = Opened.adopt(fd, path) if fd is not None else Opened.open(path, 0, False)
+        super().__init__(path, fmt, first, on_gap)
         self._handoff = handoff if handoff is not None else HandOff()
-        self._on_gap = on_gap
-        self._reading = Opened.adopt(fd, path) if fd is not None else Opened.open(path, 0, False)
         self._queue: list[tuple[Opened, bool]] = []  # newer files, oldest first; gap before it
-        self._restart = "start"
-        self.gaps = 0
-        self.exhausted = False  # the file read is final and read to its end; none newer known
-        self.search_reads = 0
-
-    def __enter__(self) -> ChainFileSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
-        self._reading.close()
+        super().close()
         for f, _ in self._queue:
             f.close()
         self._queue = []
         self._handoff.close()
 
-    @property
-    def position(self) -> tuple[FileId, int]:
-        return self._reading.id, self._reading.offset
-
-    def read(self, max_bytes: int = READ_BYTES) -> Chunk:
-        """The next bytes in log order; empty data means "at the end for now"."""
-        self._pull()
-        f = self._reading
-        data = f.read(max_bytes)
-        if data:
-            return self._chunk(f, data)
-        if not f.final:
-            if self._at_path(f):
-                self.exhausted = False
-                if f.truncated():  # conmon does not, but a file truncated in place reads anew
-                    f.offset = 0
-                    self._restart = "truncated"
-                    return self._chunk(f, f.read(max_bytes))
-                return self._chunk(f, b"")
-            f.final = True  # replaced since that read: what was written before is there
-            data = f.read(max_bytes)
-            if data:
-                return self._chunk(f, data)
-        if not self._advance():
-            self.exhausted = True
-            return self._chunk(f, b"")
-        self.exhausted = False
-        f = self._reading
-        return self._chunk(f, f.read(max_bytes))
-
     def settle(self, timeout: float = SETTLE_SECONDS) -> bool:
         """Before the log is taken as ended: lets the watcher hand over what the kernel has
         announced. True when a newer file turned up (read on)."""
         self._handoff.settle(timeout)
-        self._pull()
+        self._refresh()
         return bool(self._queue)
 
     def start_at(self, since_ns: int) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`: in
         the newest file whose first line is stamped at or before it (the oldest if none is),
         by a binary search. Files before that one are closed. The next read() restarts."""
-        self._pull()
+        self._refresh()
         files = [self._reading] + [f for f, _ in self._queue]
         searcher = Searcher(self.format)
         chosen = 0
@@ -136,7 +94,7 @@ class ChainFileSet:
 
     # -- the files after the one read ------------------------------------------------------
 
-    def _pull(self) -> None:
+    def _refresh(self) -> None:
         handed, late_gap = self._handoff.take()
         if late_gap:
             self._gap("a log file was replaced before it could be opened", restart=False)
@@ -179,21 +137,3 @@ class ChainFileSet:
         else:
             self._restart = "rotated"
         return True
-
-    def _at_path(self, f: Opened) -> bool:
-        try:
-            st = os.stat(self._path)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return (st.st_dev, st.st_ino) == f.key
-
-    def _gap(self, reason: str, *, restart: bool = True) -> None:
-        self.gaps += 1
-        if restart:
-            self._restart = "gap"
-        if self._on_gap is not None:
-            self._on_gap(reason)
-
-    def _chunk(self, f: Opened, data: bytes) -> Chunk:
-        restart, self._restart = self._restart, ""
-        return Chunk(data, f.id, f.offset - len(data), restart)

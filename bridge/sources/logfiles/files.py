@@ -25,6 +25,7 @@ Invariants:
 - A file truncated in place (same inode, smaller than the offset reached) is read again from 0.
   Truncation followed by writes past that offset before the next read cannot be told apart.
 
+Reading a file to its end is FileSequence's (sequence.py); this module finds the next file.
 Not thread-safe: one reader thread owns a set.
 """
 
@@ -33,50 +34,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
 
 from bridge.sources.logfiles.lines import FileFormat
 from bridge.sources.logfiles.listing import Names
 from bridge.sources.logfiles.opened import FINGERPRINT_BYTES, Entry, FileId, Ident, Opened
 from bridge.sources.logfiles.search import Searcher
+from bridge.sources.logfiles.sequence import FileSequence
 
-READ_BYTES = 256 * 1024
 _CONTEXT_BYTES = 128 * 1024  # what a position hint is checked against, before and after it
 _LISTING_TRIES = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """The next bytes of the log.
-
-    `restart` is empty while bytes continue the previous chunk's file. Otherwise the caller
-    resets its parser at `offset` before feeding `data` (which may be empty): "rotated" (the
-    next file), "truncated" (the same file from 0), "gap" (the next file still there; some
-    before it were lost), "start" (after start_at/resume).
-    """
-
-    data: bytes
-    file: FileId
-    offset: int  # of data[0] in `file` (in the decompressed bytes for a .gz)
-    restart: str = ""
-
-
-class FileSet(Protocol):
-    """What a reader needs of a container's log files (LogFileSet, chain.ChainFileSet)."""
-
-    format: FileFormat
-    gaps: int  # lost stretches noticed so far (at a file boundary, also a "gap" restart)
-
-    @property
-    def position(self) -> tuple[FileId, int]: ...
-    def read(self, max_bytes: int = READ_BYTES) -> Chunk: ...
-    def start_at(self, since_ns: int) -> tuple[FileId, int]: ...
-    def settle(self) -> bool: ...  # before the log is taken as ended: True if more turned up
-    def close(self) -> None: ...
-
-
-class LogFileSet:
+class LogFileSet(FileSequence):
     def __init__(
         self,
         path: str,
@@ -89,64 +58,21 @@ class LogFileSet:
 
         Starts at offset 0 of the current file. Raises OSError if there is no file to read.
         """
-        self._path = path
+        first = Opened.adopt(fd, path) if fd is not None else Opened.open(path, 0, False)
+        super().__init__(path, fmt, first, on_gap)
         self._names = Names(path)
-        self.format = fmt
-        self._on_gap = on_gap
-        self._reading = Opened.adopt(fd, path) if fd is not None else Opened.open(path, 0, False)
         self._newest: Opened | None = None  # the current file, while a rotated one is read
         self._next: Ident | None = None  # the file after _reading, when known and not _newest
-        self._restart = "start"
-        self.gaps = 0
-        self.exhausted = False  # the file read is final and read to its end; none newer exists
-        self.search_reads = 0  # reads the last start_at made (it should make O(log n))
-
-    def __enter__(self) -> LogFileSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
-        self._reading.close()
+        super().close()
         if self._newest is not None:
             self._newest.close()
             self._newest = None
 
-    @property
-    def position(self) -> tuple[FileId, int]:
-        """The file being read and the offset of the next byte read() returns."""
-        return self._reading.id, self._reading.offset
-
     def settle(self) -> bool:
         """Rotated files keep their names here: nothing is waiting to be handed over."""
         return False
-
-    def read(self, max_bytes: int = READ_BYTES) -> Chunk:
-        """The next bytes in log order; empty data means "at the end for now"."""
-        self._check_current()
-        f = self._reading
-        data = f.read(max_bytes)
-        if data:
-            return self._chunk(f, data)
-        if not f.final:
-            if self._at_path(f):
-                self.exhausted = False
-                if f.truncated():
-                    f.offset = 0
-                    self._restart = "truncated"
-                    return self._chunk(f, f.read(max_bytes))
-                return self._chunk(f, b"")
-            f.final = True  # renamed away since that read: what was written before is there
-            data = f.read(max_bytes)
-            if data:
-                return self._chunk(f, data)
-        if f.damaged:  # a .gz that ends early: the rest of that file is lost
-            self._gap(f"{f.name}: {f.damaged}")
-        advanced = self._advance()
-        self.exhausted = not advanced
-        f = self._reading
-        return self._chunk(f, f.read(max_bytes) if advanced else b"")
 
     def start_at(self, since_ns: int) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`.
@@ -157,7 +83,7 @@ class LogFileSet:
         lines are in timestamp order; dockerd stamps each stream on its own, so the caller lowers
         `since_ns` by the reorder guard first. The next read() restarts ("start").
         """
-        self._check_current()
+        self._refresh()
         entries = self._names.entries()
         searcher = Searcher(self.format)
         target: Opened | None = None
@@ -207,7 +133,7 @@ class LogFileSet:
         """
         if file.compressed:
             return False
-        self._check_current()
+        self._refresh()
         entries = self._names.entries()
         target: Opened | None = None
         for candidate in (self._reading, self._newest):
@@ -231,7 +157,7 @@ class LogFileSet:
 
     # -- the current file ------------------------------------------------------------------
 
-    def _check_current(self) -> None:
+    def _refresh(self) -> None:
         """While the file read is the newest held, notices the path naming another file: the
         one read is then final, and the new one is opened at once and held."""
         f = self._reading
@@ -251,13 +177,6 @@ class LogFileSet:
         f.final = True
         self._newest = new
         self._next = self._after(self._names.entries(), f)
-
-    def _at_path(self, f: Opened) -> bool:
-        try:
-            st = os.stat(self._path)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return (st.st_dev, st.st_ino) == f.key
 
     # -- moving on -------------------------------------------------------------------------
 
@@ -346,16 +265,6 @@ class LogFileSet:
             return Ident(entry.key, None, False)  # held: its inode cannot be another file's
         # (a prefix, if it is the current file and shorter than the fingerprint yet)
         return Ident(entry.key, self._names.head(entry, FINGERPRINT_BYTES), entry.gz)
-
-    def _gap(self, reason: str) -> None:
-        self.gaps += 1
-        self._restart = "gap"
-        if self._on_gap is not None:
-            self._on_gap(reason)
-
-    def _chunk(self, f: Opened, data: bytes) -> Chunk:
-        restart, self._restart = self._restart, ""
-        return Chunk(data, f.id, f.offset - len(data), restart)
 
     # -- identities ------------------------------------------------------------------------
 

@@ -37,8 +37,8 @@ from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
 from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
-from bridge.sources.logfiles.files import FileSet
 from bridge.sources.logfiles.lines import FileLine, LineParser
+from bridge.sources.logfiles.sequence import FileSet
 from bridge.sources.reader import ContainerGone, ReaderThread
 
 log = logging.getLogger(__name__)
