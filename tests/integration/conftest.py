@@ -29,6 +29,7 @@ import docker
 import pytest
 import requests
 from _pytest.runner import runtestprotocol
+from docker.transport.unixconn import UnixHTTPConnection
 from systemd import journal
 
 from tests.integration import dockerd
@@ -36,6 +37,28 @@ from tests.integration import dockerd
 pytestmark = pytest.mark.integration
 
 IMAGE = "bridge-test/busybox:latest"
+
+
+def _connect_closing_on_failure(self: UnixHTTPConnection) -> None:
+    """docker-py's connect, closing the socket when the connect fails.
+
+    docker-py leaves that socket to the garbage collector: a dockerd or Podman service that is
+    restarting, or whose accept queue is full under a test's load, then made a ResourceWarning
+    at some later moment, which `filterwarnings = error` turned into the failure of whichever
+    test was running. (The bridge's clients never warn: ResourceWarning is ignored outside
+    tests, and its engine client looks for the socket before connecting.)
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_socket)
+    except BaseException:
+        sock.close()
+        raise
+    self.sock = sock
+
+
+UnixHTTPConnection.connect = _connect_closing_on_failure  # type: ignore[method-assign]
 BRIDGE = str(Path(sys.executable).parent / "journald-bridge")
 TEST_LABEL = "journald-bridge-test"
 

@@ -152,7 +152,7 @@ def test_a_logger_line_arrives_with_its_fields_and_the_containers(
 ) -> None:
     handle = bridge.handle(box)
     bridge.follow(handle, box)
-    box.sh("systemd-run --wait -q -u innerdemo logger -t innerapp -p user.warning hello-inside")
+    box.logger("innerapp", "hello-inside", priority="user.warning", unit="innerdemo")
     (hello,) = wait_tagged(journald, handle.id, "innerapp", 1)
     assert hello["MESSAGE"] == b"hello-inside"
     assert hello["PRIORITY"] == b"4"

@@ -40,7 +40,7 @@ def test_a_logger_line_inside_arrives_with_the_containers_fields(bridge, journal
     bridge.start()
     box = Box(label)
     boxes.append(box)
-    box.sh("logger -p user.warning -t innerapp 'hello from inside'")
+    box.logger("innerapp", "hello from inside", priority="user.warning")
     cid = cid_of(box)
     entries = wait_until(
         lambda: [

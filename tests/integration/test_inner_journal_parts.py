@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import subprocess
 import threading
 import time
@@ -74,6 +75,21 @@ class Box:
 
     def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
         return docker("exec", self.name, "sh", "-c", script, check=check, timeout=timeout)
+
+    def logger(self, tag: str, message: str, *, priority: str = "", unit: str = "") -> None:
+        """One `logger` line whose process outlives its sending by a moment.
+
+        journald takes a datagram sender's unit and command from /proc when it handles the
+        datagram: from a logger that has exited by then (a loaded host) the entry has no
+        _SYSTEMD_UNIT or _COMM. Fed by a pipe, logger sends each line as it reads it and lives
+        until the pipe closes.
+        """
+        script = f"(echo {shlex.quote(message)}; sleep 2) | logger -t {tag}"
+        if priority:
+            script += f" -p {priority}"
+        if unit:
+            script = f"systemd-run --wait -q -u {unit} sh -c {shlex.quote(script)}"
+        self.sh(script)
 
     @property
     def pid(self) -> int:
@@ -171,8 +187,8 @@ class Follow:
 
 
 def test_a_logger_line_arrives_with_its_fields(box: Box) -> None:
-    box.sh("logger -t innerapp hello")
-    box.sh("systemd-run --wait -q -u innerdemo logger -t unitapp from-a-unit")
+    box.logger("innerapp", "hello")
+    box.logger("unitapp", "from-a-unit", unit="innerdemo")
     run = Follow(box.pid)
     try:
         (hello,) = run.wait_tag("innerapp", 1)
