@@ -30,12 +30,12 @@ from bridge.core.queue import PendingQueue
 from bridge.core.state import State, StateError, StateStore
 from bridge.service.http import StatusServer
 from bridge.service.notify import Notifier
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.readback import JournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.engine import Engine
 from bridge.sources.filters import ContainerFilter, own_container_id
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from bridge.core.fields import ContainerInfo
 from bridge.core.queue import EndOfStream, PendingQueue
 from bridge.core.state import ContainerState, State
 from bridge.core.timestamps import parse_general
-from bridge.handles import HandleFactory, Readback
-from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import HandleFactory, Readback
 from bridge.sources.inner_journal.attach import InnerJournals
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

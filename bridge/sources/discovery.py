@@ -31,8 +31,6 @@ import docker.errors
 from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
 from bridge.core.state import ContainerState, State
-from bridge.handles import Readback
-from bridge.service.telemetry import Telemetry
 from bridge.sources.containers import (
     ContainerTable,
     EngineIdentity,
@@ -43,8 +41,10 @@ from bridge.sources.containers import (
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
 from bridge.sources.event_metadata import EventMetadata
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import Readback
 from bridge.sources.inner_journal.attach import InnerJournals
 from bridge.sources.keyed import KeyedExecutor
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ import docker.utils
 from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
 from bridge.core.state import ContainerState, State
-from bridge.handles import Readback
-from bridge.service.telemetry import Telemetry
 from bridge.sources.containers import EngineIdentity
 from bridge.sources.discovery import EngineKind, Supervisor
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import Readback
 from bridge.sources.inner_journal.attach import InnerJournals
 from bridge.sources.logfiles.source import LogFileSource
 from bridge.sources.select import SourceSelector
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from bridge.core.cursor import Position
 from bridge.core.partial import PartialJoiner
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import Record, footprint
-from bridge.service.telemetry import Telemetry
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

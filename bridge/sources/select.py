@@ -19,11 +19,11 @@ import docker
 from bridge.config import Config, EngineConfig
 from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
 from bridge.sources.containers import Reader
 from bridge.sources.docker_api.reader import LogReader
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.source import LogFileSource
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

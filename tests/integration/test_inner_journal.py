@@ -32,13 +32,13 @@ from bridge.core.fields import (
     encode_pairs,
 )
 from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.inner_readback import InnerJournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.inner_journal import WorkerOptions
-from bridge.sources.inner_journal.position import InnerPosition
-from bridge.sources.inner_journal.reader import InnerJournalReader, resume_position
+from bridge.sources.inner_journal.position import InnerPosition, resume_position
+from bridge.sources.inner_journal.reader import InnerJournalReader
+from bridge.telemetry import Telemetry
 from tests.integration.conftest import Journald, wait_until
 from tests.integration.test_inner_journal_parts import Box, docker
 

@@ -32,10 +32,10 @@ from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
-from bridge.service.telemetry import Telemetry
 from bridge.sources.logfiles.chain import ChainFileSet
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.source import LogFileSource
+from bridge.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,6 @@ from bridge.core.cursor import Cursor, CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
 from bridge.core.timestamps import TimestampParser, format_since
-from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.frames import (
     SYSTEM_ERROR,
     ChunkedDecoder,
@@ -37,6 +36,7 @@ from bridge.sources.docker_api.frames import (
     StreamFormatError,
 )
 from bridge.sources.reader import ContainerGone, ReaderThread
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from bridge.core.container import ContainerHandle
 from bridge.core.fields import encode_field
 from bridge.core.inner import InnerEntryLike
-from bridge.service.telemetry import FIELD_CAPS, Telemetry
 from bridge.sources.inner_journal.fields import INNER_PREFIX, is_pass_through
 from bridge.sources.inner_journal.follower import FollowerStats
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEntry, ProtocolError, decode_native
+from bridge.telemetry import FIELD_CAPS, Telemetry
 
 # Memory one queued entry holds besides its message and fields (the entry, its position and
 # cursor string; 600 bytes measured with tracemalloc): what counts against the queue's budget.

@@ -35,11 +35,11 @@ from bridge.core.container import ContainerHandle
 from bridge.core.cursor import CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
-from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
 from bridge.sources.logfiles.lines import FileLine, LineParser
 from bridge.sources.logfiles.sequence import FileSet
 from bridge.sources.reader import ContainerGone, ReaderThread
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from bridge.config import Config
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State
-from bridge.handles import HandleFactory
-from bridge.service.telemetry import Telemetry
 from bridge.sources.containers import EngineIdentity
 from bridge.sources.discovery import Supervisor
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import HandleFactory
+from bridge.telemetry import Telemetry
 
 OLD = time.time() - 60  # created long enough ago for its events to have arrived
 

@@ -8,9 +8,9 @@ from prometheus_client import CollectorRegistry
 from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State
-from bridge.service.telemetry import Telemetry
 from bridge.sources.engine import Engine, engine_client, engine_kind
 from bridge.sources.filters import ContainerFilter
+from bridge.telemetry import Telemetry
 
 
 def test_connection_pools_stay_small():

@@ -10,8 +10,8 @@ from bridge.config import Config
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo
 from bridge.core.state import ContainerState, State
-from bridge.handles import HandleFactory
-from bridge.service.telemetry import Telemetry
+from bridge.sources.handles import HandleFactory
+from bridge.telemetry import Telemetry
 
 FIRST_RUN = 1_000
 

@@ -26,8 +26,8 @@ from bridge.core.fields import (
     encode_pairs,
 )
 from bridge.core.state import State
-from bridge.service.telemetry import Telemetry
-from bridge.sources.inner_journal.reader import inner_stream, resume_position
+from bridge.sources.inner_journal.position import resume_position
+from bridge.telemetry import Telemetry
 from bridge.transforms import TransformChain, build_chain
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class HandleFactory:
             journal.inner_position(info.id) if journal is not None else None,
         )
         if inner is not None:
-            inner_stream(handle, inner)
+            handle.inner_stream(inner)
         return handle
 
     def refresh(self, handle: ContainerHandle, info: ContainerInfo) -> None:
