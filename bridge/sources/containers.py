@@ -29,7 +29,14 @@ from bridge.core.fields import ContainerInfo
 from bridge.core.queue import EndOfStream, PendingQueue
 from bridge.core.state import ContainerState, State
 from bridge.core.timestamps import parse_general
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
+from bridge.sources.engine_api import (
+    ENGINE_ERRORS,
+    RUNNING,
+    ContainerGone,
+    ContainerStatus,
+    container_status,
+    is_gone,
+)
 from bridge.sources.filters import ContainerFilter
 from bridge.sources.handles import HandleFactory, Readback
 from bridge.sources.inner_journal.attach import InnerJournals
@@ -48,7 +55,7 @@ class EngineIdentity:
 
 
 class Reader(Protocol):
-    """One container's log reader, whatever it reads from (sources/docker_api, logfiles)."""
+    """One container's log reader, whatever it reads from (sources/api, logfiles)."""
 
     @property
     def name(self) -> str: ...
@@ -64,7 +71,7 @@ class Reader(Protocol):
 
 
 class ReaderFactory(Protocol):
-    def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader: ...
+    def __call__(self, handle: ContainerHandle, status: ContainerStatus | None) -> Reader: ...
 
 
 # Metadata for a container the engine no longer knows (removed before it was asked), from
@@ -194,27 +201,27 @@ class ContainerTable:
         """
         with self._lock:
             handle = self._handles.get(cid)
-        state: dict[str, Any] | None = None
+        status: ContainerStatus | None = None
         if handle is None or not started:
-            handle, state = self.prepare(cid, journal, inspected)
+            handle, status = self.prepare(cid, journal, inspected)
             if handle is None:
                 return None
         if (
-            state is not None
-            and not state.get("Running")
+            status is not None
+            and not status.running
             and handle.finished_at
-            and handle.finished_at == state.get("FinishedAt")
+            and handle.finished_at == status.finished_at
         ):
             return None  # stopped, and read to its end before: nothing new to read
-        reader = self._attach(cid, handle, state, started=started, listing=inspected is not None)
-        self._inner_running(handle, state)  # after the log reader: a --rm container goes fast
+        reader = self._attach(cid, handle, status, started=started, listing=inspected is not None)
+        self._inner_running(handle, status)  # after the log reader: a --rm container goes fast
         return reader
 
     def _attach(
         self,
         cid: str,
         handle: ContainerHandle,
-        state: dict[str, Any] | None,
+        status: ContainerStatus | None,
         *,
         started: bool,
         listing: bool,
@@ -231,27 +238,26 @@ class ContainerTable:
             if reader is not None and reader.wake():
                 return None
             handle.finished_at = ""
-            reader = self._new_reader(handle, {"Running": True} if started else state)
+            reader = self._new_reader(handle, RUNNING if started else status)
             self._readers[cid] = reader
         if listing:
             return reader
         self.start_reader(reader)
         return None
 
-    def _inner_running(self, handle: ContainerHandle, state: dict[str, Any] | None) -> None:
+    def _inner_running(self, handle: ContainerHandle, status: ContainerStatus | None) -> None:
         """Looks for the container's own journal while it runs (its pid is in `state`; a start
         event's fast path has none, and asks, after its log reader is on its way)."""
         if self.inner is None:
             return
-        if state is None:
+        if status is None:
             try:
-                state = self._api.inspect_container(handle.id).get("State") or {}
-            except (docker.errors.APIError, *TRANSIENT_ERRORS) as exc:
+                status = container_status(self._api, handle.id)
+            except (ContainerGone, *ENGINE_ERRORS) as exc:
                 log.debug("container %s: no pid for its journal (%s)", handle.info.name, exc)
                 return
-        pid = state.get("Pid") if state.get("Running") else 0
-        if isinstance(pid, int) and pid > 0:
-            self.inner.running(handle, pid)
+        if status.running and status.pid:
+            self.inner.running(handle, status.pid)
 
     def inner_found(self, cid: str, pid: int) -> None:
         """The watch found a journal in the container (on the container's task queue)."""
@@ -340,7 +346,7 @@ class ContainerTable:
         cid: str,
         journal: Readback | None = None,
         inspected: dict[str, Any] | None = None,
-    ) -> tuple[ContainerHandle | None, dict[str, Any] | None]:
+    ) -> tuple[ContainerHandle | None, ContainerStatus | None]:
         """Inspects a container; registers a handle for it when it is to be forwarded."""
         data = inspected if inspected is not None else self.inspect(cid)
         if data is None:
@@ -369,7 +375,8 @@ class ContainerTable:
             built = self._factory.build(info, journal)
             with self._lock:
                 handle = self._handles.setdefault(cid, built)
-        return handle, data.get("State") or {}
+        state = data.get("State")
+        return handle, ContainerStatus.of(state if isinstance(state, dict) else {})
 
     def _info(self, data: dict[str, Any], created_ns: int) -> ContainerInfo:
         return ContainerInfo.from_inspect(

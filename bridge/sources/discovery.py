@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import docker
 import docker.errors
@@ -38,7 +38,7 @@ from bridge.sources.containers import (
     Reader,
     ReaderFactory,
 )
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.sources.engine_api import ENGINE_ERRORS, EngineKind
 from bridge.sources.event_metadata import EventMetadata
 from bridge.sources.filters import ContainerFilter
 from bridge.sources.handles import Readback
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("create", "start", "die", "destroy", "rename")
 ACTIONS = {action: action for action in EVENTS} | {"remove": "destroy", "died": "die"}
-EngineKind = Literal["docker", "podman"]
 _EVENT_IN_FLIGHT_SECONDS = 5  # a container younger than this may be unseen only for now
 _EVENT_WORKERS = 4
 _MAX_PENDING_EVENTS = 10_000  # past this, the periodic listing catches up instead
@@ -118,7 +117,7 @@ class Supervisor:
         self.containers.apply_config(config, container_filter)
         try:
             self.attach_all(None)
-        except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+        except ENGINE_ERRORS as exc:
             log.warning(
                 "reload: cannot list containers now (%s); new ones attach as they start", exc
             )
@@ -243,7 +242,7 @@ class Supervisor:
                     log.warning(
                         "%s: events stream ended (engine restarted?); reconnecting", self.name
                     )
-            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+            except ENGINE_ERRORS as exc:
                 if self._stop.is_set():
                     return
                 log.warning("%s unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
@@ -283,7 +282,7 @@ class Supervisor:
                 continue  # reconnecting: that lists every container anyway
             try:
                 self.resync()
-            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+            except ENGINE_ERRORS as exc:
                 log.debug("periodic container listing failed: %s", exc)
             except Exception as exc:  # a bug here must not end the safety net
                 log.exception("periodic container listing failed: %s", exc)

@@ -28,8 +28,8 @@ from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
 from bridge.core.state import ContainerState, State
 from bridge.sources.containers import EngineIdentity
-from bridge.sources.discovery import EngineKind, Supervisor
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.sources.discovery import Supervisor
+from bridge.sources.engine_api import ENGINE_ERRORS, EngineKind, engine_client, engine_kind
 from bridge.sources.filters import ContainerFilter
 from bridge.sources.handles import Readback
 from bridge.sources.inner_journal.attach import InnerJournals
@@ -39,7 +39,6 @@ from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-_ERRORS = (*TRANSIENT_ERRORS, docker.errors.APIError, docker.errors.DockerException)
 _FIRST_BACKOFF = 0.2
 
 
@@ -47,40 +46,6 @@ class EngineReadback(Readback, Protocol):
     """The journal's word on an engine's positions (the sink's read-back), closed after use."""
 
     def close(self) -> None: ...
-
-
-def engine_client(engine: EngineConfig) -> docker.APIClient:
-    """A client for the engine: its host and TLS files, or DOCKER_HOST and friends."""
-    kwargs: dict[str, Any] = docker.utils.kwargs_from_env() if not engine.host else {}
-    if engine.host:
-        kwargs["base_url"] = engine.host
-    if engine.tls:
-        cert = (engine.tls_cert_file, engine.tls_key_file) if engine.tls_cert_file else None
-        verify: bool | str = engine.tls_verify
-        if engine.tls_verify and engine.tls_ca_file:
-            verify = engine.tls_ca_file
-        kwargs["tls"] = docker.tls.TLSConfig(
-            client_cert=cert, ca_cert=engine.tls_ca_file or None, verify=verify
-        )
-    # docker-py keeps a connection pool per request URL (so each reader's stream has its own)
-    # and fills a new pool's queue up to max_pool_size, then drains it when the pool is
-    # evicted: at 4096 that cost 8 ms of CPU per request and 8 s to attach 500 containers.
-    # A few connections per URL is all any URL needs. Podman speaks the same API at 1.41.
-    client = docker.APIClient(version="1.41", timeout=30, max_pool_size=4, **kwargs)
-    if engine.tls:
-        # requests would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE win over the session's CA
-        # (psf/requests#3829): the engine's own CA file is the one to trust.
-        client.trust_env = False
-    return client
-
-
-def engine_kind(version: object) -> EngineKind:
-    """Podman says so in /version's Components; anything else is taken for Docker."""
-    components = version.get("Components") if isinstance(version, dict) else None
-    for component in components if isinstance(components, list) else []:
-        if isinstance(component, dict) and "podman" in str(component.get("Name", "")).lower():
-            return "podman"
-    return "docker"
 
 
 class Engine:
@@ -247,7 +212,7 @@ class Engine:
     def _host_name(self, api: docker.APIClient) -> str:
         try:
             name = api.info().get("Name")
-        except _ERRORS as exc:
+        except ENGINE_ERRORS as exc:
             log.warning("engine %s: cannot ask its host name (%s)", self.name, exc)
             return ""
         # The remote engine's word: a field value, so bounded and printable.
@@ -261,7 +226,7 @@ class Engine:
             files = LogFileSource.for_engine(
                 self.kind, api.info(), self._telemetry, self._log_appeared
             )
-        except (*_ERRORS, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (*ENGINE_ERRORS, KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning(
                 "engine %s: cannot tell where its log files are (%s); reading through the API",
                 self.name,
@@ -283,7 +248,7 @@ class Engine:
             try:
                 result = attempt()
                 return True if result is None else result
-            except _ERRORS as exc:
+            except ENGINE_ERRORS as exc:
                 reason = _one_line(exc)
                 if reason != self._error:
                     log.warning("engine %s: cannot %s: %s", self.name, what, reason)

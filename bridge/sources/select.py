@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import docker
 
 from bridge.config import Config, EngineConfig
 from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
+from bridge.sources.api.reader import ApiReader
 from bridge.sources.containers import Reader
-from bridge.sources.docker_api.reader import LogReader
+from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.source import LogFileSource
 from bridge.telemetry import Telemetry
@@ -47,7 +47,7 @@ class SourceSelector:
         self._files = files
         self._engine = engine  # [docker]/[[engines]] need a restart: fixed for the run
 
-    def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader:
+    def __call__(self, handle: ContainerHandle, status: ContainerStatus | None) -> Reader:
         cfg = self._config()
         mode = self._engine.source
         files = self._files
@@ -65,7 +65,7 @@ class SourceSelector:
                     cfg.forward.max_line_bytes,
                     files.follow(handle.id),
                     lambda: files.released(handle.id),
-                    state_hint=state_hint,
+                    status=status,
                 )
             if mode == "files":
                 self._telemetry.stream_error("file_unreadable")
@@ -75,14 +75,14 @@ class SourceSelector:
                 )
                 return Unreadable(name)
         log.info("container %s: reading its log through the Engine API", name)
-        return LogReader(
+        return ApiReader(
             self._api,
             handle,
             self._queue,
             self._telemetry,
             cfg.forward.max_line_bytes,
             self._engine.reconnect_max_seconds,
-            state_hint=state_hint,
+            status=status,
         )
 
 

@@ -13,6 +13,7 @@ from bridge.core.queue import PendingQueue
 from bridge.core.state import State
 from bridge.sources.containers import EngineIdentity
 from bridge.sources.discovery import Supervisor
+from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.filters import ContainerFilter
 from bridge.sources.handles import HandleFactory
 from bridge.telemetry import Telemetry
@@ -59,7 +60,7 @@ class FakeReader:
 
     fail_starts = 0  # the next N starts raise, as Thread.start does at the tasks limit
 
-    def __init__(self, handle: Any, state_hint: dict[str, Any] | None) -> None:
+    def __init__(self, handle: Any, status: ContainerStatus | None) -> None:
         self.name = handle.info.name
         self.started = self.finished = self.stopped = False
 

@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry
 from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State
-from bridge.sources.engine import Engine, engine_client, engine_kind
+from bridge.sources.engine import Engine
+from bridge.sources.engine_api import engine_client, engine_kind
 from bridge.sources.filters import ContainerFilter
 from bridge.telemetry import Telemetry
 
