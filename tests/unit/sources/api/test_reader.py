@@ -8,6 +8,7 @@ was already read before.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -92,7 +93,7 @@ def read_all(pieces: list[bytes], start: Cursor) -> list[tuple[int, bytes]]:
 
 def cut(body: bytes, points: list[int]) -> list[bytes]:
     edges = [0, *sorted(set(points)), len(body)]
-    return [body[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [body[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
 @pytest.fixture(autouse=True)
