@@ -146,7 +146,7 @@ class Bridge:
                 lambda: self.config,
                 self.queue,
                 self.telemetry,
-                state,
+                state.points(engine.name, time.time_ns()),
                 functools.partial(self._filter_for, engine.name),
                 self._readback,
             )
@@ -259,9 +259,7 @@ class Bridge:
         if state is None:
             return
         for engine in self.engines:
-            containers = engine.snapshot()
-            if containers is not None:  # an engine not attached yet keeps its saved positions
-                state.set_containers(engine.name, containers)
+            engine.checkpoint()
         try:
             self.store.save(state)
         except OSError as exc:

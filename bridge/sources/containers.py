@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
@@ -26,9 +25,10 @@ import docker.errors
 from bridge.config import Config
 from bridge.core.container import ContainerHandle
 from bridge.core.fields import ContainerInfo
-from bridge.core.queue import EndOfStream, PendingQueue
-from bridge.core.state import ContainerState, State
+from bridge.core.queue import EndOfStream
+from bridge.core.state import ContainerState
 from bridge.core.timestamps import parse_general
+from bridge.sources.context import EngineContext
 from bridge.sources.engine_api import (
     ENGINE_ERRORS,
     RUNNING,
@@ -40,18 +40,8 @@ from bridge.sources.engine_api import (
 from bridge.sources.filters import ContainerFilter
 from bridge.sources.handles import HandleFactory, Readback
 from bridge.sources.inner_journal.attach import InnerJournals
-from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineIdentity:
-    """Which engine a table's containers belong to: their CONTAINER_ENGINE, and for a remote
-    engine the host it runs on (CONTAINER_ENGINE_HOST; "" for a local one)."""
-
-    name: str
-    host: str = ""
 
 
 class Reader(Protocol):
@@ -82,30 +72,22 @@ OnDisk = Callable[[str], dict[str, Any] | None]
 class ContainerTable:
     def __init__(
         self,
-        config: Config,
-        api: docker.APIClient,
-        queue: PendingQueue,
-        telemetry: Telemetry,
-        state: State,
+        ctx: EngineContext,
         container_filter: ContainerFilter,
         new_reader: ReaderFactory,
         on_disk: OnDisk,
-        engine: EngineIdentity,
         inner: InnerJournals | None = None,
         from_events: OnDisk = lambda cid: None,
     ) -> None:
-        self._api = api
-        self.engine = engine
+        self._ctx = ctx
+        self._api = ctx.api
         self.inner = inner  # the containers' own journals, where they are followed
-        self._queue = queue
-        self._telemetry = telemetry
-        self.state = state
+        self._queue = ctx.queue
         self._filter = container_filter
         self._new_reader = new_reader
         self._on_disk = on_disk
         self._from_events = from_events  # a last resort: what the engine's events said
-        self._config = config
-        self._factory = HandleFactory(config, state, telemetry, engine.name)
+        self._factory = HandleFactory(ctx.config(), ctx.points, ctx.telemetry)
         self._lock = threading.Lock()
         self._handles: dict[str, ContainerHandle] = {}
         self._readers: dict[str, Reader] = {}
@@ -164,7 +146,6 @@ class ContainerTable:
     def apply_config(self, config: Config, container_filter: ContainerFilter) -> None:
         """A reload: new fields and transforms for every container; those the new filters
         exclude are let go (what they read is written), their positions kept."""
-        self._config = config
         self._filter = container_filter
         self._factory.apply_config(config)
         with self._lock:
@@ -331,7 +312,7 @@ class ContainerTable:
             handle = self._handles.pop(cid, None) or self._parked.pop(cid, None)
             reader = self._readers.pop(cid, None)
             self._skipped.discard(cid)
-            self.state.containers(self.engine.name).pop(cid, None)
+        self._ctx.points.forget(cid)
         if handle is None:
             return
         handle.removed = True
@@ -380,14 +361,14 @@ class ContainerTable:
 
     def _info(self, data: dict[str, Any], created_ns: int) -> ContainerInfo:
         return ContainerInfo.from_inspect(
-            data, created_ns, engine=self.engine.name, engine_host=self.engine.host
+            data, created_ns, engine=self._ctx.name, engine_host=self._ctx.host
         )
 
     def _skip_reason(self, info: ContainerInfo) -> str | None:
         driver = info.log_driver
         if driver == "none":
             return "log driver none keeps no logs"
-        if driver == "journald" and self._config.forward.skip_journald_driver:
+        if driver == "journald" and self._ctx.config().forward.skip_journald_driver:
             return "its log driver already writes to the journal"
         return self._filter.reason_to_skip(info)
 

@@ -26,8 +26,8 @@ import docker.utils
 
 from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
-from bridge.core.state import ContainerState, State
-from bridge.sources.containers import EngineIdentity
+from bridge.core.state import ResumePoints
+from bridge.sources.context import EngineContext
 from bridge.sources.discovery import Supervisor
 from bridge.sources.engine_api import ENGINE_ERRORS, EngineKind, engine_client, engine_kind
 from bridge.sources.filters import ContainerFilter
@@ -55,7 +55,7 @@ class Engine:
         config: Callable[[], Config],
         queue: PendingQueue,
         telemetry: Telemetry,
-        state: State,
+        points: ResumePoints,
         container_filter: Callable[[], ContainerFilter],
         readback: Callable[[str], EngineReadback | None],
     ) -> None:
@@ -64,7 +64,7 @@ class Engine:
         self._bridge_config = config
         self._queue = queue
         self._telemetry = telemetry
-        self._state = state
+        self._points = points
         self._filter = container_filter
         self._readback = readback
         self._stop = threading.Event()
@@ -101,13 +101,13 @@ class Engine:
         supervisor = self.supervisor
         return supervisor.attached if supervisor is not None else 0
 
-    def snapshot(self) -> dict[str, ContainerState] | None:
-        """The engine's positions to save; None before it attached (the saved ones stand:
-        a table still being filled would leave out containers not reached yet)."""
+    def checkpoint(self) -> None:
+        """Puts what the engine's containers committed into its resume points, for the next
+        save; nothing before it attached (the saved ones stand: a table still being filled
+        would leave out containers not reached yet)."""
         supervisor = self.supervisor
-        if supervisor is None or not self._attached:
-            return None
-        return supervisor.snapshot()
+        if supervisor is not None and self._attached:
+            self._points.replace(supervisor.snapshot())
 
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
         supervisor = self.supervisor
@@ -178,21 +178,23 @@ class Engine:
                     inner.close(1.0)
                 return None
             self.files, self.inner = files, inner
-            self.supervisor = Supervisor(
-                cfg,
-                api,
-                self._queue,
-                self._telemetry,
-                self._state,
-                self._filter(),
-                SourceSelector(
-                    api, self._queue, self._telemetry, self._bridge_config, files, self.config
-                ),
-                files.on_disk if files is not None else lambda cid: None,
-                engine=self.config,
-                identity=EngineIdentity(self.name, host),
+            ctx = EngineContext(
+                name=self.name,
+                host=host,
                 kind=self.kind or "docker",
-                inner=inner,
+                engine=self.config,
+                api=api,
+                queue=self._queue,
+                telemetry=self._telemetry,
+                points=self._points,
+                config=self._bridge_config,
+            )
+            self.supervisor = Supervisor(
+                ctx,
+                self._filter(),
+                SourceSelector(ctx, files),
+                files.on_disk if files is not None else lambda cid: None,
+                inner,
             )
             return self.supervisor
 

@@ -11,19 +11,14 @@ The choice is logged once per reader and is the `source` label of the attach met
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-import docker
-
-from bridge.config import Config, EngineConfig
 from bridge.core.container import ContainerHandle
-from bridge.core.queue import PendingQueue
 from bridge.sources.api.reader import ApiReader
 from bridge.sources.containers import Reader
+from bridge.sources.context import EngineContext
 from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.source import LogFileSource
-from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +26,13 @@ log = logging.getLogger(__name__)
 class SourceSelector:
     """The reader factory discovery calls (sources.containers.ReaderFactory)."""
 
-    def __init__(
-        self,
-        api: docker.APIClient,
-        queue: PendingQueue,
-        telemetry: Telemetry,
-        config: Callable[[], Config],
-        files: LogFileSource | None,
-        engine: EngineConfig,
-    ) -> None:
-        self._api = api
-        self._queue = queue
-        self._telemetry = telemetry
-        self._config = config  # the running one: a reload may change [forward]
+    def __init__(self, ctx: EngineContext, files: LogFileSource | None) -> None:
+        self._api = ctx.api
+        self._queue = ctx.queue
+        self._telemetry = ctx.telemetry
+        self._config = ctx.config  # the running one: a reload may change [forward]
         self._files = files
-        self._engine = engine  # [docker]/[[engines]] need a restart: fixed for the run
+        self._engine = ctx.engine  # [docker]/[[engines]] need a restart: fixed for the run
 
     def __call__(self, handle: ContainerHandle, status: ContainerStatus | None) -> Reader:
         cfg = self._config()

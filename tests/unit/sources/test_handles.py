@@ -48,7 +48,7 @@ def info(created_ns: int, cid: str = "a" * 64) -> ContainerInfo:
 
 def factory(state: State, backlog: str = "none") -> HandleFactory:
     config = Config.model_validate({"forward": {"backlog": backlog}})
-    return HandleFactory(config, state, Telemetry(CollectorRegistry()), "docker")
+    return HandleFactory(config, state.points("docker", 0), Telemetry(CollectorRegistry()))
 
 
 def test_a_container_never_seen_is_read_from_its_first_line():

@@ -112,7 +112,7 @@ def test_the_body_cut_at_every_byte() -> None:
     assert read_all([body[i : i + 1] for i in range(len(body))], Cursor()) == expected
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_the_body_cut_anywhere(data: st.DataObject) -> None:
     body, expected = recorded()
