@@ -1,7 +1,7 @@
-"""Issue 16: a container's own journal in the host journal, exactly once, on the real services.
+"""A container's own journal in the host journal, exactly once, on the real services.
 
 A container of the project's debootstrap image runs systemd as PID 1 with its own journald (see
-test_inner_journal_parts.py). The inner-journal reader is driven directly, with a real queue, a
+test_inner_journal_follower.py). The inner-journal reader is driven directly, with a real queue, a
 real JournalWriter and JournalSocket, into a real journald (this test's namespace); discovery
 is not involved. A bridge crash is played by abandoning the writer and dropping every object
 that held a position: the next reader resumes only from what the host journal says.
@@ -40,7 +40,7 @@ from bridge.sources.inner_journal.position import InnerPosition, resume_position
 from bridge.sources.inner_journal.reader import InnerJournalReader
 from bridge.telemetry import Telemetry
 from tests.integration.conftest import Journald, wait_until
-from tests.integration.test_inner_journal_parts import Box, docker
+from tests.integration.test_inner_journal_follower import Box, docker
 
 pytestmark = [pytest.mark.integration]
 
