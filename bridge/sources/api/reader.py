@@ -1,4 +1,4 @@
-"""The Docker source: one reader thread per container, from its log stream to the queue.
+"""The API source: one reader thread per container, from its log stream to the queue.
 
 A reader opens GET /containers/{id}/logs with `since` at its cursor, decodes the body itself
 (chunked encoding, frames, timestamps, cursor filter, partial-line joiner) and puts batches on
@@ -181,8 +181,9 @@ class ApiReader(ReaderThread):
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
     ) -> list[Record]:
-        # The hot loop of the bridge (once per line): locals and a plain-line shortcut keep
-        # it at about a microsecond and a half per line.
+        # The hot loop of the API source (once per line): locals and a plain-line shortcut
+        # keep it cheap (bench/results.md). logfiles/reader.py's `_records` is its twin on
+        # purpose: a shared helper would cost a call per line.
         records: list[Record] = []
         append = records.append
         admit = cursor_filter.admit
