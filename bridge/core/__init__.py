@@ -1,4 +1,4 @@
-"""What sources, transforms and sinks share; engine- and journal-agnostic, and imports nothing above.
+"""What sources, transforms and sinks share: engine- and journal-agnostic, importing nothing above.
 
     record      Record: one line (or merged record) on its way to the journal
     cursor      Position, Cursor, CursorFilter: exact resume positions in a container's log
