@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.handoff import HandOff
-from bridge.sources.logfiles.lines import FileFormat
 from bridge.sources.logfiles.opened import FileId, Opened
 from bridge.sources.logfiles.search import Searcher
 from bridge.sources.logfiles.sequence import FileSequence

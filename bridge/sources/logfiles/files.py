@@ -35,7 +35,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
-from bridge.sources.logfiles.lines import FileFormat
+from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.listing import Names
 from bridge.sources.logfiles.opened import FINGERPRINT_BYTES, Entry, FileId, Ident, Opened
 from bridge.sources.logfiles.search import Searcher

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.sources.logfiles.layout import LogKind
+from bridge.sources.logfiles.formats import LogKind
 
 CONFIG_MAX_BYTES = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK

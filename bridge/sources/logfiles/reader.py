@@ -37,7 +37,7 @@ from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
 from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
-from bridge.sources.logfiles.lines import FileLine, LineParser
+from bridge.sources.logfiles.formats.lines import FileLine, LineParser
 from bridge.sources.logfiles.sequence import FileSet
 from bridge.sources.reader import ContainerGone, ReaderThread
 

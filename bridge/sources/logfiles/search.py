@@ -12,7 +12,7 @@ lies before the answer. Damaged lines are skipped by the probes and do not misle
 
 from __future__ import annotations
 
-from bridge.sources.logfiles.lines import MAX_LINE_BYTES, FileFormat, Probed
+from bridge.sources.logfiles.formats.lines import MAX_LINE_BYTES, FileFormat, Probed
 from bridge.sources.logfiles.opened import Opened
 
 BLOCK_BYTES = 64 * 1024

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, Self
 
-from bridge.sources.logfiles.lines import FileFormat
+from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.opened import FileId, Opened
 
 READ_BYTES = 256 * 1024

@@ -34,11 +34,11 @@ from bridge.sources.logfiles.chain import ChainFileSet
 from bridge.sources.logfiles.files import LogFileSet
 from bridge.sources.logfiles.handoff import MAX_BYTES, MAX_FILES, HandOff
 from bridge.sources.logfiles.handover import open_regular
-from bridge.sources.logfiles.layout import DOCKER, FORMATS, Layout, for_engine
+from bridge.sources.logfiles.layout import DOCKER, Layout, for_engine
 from bridge.sources.logfiles.sequence import FileSet
 from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog
 
-__all__ = ["FORMATS", "LogFileSource"]
+__all__ = ["LogFileSource"]
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from inotify_simple import INotify, flags
 
+from bridge.sources.logfiles.formats import LogKind
 from bridge.sources.logfiles.handover import (
     CONFIG_MAX_BYTES,
     LogFileEvents,
@@ -51,7 +52,7 @@ from bridge.sources.logfiles.handover import (
     open_regular,
     read_config,
 )
-from bridge.sources.logfiles.layout import DOCKER, Layout, LogKind
+from bridge.sources.logfiles.layout import DOCKER, Layout
 
 __all__ = ["CONFIG_MAX_BYTES", "LogFileEvents", "LogFileWatcher", "OpenedLog"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bridge.core.record import STDOUT
 from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.lines import FileLine
+from bridge.sources.logfiles.formats.lines import FileLine
 
 from .encode import NS, T0, Rec, json_line, k8s_line
 

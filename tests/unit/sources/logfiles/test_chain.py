@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from bridge.core.record import STDOUT
 from bridge.sources.logfiles.chain import ChainFileSet
+from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
 from bridge.sources.logfiles.handoff import HandOff
-from bridge.sources.logfiles.k8sfile import K8S_FILE
 
 from .encode import Rec, k8s_line
 from .rotating import Conmon, Reader, names

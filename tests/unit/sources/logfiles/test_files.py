@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.jsonfile import JSON_FILE
+from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
 from bridge.sources.logfiles.opened import FileId
 
 from .rotating import Reader, Writer, names

@@ -12,17 +12,14 @@ from hypothesis import strategies as st
 
 from bridge.core.record import STDERR, STDOUT
 from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.jsonfile import JSON_FILE
-from bridge.sources.logfiles.k8sfile import K8S_FILE
-from bridge.sources.logfiles.lines import FileFormat
-from bridge.sources.logfiles.local import LOCAL
+from bridge.sources.logfiles.formats import FORMATS
+from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
+from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.opened import Opened
 from bridge.sources.logfiles.search import BLOCK_BYTES, Searcher
 
 from .encode import NS, T0, Rec, json_line, k8s_line, local_frames
 from .rotating import Reader, Writer, names
-
-FORMATS = {"json-file": JSON_FILE, "local": LOCAL, "k8s-file": K8S_FILE}
 
 
 def encode(fmt: str, recs: list[Rec]) -> bytes:

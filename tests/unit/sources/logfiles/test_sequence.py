@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bridge.sources.logfiles.k8sfile import K8S_FILE
+from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
 from bridge.sources.logfiles.opened import Opened
 from bridge.sources.logfiles.sequence import FileSequence
 

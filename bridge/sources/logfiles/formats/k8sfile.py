@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from bridge.core.record import STDERR, STDOUT
 from bridge.core.timestamps import TimestampParser, parse_general
-from bridge.sources.logfiles.lines import (
+from bridge.sources.logfiles.formats.lines import (
     MAX_LINE_BYTES,
     FileFormat,
     FileLine,
