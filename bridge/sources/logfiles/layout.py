@@ -6,7 +6,7 @@ look: `<root>/<containers>/<id>/`, a log in that directory, and/or one in a subd
 Docker (dockerd 20.10, measured here): root is `docker info`'s DockerRootDir. The directory
 `containers/<id>/` and its config.v2.json/hostconfig.json exist from `create`; `<id>-json.log`
 (json-file) or `local-logs/container.log` (local) appears at `start`; `--rm` deletes the
-directory 24-680 ms after `die`. Rotated files keep names (`P.1` ..): see files.py.
+directory 24-680 ms after `die`. Rotated files keep names (`P.1` ..): see rotation/numbered.py.
 
 Podman (4.3.1, conmon 2.1.6, root, measured here): root is `podman info`'s graphRoot
 (/var/lib/containers/storage here), which the compat API's `/info` reports as DockerRootDir,

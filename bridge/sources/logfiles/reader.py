@@ -1,6 +1,6 @@
 """The log-file source: one reader thread per container, from the engine's own log files.
 
-A reader gets the container's `LogFileSet` (the current file, often opened the moment it
+A reader gets the container's `FileSet` (the current file, often opened the moment it
 appeared, and its rotated predecessors), positions it at the handle's cursor with a binary
 search (never a scan of the whole log), and reads: parser -> cursor filter -> partial-line
 joiner -> queue, exactly like the API source, so positions mean the same whichever source read
@@ -38,7 +38,7 @@ from bridge.core.record import Record
 from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
 from bridge.sources.logfiles.formats.lines import FileLine, LineParser
-from bridge.sources.logfiles.sequence import FileSet
+from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.reader import ContainerGone, ReaderThread
 
 log = logging.getLogger(__name__)

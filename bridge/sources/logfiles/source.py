@@ -30,12 +30,16 @@ from typing import Any
 
 from bridge.core.fields import ContainerInfo
 from bridge.service.telemetry import Telemetry
-from bridge.sources.logfiles.chain import ChainFileSet
-from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.handoff import MAX_BYTES, MAX_FILES, HandOff
 from bridge.sources.logfiles.handover import open_regular
 from bridge.sources.logfiles.layout import DOCKER, Layout, for_engine
-from bridge.sources.logfiles.sequence import FileSet
+from bridge.sources.logfiles.rotation import FileSet
+from bridge.sources.logfiles.rotation.numbered import NumberedFiles
+from bridge.sources.logfiles.rotation.replaced import (
+    MAX_BYTES,
+    MAX_FILES,
+    ReplacedFiles,
+    Replacements,
+)
 from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog
 
 __all__ = ["LogFileSource"]
@@ -70,9 +74,9 @@ class LogFileSource:
         self._max_held = (max_held_files, max_held_bytes)
         self._lock = threading.Lock()
         # container -> (since, its first file, the files after it: Podman only)
-        self._waiting: dict[str, tuple[float, OpenedLog, HandOff | None]] = {}
+        self._waiting: dict[str, tuple[float, OpenedLog, Replacements | None]] = {}
         self._claimed: set[str] = set()  # containers whose reader follows their files
-        self._handoffs: dict[str, HandOff] = {}  # claimed containers' (Podman)
+        self._handoffs: dict[str, Replacements] = {}  # claimed containers' (Podman)
         self._watcher = LogFileWatcher(root, self, layout=layout)
 
     @classmethod
@@ -111,7 +115,7 @@ class LogFileSource:
         if fmt is None or path is None:
             log.info("container %s: log driver %s has no file to read", info.name, info.log_driver)
             return None
-        handoff: HandOff | None = None
+        handoff: Replacements | None = None
         with self._lock:  # one step: a file the watcher opens meanwhile goes to the hand-off
             entry = self._waiting.pop(info.id, None)
             self._claimed.add(info.id)
@@ -122,8 +126,8 @@ class LogFileSource:
         fd = entry[1].fd if entry is not None else None
         try:
             if handoff is not None:
-                return ChainFileSet(path, fmt, fd=fd, handoff=handoff)
-            return LogFileSet(path, fmt, fd=fd)
+                return ReplacedFiles(path, fmt, fd=fd, replacements=handoff)
+            return NumberedFiles(path, fmt, fd=fd)
         except OSError as exc:
             if fd is not None:
                 _close(fd)
@@ -155,7 +159,7 @@ class LogFileSource:
         os.set_blocking(fd, True)
         kept = OpenedLog(cid, fd, path, self.layout.sub_kind, False, None, None)
         now = time.monotonic()
-        expired: list[tuple[int, HandOff | None]]
+        expired: list[tuple[int, Replacements | None]]
         with self._lock:
             if cid in self._claimed or cid in self._waiting:
                 expired = [(fd, None)]  # a reader, or a newer file, came first
@@ -259,19 +263,19 @@ class LogFileSource:
     def on_watch_error(self, errno_name: str) -> None:
         self._telemetry.stream_error(f"inotify_{errno_name}")
 
-    def _handoff(self, cid: str) -> HandOff:
-        return HandOff(
+    def _handoff(self, cid: str) -> Replacements:
+        return Replacements(
             live=lambda: self._watcher.watched(cid),
             settle=self._watcher.sync,
             max_files=self._max_held[0],
             max_bytes=self._max_held[1],
         )
 
-    def _waiting_handoff(self, cid: str) -> HandOff | None:
+    def _waiting_handoff(self, cid: str) -> Replacements | None:
         entry = self._waiting.get(cid)
         return entry[2] if entry is not None else None
 
-    def _expired(self, now: float) -> list[tuple[int, HandOff | None]]:
+    def _expired(self, now: float) -> list[tuple[int, Replacements | None]]:
         """Descriptors nobody claimed in time, or past the cap (oldest first); under the lock."""
         expired = [
             cid for cid, (since, _, _) in self._waiting.items() if now - since > _UNCLAIMED_SECONDS
