@@ -46,6 +46,7 @@ from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.rotation.identity import FileId, Opened
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
+from bridge.sources.logfiles.safe_open import close_quietly
 
 SETTLE_SECONDS = 1.0
 
@@ -192,14 +193,14 @@ class Replacements:
         """A new file of the log, newer than every one offered before (the watcher's thread)."""
         with self._lock:
             if self._closed:
-                _close(fd)
+                close_quietly(fd)
                 return
             self._waiting.append(Replacement(fd, self._gap))
             self._gap = False
             while len(self._waiting) > 1 and (
                 len(self._waiting) > self._max_files or self._bytes() > self._max_bytes
             ):
-                _close(self._waiting.pop(0).fd)
+                close_quietly(self._waiting.pop(0).fd)
                 self._waiting[0] = Replacement(self._waiting[0].fd, True)
                 self.dropped += 1
 
@@ -224,7 +225,7 @@ class Replacements:
             self._closed = True
             waiting, self._waiting = self._waiting, []
         for replacement in waiting:
-            _close(replacement.fd)
+            close_quietly(replacement.fd)
 
     def _bytes(self) -> int:
         total = 0
@@ -232,8 +233,3 @@ class Replacements:
             with contextlib.suppress(OSError):
                 total += os.fstat(replacement.fd).st_size
         return total
-
-
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
