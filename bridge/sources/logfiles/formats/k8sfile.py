@@ -1,4 +1,5 @@
-"""Podman's k8s-file log (conmon), the CRI log format. Pure and I/O-free.
+"""The CRI log format: Podman's k8s-file and CRI-O's logs (conmon), the kubelet's pod logs
+written by containerd. One parser for both writers. Pure and I/O-free.
 
     2026-12-02T06:05:22.513454705+00:00 stdout F hello
     2026-12-02T07:05:22.513454705+01:00 stderr P the first piece of a line, then its newline
@@ -19,6 +20,16 @@ space each. So:
   which the reader flushes at the container's end.
 - Timestamps in any offset are re-expressed in UTC; each line's own offset is honoured, so
   the hour that repeats when summer time ends stays in order.
+
+What containerd 1.6 writes (pkg/cri/io/logger.go; recorded in the tests): one timestamp per
+record, RFC3339Nano in its local zone, so the fraction loses trailing zeros (20 to 35 bytes:
+`...:05.53341994Z`, `...:00Z`); stdout and stderr each written by their own goroutine, so the
+file can be a few microseconds out of order across streams (per-stream positions are in
+order); a trailing "\r\n" dropped as a unit, a lone "\r" kept (conmon keeps both); "P" pieces
+of 16 KiB; a "P" without "F" at exit, and also at a kubelet rotation, where the old logger
+flushes its partial line into the renamed file and the line's "F" lands in the new file: the
+reader's joiner, which lives across files, rejoins it. A tag may carry more after ":"
+(`F:x`); the kubelet reads only the first, and so does this parser.
 
 Rotation (`--log-opt max-size`): conmon renames a new ctr.log.tmp over ctr.log, which unlinks
 the old file (layout.py, rotation/replaced.py). conmon 2.2 adds `--log-rotate`, keeping
@@ -54,16 +65,20 @@ class K8sFileParser(NewlineParser):
         self._key_utc = False
 
     def line(self, line: bytes, end: int) -> FileLine | None:
-        # The fast path: 35-byte timestamp, "stdout"/"stderr", "P"/"F", at fixed places.
+        # The fast path: TIME, then "stdout"/"stderr" and a one-letter tag at fixed places after
+        # its space (conmon's timestamps are 35 bytes, containerd's 20 to 35).
+        sp = line.find(b" ")
         n = len(line)
-        if n >= 44 and line[35] == 32 and line[42] == 32 and (n == 44 or line[44] == 32):
-            name, t, tag, message = line[36:42], line[:35], line[43], line[45:]
+        if sp > 0 and n >= sp + 9 and line[sp + 7] == 32 and (n == sp + 9 or line[sp + 9] == 32):
+            t, name, tag, message = line[:sp], line[sp + 1 : sp + 7], line[sp + 8], line[sp + 10 :]
         else:
             fields = line.split(b" ", 3)
-            if len(fields) < 3 or fields[2] not in (b"P", b"F"):
+            # kubelet reads only the first of the tags split on ":" ("forward compatible")
+            first = fields[2].split(b":", 1)[0] if len(fields) >= 3 else b""
+            if len(first) != 1:
                 self._bad(f"k8s-file line ending at offset {end}: not TIME STREAM P|F MESSAGE")
                 return None
-            t, name, tag = fields[0], fields[1], fields[2][0]
+            t, name, tag = fields[0], fields[1], first[0]
             message = fields[3] if len(fields) == 4 else b""
         if tag != 70 and tag != 80:  # "F", "P"
             self._bad(f"k8s-file line ending at offset {end}: tag {tag!r}")

@@ -46,4 +46,3 @@ def test_a_config_is_read_whole_or_not_at_all(tmp_path):
     assert read_config(str(tmp_path / "absent.json"), 10) is None
     os.symlink("/etc/passwd", tmp_path / "hostconfig.json")
     assert read_config(str(tmp_path / "hostconfig.json"), 1 << 20) is None
-

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bridge.core.partial import PartialJoiner
 from bridge.core.record import STDERR, STDOUT
 from bridge.sources.logfiles.formats.k8sfile import K8S_FILE, K8sFileParser
 
@@ -126,3 +130,99 @@ def test_lines_of_one_read_share_a_timestamp():
     # timestamps, which the reader's (timestamp, k) positions tell apart.
     data = b"".join(k8s_line(Rec(STDOUT, T0, b"%d" % i)) for i in range(3))
     assert {x.ts_ns for x in K8sFileParser().feed(data)} == {T0}
+
+
+# --- recorded byte streams: containerd 1.6.20 (CRI) and conmon 2.1.6 (Podman, CRI-O) ---------
+# Both ran the same script: hello; err on stderr; "crlf\r\n"; "lone\rcr\r\r\n"; an empty line;
+# a line of 40,000 "a"; then (containerd) "before " and, after a kubelet-style
+# rotation (rename, ReopenContainerLog), "after\n"; "out"; and `printf x` at exit.
+RECORDED = Path(__file__).parent / "recorded"
+CONTAINERD = (
+    (RECORDED / "containerd-before-reopen.log").read_bytes(),
+    (RECORDED / "containerd-after-reopen.log").read_bytes(),
+)
+CONMON = (RECORDED / "conmon.log").read_bytes()
+
+
+def _entries(files: tuple[bytes, ...], cut: list[int]) -> list[tuple[int, bytes]]:
+    """What the reader makes of the files in order: a parser reset at each file (as at a
+    "rotated" restart), one joiner for the whole log, flushed at the end (the container ended)."""
+    joiner = PartialJoiner(1 << 20)
+    out = []
+    for i, data in enumerate(files):
+        parser = K8sFileParser()
+        for line in feed_all(parser, split_at(data, cut)):
+            body = line.message + b"\n" if line.complete else line.message
+            out += joiner.push(line.stream, line.timestamp, (line.ts_ns, i), body)
+        assert parser.malformed == parser.pending_bytes == 0
+    out += joiner.flush()
+    return [(r.stream, r.message) for r in out]
+
+
+WRITTEN = [
+    (STDOUT, b"hello"),
+    (STDOUT, b"crlf"),  # containerd drops "\r\n" as a unit, as the kubelet's reader expects
+    (STDOUT, b"lone\rcr\r"),
+    (STDOUT, b""),
+    (STDERR, b"err"),
+    (STDOUT, b"a" * 40000),
+    (STDOUT, b"before after"),  # a "P" flushed into the old file at the reopen, its "F" in the new
+    (STDOUT, b"out"),
+    (STDOUT, b"x"),  # a "P" with no "F": the container exited mid-line
+]
+
+
+@given(cuts)
+def test_containerd_recording_at_any_split_gives_each_line_once(cut):
+    assert _entries(CONTAINERD, cut) == WRITTEN
+
+
+@given(cuts)
+def test_conmon_recording_at_any_split_gives_each_line_once(cut):
+    # conmon keeps a CR before the newline; stdout and stderr interleave in its reads.
+    assert sorted(_entries((CONMON,), cut)) == sorted(
+        [
+            (STDOUT, b"hello"),
+            (STDOUT, b"crlf\r"),
+            (STDOUT, b"lone\rcr\r\r"),
+            (STDOUT, b""),
+            (STDERR, b"err"),
+            (STDOUT, b"a" * 40000),
+            (STDOUT, b"out"),
+            (STDOUT, b"x"),
+        ]
+    )
+
+
+def test_containerd_pieces_are_16_kib_and_timestamps_vary_in_width():
+    lines = K8sFileParser().feed(CONTAINERD[0])
+    assert [len(x.message) for x in lines if not x.complete][:2] == [16384, 16384]
+    widths = {len(line.split(b" ", 1)[0]) for line in CONTAINERD[0].splitlines()}
+    assert len(widths) > 1  # trailing zeros trimmed (RFC3339Nano)
+    assert all(x.timestamp.endswith(b"Z") and len(x.timestamp) == 30 for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expect"),
+    [
+        (b"2024-01-01T12:00:00.9411043Z", b"2024-01-01T12:00:00.941104300Z"),
+        (b"2024-01-01T12:00:00.1Z", b"2024-01-01T12:00:00.100000000Z"),
+        (b"2024-01-01T12:00:00Z", b"2024-01-01T12:00:00.000000000Z"),
+        (b"2024-01-01T13:00:00.5+01:00", b"2024-01-01T12:00:00.500000000Z"),
+    ],
+)
+def test_containerd_timestamp_widths_and_zones(stamp, expect):
+    (x,) = K8sFileParser().feed(stamp + b" stderr F m\n")
+    assert (x.timestamp, x.stream, x.message) == (expect, STDERR, b"m")
+
+
+def test_tags_after_a_colon_are_ignored_as_the_kubelet_does():
+    lines = K8sFileParser().feed(
+        b"2024-01-01T12:00:00.1Z stdout P:x:y a\n2024-01-01T12:00:00.2Z stdout F:z b\n"
+    )
+    assert [(x.message, x.complete) for x in lines] == [(b"a", False), (b"b", True)]
+    parser = K8sFileParser()
+    assert (
+        parser.feed(b"2024-01-01T12:00:00Z stdout :F m\n2024-01-01T12:00:00Z stdout FF m\n") == []
+    )
+    assert parser.malformed == 2
