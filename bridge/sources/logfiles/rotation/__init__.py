@@ -7,6 +7,8 @@
     replaced   ReplacedFiles: a new file is renamed over `P` and the old one keeps no name
                (conmon's k8s-file); the watcher's descriptors of the new files wait in
                `Replacements` until the reader takes them
+    kubelet    KubeletFiles: the kubelet renames `N.log` away and the runtime reopens it; a
+               renamed file is final at its last write, not at the rename (pod logs)
     search     Searcher: where to start in a file, by a binary search on line timestamps
 
 Here: `FileSet`, what a reader needs of either kind, and `Chunk`, what it reads. The formats of
