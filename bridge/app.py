@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
-from bridge.config import Config, ConfigError, load_config
+from bridge.config import KUBERNETES_SOURCE, Config, ConfigError, load_config
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State, StateError, StateStore
 from bridge.service.http import StatusServer
@@ -35,6 +35,7 @@ from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.engine import Engine
 from bridge.sources.filters import ContainerFilter, own_container_id
+from bridge.sources.kubernetes.source import KubernetesSource, kubernetes_source
 from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ _WAIT_MAX_SECONDS = 30.0  # the longest pause between attempts to reach the jour
 # Sections whose changes need a restart: reload keeps their running values, all of them.
 # An engine's host, TLS and source are its connection and its readers: changed live, a reader
 # would have to hand its position from one source to another; a restart does that exactly.
-_RESTART_SECTIONS = ("docker", "engines", "journal", "state", "metrics")
+_RESTART_SECTIONS = ("docker", "engines", "journal", "state", "metrics", "kubernetes")
 
 
 def _needs_restart(config: Config, section: str) -> object:
@@ -83,7 +84,7 @@ class Bridge:
         )
         self.store = StateStore(config.state.directory)
         self._state: State | None = None
-        self.engines: list[Engine] = []
+        self.engines: list[Engine | KubernetesSource] = []
         self.http: StatusServer | None = None
         self._positions_synced = False
         self._failed = False
@@ -152,6 +153,17 @@ class Bridge:
             )
             for engine in cfg.all_engines
         ]
+        pods = kubernetes_source(
+            cfg.kubernetes,
+            lambda: self.config,
+            self.queue,
+            self.telemetry,
+            state.points(KUBERNETES_SOURCE, time.time_ns()),
+            functools.partial(self._filter_for, KUBERNETES_SOURCE),
+            self._readback,
+        )
+        if pods is not None:
+            self.engines.append(pods)
         for engine in self.engines:
             engine.start()
         # READY=1 once one engine is attached: the others follow on their own.

@@ -21,6 +21,7 @@ from bridge.core.state import DEFAULT_ENGINE  # the [docker] section's engine
 
 EX_CONFIG = 78
 ENV_PREFIX = "JOURNALD_BRIDGE_"
+KUBERNETES_SOURCE = "kubernetes"  # the Kubernetes source's engine name (state, metrics, fields)
 
 
 class ConfigError(Exception):
@@ -350,6 +351,31 @@ class InnerJournalConfig(_Section):
     enabled: bool = True
 
 
+class KubernetesConfig(_Section):
+    """A Kubernetes node's pod logs: the kubelet's CRI log files (sources/kubernetes/).
+
+    `enabled = "auto"` (the default): on where `pods_dir` exists and a CRI socket answers at
+    start; off otherwise, with one info line. `true`: on, and a CRI socket that does not answer
+    is reported in /readyz while lines keep flowing with the path's fields. `false`: off."""
+
+    enabled: bool | Literal["auto"] = "auto"
+    pods_dir: str = "/var/log/pods"
+    # The runtime's CRI socket; "" tries containerd's, then CRI-O's.
+    cri_socket: str = ""
+    node_name: str = ""  # KUBERNETES_NODE; "" is this host's name (the kubelet's default)
+    # Which namespaces are forwarded (fnmatch patterns; none listed: all), before [filter].
+    namespaces: tuple[str, ...] = ()
+    exclude_namespaces: tuple[str, ...] = ()
+    # This source's containers are chosen by this table instead of [filter] (as for engines).
+    filter: FilterConfig | None = None
+
+    @property
+    def cri_sockets(self) -> tuple[str, ...]:
+        if self.cri_socket:
+            return (self.cri_socket,)
+        return ("/run/containerd/containerd.sock", "/var/run/crio/crio.sock")
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -364,6 +390,7 @@ class Config(_Section):
     transforms: TransformsConfig = TransformsConfig()
     metrics: MetricsConfig = MetricsConfig()
     inner_journal: InnerJournalConfig = InnerJournalConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
@@ -374,10 +401,14 @@ class Config(_Section):
                 f"engine name {DEFAULT_ENGINE!r} is the [docker] section's; "
                 "set [docker] enabled = false to define it in [[engines]]"
             )
+        if KUBERNETES_SOURCE in names:
+            raise ValueError(f"engine name {KUBERNETES_SOURCE!r} is the [kubernetes] source's")
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"engine names must be unique: {', '.join(dupes)}")
-        if not self.all_engines:
-            raise ValueError("no engine: [docker] is disabled and there are no [[engines]]")
+        if not self.all_engines and self.kubernetes.enabled is False:
+            raise ValueError(
+                "no source: [docker] is disabled, there are no [[engines]] and [kubernetes] is off"
+            )
         return self
 
     @property
@@ -389,6 +420,8 @@ class Config(_Section):
     def filter_for(self, engine: str) -> FilterConfig:
         """The filter of the engine named `engine`: its own table's, else [filter]."""
         own = next((e.filter for e in self.all_engines if e.name == engine), None)
+        if engine == KUBERNETES_SOURCE:
+            own = self.kubernetes.filter
         return own if own is not None else self.filter
 
 

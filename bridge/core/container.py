@@ -41,6 +41,7 @@ class ChainLike(Protocol):
     def take_merged_count(self) -> int: ...
     def held_first(self) -> dict[int, Position]: ...
 
+
 _MAX_LABEL_VALUE = 128
 
 

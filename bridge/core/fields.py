@@ -48,8 +48,9 @@ FIXED_FIELDS = frozenset(
         "CONTAINER_ENGINE_HOST",
     }
 )
-# INNER_*: an inner journal's fields (inner_journal/fields.py); never a label's or a JSON key's.
-_FIXED_PREFIXES = ("CONTAINER_", "SYSLOG_", "JOURNALD_BRIDGE_", "INNER_")
+# INNER_*: an inner journal's fields (inner_journal/fields.py); KUBERNETES_*: the Kubernetes
+# source's (sources/kubernetes/metadata.py); never a label's, a pod annotation's or a JSON key's.
+_FIXED_PREFIXES = ("CONTAINER_", "SYSLOG_", "JOURNALD_BRIDGE_", "INNER_", "KUBERNETES_")
 # Fields journalctl and coredumpctl trust when the entry's trusted fields say who sent it
 # (`journalctl -u` matches UNIT/OBJECT_SYSTEMD_UNIT/COREDUMP_UNIT), and journald's own (`_*`).
 _TRUSTED_BY_READERS = frozenset({"UNIT", "USER_UNIT", "INVOCATION_ID", "USER_INVOCATION_ID"})
@@ -113,6 +114,9 @@ class ContainerInfo:
     created_ns: int = 0
     engine: str = "docker"  # the configured engine's name: CONTAINER_ENGINE
     engine_host: str = ""  # a remote engine's host name (its /info Name), else ""
+    # The source's own fields, after CONTAINER_ENGINE (KUBERNETES_*): names it owns, never a
+    # label's; values checked by the source.
+    source_fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def short_id(self) -> str:
@@ -280,6 +284,7 @@ def container_fields_counted(
     ]
     if info.engine_host:
         fields.append(("CONTAINER_ENGINE_HOST", info.engine_host))
+    fields.extend(info.source_fields)
     compose = [
         (name, value)
         for name, value in (

@@ -63,7 +63,7 @@ class FileReader(ReaderThread):
 
     def __init__(
         self,
-        api: docker.APIClient,
+        api: docker.APIClient | None,
         handle: ContainerHandle,
         files: FileSet,
         queue: PendingQueue,
@@ -73,9 +73,13 @@ class FileReader(ReaderThread):
         on_close: Callable[[], None],
         *,
         status: ContainerStatus | None = None,
+        status_of: Callable[[], ContainerStatus | None] | None = None,
     ) -> None:
+        """`api` answers whether the container still runs; a source without an Engine API (the
+        Kubernetes one asks CRI) passes `status_of` instead."""
         super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
+        self._status_of = status_of
         self._files = files
         self._follow = follow
         self._on_close = on_close
@@ -160,6 +164,10 @@ class FileReader(ReaderThread):
 
     def _status(self) -> ContainerStatus | None:
         """The engine's view of the container; None when it cannot say now."""
+        if self._status_of is not None:
+            return self._status_of()
+        if self._api is None:
+            return None
         try:
             return container_status(self._api, self._handle.id)
         except ENGINE_ERRORS:
