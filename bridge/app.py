@@ -164,6 +164,10 @@ class Bridge:
         )
         if pods is not None:
             self.engines.append(pods)
+        if not self.engines:
+            log.error("nothing to read: no engine, and [kubernetes] found no pod logs here")
+            self._failed = True
+            return False
         for engine in self.engines:
             engine.start()
         # READY=1 once one engine is attached: the others follow on their own.

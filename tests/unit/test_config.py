@@ -40,7 +40,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[[engines]]\nname = 'a'\n[[engines]]\nname = 'a'\n", "engine names must be unique: a"),
         ("[[engines]]\nname = 'Web 1'\n", "engines.0.name: must be 1-32 of a-z, 0-9"),
         ("[[engines]]\nhost = 'unix:///x'\n", "engines.0.name: Field required"),
-        ("[docker]\nenabled = false\n", "no engine: [docker] is disabled and there are no"),
+        (
+            "[docker]\nenabled = false\n[kubernetes]\nenabled = false\n",
+            "no source: [docker] is disabled, there are no [[engines]] and [kubernetes] is off",
+        ),
+        ("[[engines]]\nname = 'kubernetes'\n", "engine name 'kubernetes' is the [kubernetes]"),
         (
             "[[engines]]\nname = 'r'\nhost = 'tcp://192.0.2.1:2376'\nsource = 'files'\n",
             "engines.0: source = 'files' needs a local engine, not 'tcp://192.0.2.1:2376'",

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def cri() -> Iterator[CriClient]:
-    subprocess.run([str(ROOT / "scripts" / "setup-cri.sh")], check=True, env={**os.environ, "CRI_DIR": CRI_DIR})
+    subprocess.run(
+        [str(ROOT / "scripts" / "setup-cri.sh")], check=True, env={**os.environ, "CRI_DIR": CRI_DIR}
+    )
     client = CriClient(CRI_SOCKET, timeout=30)
     yield client
     client.close()

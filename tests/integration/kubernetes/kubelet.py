@@ -125,10 +125,15 @@ class Kubelet:
         )
         cid = self.cri.call("CreateContainer", request, pb.CreateContainerResponse, 60).container_id
         self.cri.call(
-            "StartContainer", pb.StartContainerRequest(container_id=cid), pb.StartContainerResponse, 60
+            "StartContainer",
+            pb.StartContainerRequest(container_id=cid),
+            pb.StartContainerResponse,
+            60,
         )
         full = os.path.join(pod.directory, log_path)
-        link = os.path.join(self.links_dir, f"{pod.name}_{pod.namespace}_{container}-{cid}.log"[:255])
+        link = os.path.join(
+            self.links_dir, f"{pod.name}_{pod.namespace}_{container}-{cid}.log"[:255]
+        )
         with contextlib.suppress(OSError):
             os.symlink(full, link)
         pod.containers[container] = Container(container, cid, attempt, full)
@@ -202,9 +207,12 @@ class Kubelet:
             os.unlink(others.pop(0))
         for path in others:
             if not path.endswith(".gz"):
-                with open(path, "rb") as src, open(path + ".tmp", "wb") as tmp:
-                    with gzip.GzipFile(fileobj=tmp, mode="wb") as gz:
-                        shutil.copyfileobj(src, gz)
+                with (
+                    open(path, "rb") as src,
+                    open(path + ".tmp", "wb") as tmp,
+                    gzip.GzipFile(fileobj=tmp, mode="wb") as gz,
+                ):
+                    shutil.copyfileobj(src, gz)
                 os.rename(path + ".tmp", path + ".gz")
                 os.unlink(path)
         os.rename(log, rotated)

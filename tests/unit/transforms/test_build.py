@@ -87,7 +87,11 @@ def test_labels_for_options_the_operator_does_not_allow_are_reported_and_ignored
     config = TransformsConfig(rate_limit_lines_per_second=5, label_overrides=("parse",))
     labels = label(rate_limit="1", multiline="python", parse="json", enable="true", other="x")
     chain, errors, _ = build(config, labels)
-    assert chain.multiline is None and chain.json is not None and chain.rate_limit.lines_per_second == 5
+    assert (
+        chain.multiline is None
+        and chain.json is not None
+        and chain.rate_limit.lines_per_second == 5
+    )
     assert sorted(k for k, _ in errors) == ["multiline", "rate_limit"]
 
 

@@ -126,7 +126,9 @@ def test_lines_already_read_are_not_read_again() -> None:
     first = Cursor()
     info = ContainerInfo(id="a" * 64, name="web", image_name="img", image_id="sha256:b")
     handle = ContainerHandle.create(info, b"", first)
-    reader = ApiReader(None, handle, PendingQueue(1 << 30), Telemetry(CollectorRegistry()), 1 << 20, 1.0)
+    reader = ApiReader(
+        None, handle, PendingQueue(1 << 30), Telemetry(CollectorRegistry()), 1 << 20, 1.0
+    )
     filt = CursorFilter(first)
     cut_at = body.index(b"line 4") - len(stamp(4)) - 1 - 8  # the frame header of line 4
     cut_at = body.rindex(b"\r\n", 0, cut_at) + 2  # ... and its chunk's size line
