@@ -330,6 +330,13 @@ class KubernetesSource:
             entry.replacements.close()
             return
 
+        log.debug(
+            "pod log %s: files %s, cursor %s",
+            key,
+            [os.path.basename(f.name) for f in files.files()],
+            handle.read_cursor or handle.start,
+        )
+
         def follow(on_change: Callable[[], None]) -> bool:
             # while the runtime may still write a renamed file: poll instead of an event
             return not files.waiting_for_close and self._watcher.follow(key, on_change)

@@ -23,7 +23,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.sources.kubernetes import cri_api_pb2 as pb
 from bridge.sources.kubernetes.cri import CriClient, CriError
@@ -192,8 +194,11 @@ class Kubelet:
 
     # --- rotation (container_log_manager.go rotateLog) -----------------------------------------
 
-    def rotate(self, container: Container, max_files: int) -> bool:
-        """One rotation of a running container's log, step by step; False if skipped."""
+    def rotate(
+        self, container: Container, max_files: int, between: Callable[[], object] | None = None
+    ) -> bool:
+        """One rotation of a running container's log, step by step; False if skipped (or the
+        reopen failed). `between` runs after the rename, before the reopen."""
         log = container.log_path
         rotated = f"{log}.{time.strftime('%Y%m%d-%H%M%S')}"
         if os.path.exists(rotated) or os.path.exists(rotated + ".gz"):
@@ -216,6 +221,8 @@ class Kubelet:
                 os.rename(path + ".tmp", path + ".gz")
                 os.unlink(path)
         os.rename(log, rotated)
+        if between is not None:
+            between()
         try:
             self.cri.call(
                 "ReopenContainerLog",
@@ -229,6 +236,14 @@ class Kubelet:
             return False
         self.rotations += 1
         return True
+
+    def rotate_now(self, container: Container, max_files: int, **kw: Any) -> None:
+        """One rotation now (within a second or two: names have one-second resolution)."""
+        deadline = time.monotonic() + 10
+        while not self.rotate(container, max_files, **kw):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no rotation")
+            time.sleep(0.1)
 
     def rotate_while_running(
         self, container: Container, max_size: int, max_files: int, interval: float = 0.05

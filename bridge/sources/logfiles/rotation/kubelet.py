@@ -90,6 +90,10 @@ class KubeletFiles(ReplacedFiles):
         f = self._reading
         return f.final and not self._written_out(f)
 
+    def files(self) -> list[Opened]:
+        """The files known, in order: the one read first."""
+        return [self._reading] + [f for f, _ in self._queue]
+
     def _take_rotated(self) -> None:
         """Puts the rotated files still named before the current one, oldest first. The file
         opened first may have been renamed (or compressed) since: it keeps its place."""
