@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 _RUNNING = (pb.CONTAINER_CREATED, pb.CONTAINER_RUNNING)
 _HEALTH_SECONDS = 2.0
+# How often CRI is asked which containers exited (the kubelet's PLEG relists every second).
+_RELIST_SECONDS = 1.0
 
 
 def cri_answers(cfg: KubernetesConfig) -> str | None:
@@ -110,6 +112,7 @@ class _Log:
     handle: ContainerHandle | None = None
     skipped: bool = False
     closed: bool = False  # the runtime closed N.log: the container exited
+    exited: bool = False  # CRI listed the container as exited (its reader was told)
     deleted: bool = False  # N.log was deleted: the kubelet removed the container
 
 
@@ -289,7 +292,14 @@ class KubernetesSource:
     # --- the worker: metadata, filters, a reader per log ----------------------------------
 
     def _work_loop(self) -> None:
-        while (key := self._work.get()) is not None:
+        while True:
+            try:
+                key = self._work.get(timeout=_RELIST_SECONDS)
+            except queue.Empty:
+                self._relist()
+                continue
+            if key is None:
+                return
             if key == "":
                 self._attached = True
                 if self._journal is not None:
@@ -303,6 +313,30 @@ class KubernetesSource:
                 self._attach(key)
             except Exception as exc:  # a bug must cost one log, never the source
                 log.exception("pod log %s: cannot attach: %s", key, exc)
+
+    def _relist(self) -> None:
+        """Tells the readers of containers that exited: one ListContainers for all of them
+        (containerd keeps an exited container's log open, so no close event says it)."""
+        with self._lock:
+            live = {
+                e.handle.id: e
+                for e in self._logs.values()
+                if e.reader is not None and e.handle is not None and not e.exited
+            }
+        if not live:
+            return
+        exited = pb.ContainerFilter(state=pb.ContainerStateValue(state=pb.CONTAINER_EXITED))
+        try:
+            found = self._cri.call(
+                "ListContainers", pb.ListContainersRequest(filter=exited), pb.ListContainersResponse
+            ).containers
+        except CriError:
+            return  # /readyz says it; the writer's close or the file's deletion tells meanwhile
+        for c in found:
+            entry = live.get(c.id)
+            if entry is not None and entry.reader is not None:
+                entry.exited = True
+                entry.reader.container_stopped()
 
     def _attach(self, key: str) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ test's own pods directory, and the bridge reading that directory with [kubernete
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from bridge.sources.kubernetes.cri import CriClient
 
-from ..conftest import Bridge
+from ..conftest import Bridge, wait_until
 from .kubelet import Kubelet
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -24,11 +25,31 @@ CRI_SOCKET = f"{CRI_DIR}/containerd.sock"
 pytestmark = pytest.mark.integration
 
 
+def setup_cri() -> None:
+    env = {**os.environ, "CRI_DIR": CRI_DIR}
+    subprocess.run([str(ROOT / "scripts" / "setup-cri.sh")], check=True, env=env)
+
+
+class CriRuntime:
+    """The private containerd itself (started by scripts/setup-cri.sh, its pid in a file)."""
+
+    def stop(self) -> None:
+        pid = int(Path(CRI_DIR, "containerd.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "containerd to stop")
+
+    def start(self) -> None:
+        setup_cri()
+
+
+@pytest.fixture
+def cri_runtime(cri: CriClient) -> CriRuntime:
+    return CriRuntime()
+
+
 @pytest.fixture(scope="session")
 def cri() -> Iterator[CriClient]:
-    subprocess.run(
-        [str(ROOT / "scripts" / "setup-cri.sh")], check=True, env={**os.environ, "CRI_DIR": CRI_DIR}
-    )
+    setup_cri()
     client = CriClient(CRI_SOCKET, timeout=30)
     yield client
     client.close()
