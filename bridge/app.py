@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from bridge import __version__
 from bridge.config import KUBERNETES_SOURCE, Config, ConfigError, load_config
 from bridge.core.queue import PendingQueue
-from bridge.core.state import State, StateError, StateStore
+from bridge.core.state import DEFAULT_ENGINE, State, StateError, StateStore
 from bridge.service.http import StatusServer
 from bridge.service.notify import Notifier
 from bridge.sinks.journald.readback import JournalPositions
@@ -150,6 +150,8 @@ class Bridge:
                 state.points(engine.name, time.time_ns()),
                 functools.partial(self._filter_for, engine.name),
                 self._readback,
+                # no [docker] section at all: off while its socket does not exist
+                optional=engine.name == DEFAULT_ENGINE and "docker" not in cfg.model_fields_set,
             )
             for engine in cfg.all_engines
         ]

@@ -7,6 +7,7 @@
 #   systemd-journal-remote        tests/integration/test_fleet.py, bench/fleet.py (-remote, -upload)
 #   debootstrap, bridge-test/systemd   test_systemd_unit.py, test_fleet.py (systemd as PID 1)
 #   podman, its API service       tests/integration/test_several_engines.py, bench (a second engine)
+#   a private containerd (CRI)    tests/integration/kubernetes/ (scripts/setup-cri.sh)
 #
 # Podman is test-only: on a real host the bridge never writes /etc/containers/containers.conf
 # nor starts an engine. Here containers start only with that file's ulimits (the VM cannot set
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 say() { echo "setup-test: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
-packages=(prometheus systemd-journal-remote debootstrap podman)
+packages=(prometheus systemd-journal-remote debootstrap podman containerd busybox-static)
 packages+=(${EXTRA_TEST_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
@@ -91,3 +92,7 @@ if ! curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/nul
     curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null \
         || { say "podman system service did not start"; exit 1; }
 fi
+
+# --- a private containerd with its CRI plugin, for the Kubernetes source's tests -----------------
+# Its own root, state and sockets under /var/lib/journald-bridge-cri: never Docker's containerd.
+scripts/setup-cri.sh

@@ -34,7 +34,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
         cat "$log"; say "pip install failed"; exit 1
     fi
     rm -f "$log"
-    .venv/bin/python -c 'import bridge, docker, systemd.journal, pydantic, prometheus_client, pytest, hypothesis'
+    .venv/bin/python -c 'import bridge, docker, systemd.journal, pydantic, prometheus_client, pytest, hypothesis, grpc'
     touch .venv/.installed
 fi
 

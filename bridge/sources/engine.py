@@ -40,6 +40,7 @@ from bridge.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 _FIRST_BACKOFF = 0.2
+_SOCKET = "/var/run/docker.sock"
 
 
 class EngineReadback(Readback, Protocol):
@@ -58,8 +59,14 @@ class Engine:
         points: ResumePoints,
         container_filter: Callable[[], ContainerFilter],
         readback: Callable[[str], EngineReadback | None],
+        *,
+        optional: bool = False,
     ) -> None:
+        """`optional`: the default engine, not configured explicitly. While its socket does not
+        exist it is off (one info line), not down: a Kubernetes node has no dockerd."""
         self.config = engine
+        self.optional = optional
+        self._absent = False  # optional, and its unix socket does not exist (yet)
         self.name = engine.name
         self._bridge_config = config
         self._queue = queue
@@ -92,7 +99,7 @@ class Engine:
 
     def down_reason(self) -> str | None:
         """None while forwarding; else why not, in a few words."""
-        if self.up:
+        if self.up or (self.optional and self._absent):
             return None
         return self._error if self.supervisor is None else "reconnecting"
 
@@ -159,9 +166,15 @@ class Engine:
 
     def _connect(self, api: docker.APIClient) -> None:
         host = self.config.effective_host
-        if host.startswith("unix://") and not os.path.exists(path := host[len("unix://") :]):
+        absent = host.startswith("unix://") and not os.path.exists(host[len("unix://") :])
+        if self.optional and absent and not self._absent:
+            log.info(
+                "engine %s: off, no socket at %s (it comes up if one appears)", self.name, host
+            )
+        self._absent = absent
+        if absent:
             # Checked first because docker-py leaks the socket of a failed unix connect.
-            raise FileNotFoundError(f"{path}: no such socket (is the engine running?)")
+            raise FileNotFoundError(f"{host[7:]}: no such socket (is the engine running?)")
         api.ping()
         self.kind = engine_kind(api.version())
 
@@ -252,7 +265,7 @@ class Engine:
                 return True if result is None else result
             except ENGINE_ERRORS as exc:
                 reason = _one_line(exc)
-                if reason != self._error:
+                if reason != self._error and not (self.optional and self._absent):
                     log.warning("engine %s: cannot %s: %s", self.name, what, reason)
                 self._error = reason
             self._stop.wait(backoff)

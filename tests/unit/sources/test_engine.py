@@ -79,3 +79,29 @@ def test_an_engine_that_does_not_answer_is_down_with_its_reason_and_stops_at_onc
     assert engine.started.wait(5)
     assert time.monotonic() - started < 2
     assert caplog.text.count("engine podman: cannot connect") == 1  # once per reason
+
+
+def test_the_default_engine_without_its_socket_is_off_with_one_info_line(tmp_path, caplog):
+    # A Kubernetes node has no dockerd: a [docker] nobody configured is not "down" there.
+    config = Config.model_validate({"docker": {"host": f"unix://{tmp_path}/docker.sock"}})
+    engine = Engine(
+        config.all_engines[0],
+        lambda: config,
+        PendingQueue(1 << 20),
+        Telemetry(CollectorRegistry()),
+        State(first_run_ns=0).points("docker", 0),
+        lambda: ContainerFilter(config.filter),
+        lambda name: None,
+        optional=True,
+    )
+    caplog.set_level(logging.INFO)
+    engine.start()
+    deadline = time.monotonic() + 5
+    while "engine docker: off" not in caplog.text:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # a few retries
+    assert not engine.up and engine.down_reason() is None
+    assert caplog.text.count("engine docker: off") == 1
+    assert "cannot connect" not in caplog.text
+    engine.stop(5)
