@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.fields import ContainerInfo
-from bridge.service.telemetry import Telemetry
 from bridge.sources.logfiles.layout import DOCKER, Layout, for_engine
 from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
@@ -42,6 +41,7 @@ from bridge.sources.logfiles.rotation.replaced import (
 )
 from bridge.sources.logfiles.safe_open import OpenFailed, close_quietly, open_regular
 from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog
+from bridge.telemetry import Telemetry
 
 __all__ = ["LogFileSource"]
 

@@ -23,13 +23,13 @@ from bridge.core.cursor import Cursor, Position
 from bridge.core.fields import ContainerInfo
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
-from bridge.service.telemetry import Telemetry
 from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
 from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.rotation import READ_BYTES, Chunk, FileSet
 from bridge.sources.logfiles.rotation.identity import FileId
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
+from bridge.telemetry import Telemetry
 
 from .encode import T0, Rec, json_line
 from .rotating import Writer

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import BRIDGE, wait_until
-from tests.integration.test_resume import wait_complete
+from tests.integration.test_exactly_once_across_restarts import wait_complete
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
