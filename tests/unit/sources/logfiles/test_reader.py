@@ -302,7 +302,9 @@ def test_an_empty_rotated_file_does_not_end_a_removed_containers_read(tmp_path):
     assert [r.message for r in run.records] == [b"one", b"two"]
 
 
-@pytest.mark.xfail(strict=True, reason="known: start_at skips lines stamped `since` in an older file")
+@pytest.mark.xfail(
+    strict=True, reason="known: start_at skips lines stamped `since` in an older file"
+)
 def test_a_restart_at_a_timestamp_two_files_share_loses_nothing(tmp_path):
     """start_at takes the newest file whose first line is stamped at or before `since`; lines
     stamped `since` in the file before it are then behind the start. The cursor filter skips
