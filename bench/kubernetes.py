@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from measure import IMAGE, LABEL, BRIDGE, cpu_seconds, wait_for_messages
+from measure import BRIDGE, IMAGE, LABEL, cpu_seconds, wait_for_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -100,7 +100,7 @@ def main() -> None:
     )
     k8s_bridge = Bridge(
         work / "kubernetes",
-        f'[docker]\nenabled = false\n[inner_journal]\nenabled = false\n'
+        f"[docker]\nenabled = false\n[inner_journal]\nenabled = false\n"
         f'[kubernetes]\nenabled = true\npods_dir = "{base / "pods"}"\n'
         f'cri_socket = "{CRI_DIR / "containerd.sock"}"\n',
     )
@@ -111,8 +111,13 @@ def main() -> None:
 
     def write_docker(tags: list[str]) -> None:
         started = [
-            client.containers.run(IMAGE, ["sh", "-c", script(t, args.lines)], detach=True,
-                                  labels={LABEL: label}, log_config={"type": "json-file"})
+            client.containers.run(
+                IMAGE,
+                ["sh", "-c", script(t, args.lines)],
+                detach=True,
+                labels={LABEL: label},
+                log_config={"type": "json-file"},
+            )
             for t in tags
         ]
         for c in started:
@@ -147,8 +152,18 @@ def main() -> None:
         name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()
     }
     ratio = summary["kubernetes"]["lines_per_second"] / summary["docker_files"]["lines_per_second"]
-    print(json.dumps({"median": summary, "kubernetes_to_docker_lines_per_second": round(ratio, 2),
-                      "runs": runs, "containers": args.containers, "lines": args.lines}, indent=1))
+    print(
+        json.dumps(
+            {
+                "median": summary,
+                "kubernetes_to_docker_lines_per_second": round(ratio, 2),
+                "runs": runs,
+                "containers": args.containers,
+                "lines": args.lines,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

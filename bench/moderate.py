@@ -139,6 +139,8 @@ def measure(bench: Bench) -> None:
                 f"{m.get('dockerd_us', 0):.1f}, p50 {m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms"
             )
         d = medians["driver"]
-        parts.append(f"driver: dockerd {d.get('dockerd_us', 0):.1f} µs/line, p99 {d['p99_ms']:.1f} ms")
+        parts.append(
+            f"driver: dockerd {d.get('dockerd_us', 0):.1f} µs/line, p99 {d['p99_ms']:.1f} ms"
+        )
         bench.say(f"moderate {containers} x {rate} lines/s x {SECONDS} s: " + "; ".join(parts))
     bench.results["moderate"] = figures

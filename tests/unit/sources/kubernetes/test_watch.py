@@ -50,7 +50,9 @@ def test_logs_there_at_start_and_new_ones_are_opened_once(tree):
     (pods / POD / "web").mkdir(parents=True)
     (pods / POD / "web" / "0.log").write_text("x\n")
     watcher.start()
-    assert events.opened == [(f"{POD}/web/0.log", False, (pods / POD / "web" / "0.log").stat().st_ino)]
+    assert events.opened == [
+        (f"{POD}/web/0.log", False, (pods / POD / "web" / "0.log").stat().st_ino)
+    ]
     (pods / POD / "web" / "1.log").write_text("")  # a restart
     other = pods / f"shop_api-1_{UID}" / "db"
     other.mkdir(parents=True)
@@ -100,7 +102,7 @@ def test_hostile_names_symlinks_and_fifos_are_not_pod_logs(tree, tmp_path):
 
 
 def test_follow_wakes_once_at_the_next_write(tree):
-    pods, events, watcher = tree
+    pods, _, watcher = tree
     d = pods / POD / "web"
     d.mkdir(parents=True)
     log = d / "0.log"
