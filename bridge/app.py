@@ -35,7 +35,8 @@ from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.engine import Engine
 from bridge.sources.filters import ContainerFilter, own_container_id
-from bridge.sources.kubernetes.source import KubernetesSource, kubernetes_source
+from bridge.sources.kubernetes.enable import kubernetes_source
+from bridge.sources.kubernetes.source import KubernetesSource
 from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)

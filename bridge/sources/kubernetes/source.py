@@ -60,48 +60,6 @@ _HEALTH_SECONDS = 2.0
 _RELIST_SECONDS = 1.0
 
 
-def cri_answers(cfg: KubernetesConfig) -> str | None:
-    """The first configured CRI socket that answers Version, or None."""
-    for path in cfg.cri_sockets:
-        if not os.path.exists(path):
-            continue
-        client = CriClient(path)
-        try:
-            client.version()
-            return path
-        except CriError:
-            continue
-        finally:
-            client.close()
-    return None
-
-
-def kubernetes_source(
-    cfg: KubernetesConfig,
-    config: Callable[[], Config],
-    queue_: PendingQueue,
-    telemetry: Telemetry,
-    points: ResumePoints,
-    container_filter: Callable[[], ContainerFilter],
-    readback: Callable[[str], Readback | None],
-) -> KubernetesSource | None:
-    """The source, if [kubernetes] turns it on here: "auto" wants the pods directory and a CRI
-    socket that answers (else one info line); `true` wants the directory only."""
-    if cfg.enabled is False:
-        return None
-    socket_path = cri_answers(cfg)
-    if cfg.enabled == "auto" and (not os.path.isdir(cfg.pods_dir) or socket_path is None):
-        missing = cfg.pods_dir if not os.path.isdir(cfg.pods_dir) else "no CRI socket answers"
-        log.info("kubernetes: off (%s); set [kubernetes] enabled = true to force it", missing)
-        return None
-    if socket_path is None:  # watched all the same: the runtime may come up later
-        existing = [p for p in cfg.cri_sockets if os.path.exists(p)]
-        socket_path = (existing or list(cfg.cri_sockets))[0]
-    return KubernetesSource(
-        cfg, config, queue_, telemetry, points, container_filter, readback, socket_path
-    )
-
-
 @dataclass(eq=False)
 class _Log:
     key: str
@@ -233,7 +191,7 @@ class KubernetesSource:
         self._worker.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             for e in self._logs.values():
-                if e.reader is None:
+                if e.reader is None and not e.skipped:  # (a skipped log's are closed)
                     close_quietly(e.first_fd)
                     e.replacements.close()
         self._cri.close()
@@ -267,16 +225,24 @@ class KubernetesSource:
             reader.container_stopped()
 
     def on_deleted(self, key: str) -> None:
+        """N.log is gone: the kubelet removed the container (its rotation renames N.log, and
+        never deletes it)."""
         with self._lock:
+            self._finished.pop(key, None)
             entry = self._logs.get(key)
-            finished = self._finished.pop(key, None)
+            if entry is not None and entry.skipped:
+                del self._logs[key]  # left out by the filters: nothing to read
+                entry = None
+            reader = None
             if entry is not None:
                 entry.deleted = True
                 if entry.handle is not None:
                     entry.handle.removed = True  # read what the descriptors hold, then end
-            reader = entry.reader if entry is not None else None
-        if finished is not None:
+                reader = entry.reader
+            gone = key not in self._logs
+        if gone:
             self.metadata.forget(key)
+            self._watcher.released(key)
         if reader is not None:
             reader.container_stopped()
 

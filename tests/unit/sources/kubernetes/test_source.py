@@ -12,7 +12,8 @@ from bridge.config import Config, KubernetesConfig
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.state import State
 from bridge.sources.filters import ContainerFilter
-from bridge.sources.kubernetes.source import KubernetesSource, kubernetes_source
+from bridge.sources.kubernetes.enable import kubernetes_source
+from bridge.sources.kubernetes.source import KubernetesSource
 from bridge.telemetry import Telemetry
 
 UID = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
