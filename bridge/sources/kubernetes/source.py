@@ -268,6 +268,7 @@ class KubernetesSource:
                 return
             if key == "":
                 self._attached = True
+                self._telemetry.engine_connected(ENGINE, self.up)
                 if self._journal is not None:
                     journal, self._journal = self._journal, None
                     close = getattr(journal, "close", None)
