@@ -162,3 +162,40 @@ def test_the_cri_socket_stopped_and_started_again(
     kubelet.wait_exited(c)
     (e,) = journald.wait_for_line(c.id, b"back", 30)
     assert e["IMAGE_NAME"] == b"docker.io/bridge-test/busybox:latest"
+
+
+def test_transforms_rate_limits_and_metrics_apply_to_pods_as_to_containers(
+    bridge: Bridge, journald: Journald, kubelet: Kubelet
+):
+    k8s_bridge(bridge, kubelet)
+    bridge.configure(
+        transforms={"rate_limit_lines_per_second": 50, "rate_limit_burst": 50, "parse_json": True},
+        metrics={"per_container": True},
+    )
+    bridge.start()
+    pod = kubelet.run_pod("noisy", "shop")
+    c = kubelet.start(
+        pod, "main", 'echo \'{"msg": "structured", "level": "error"}\'; seq 1 2000; echo end'
+    )
+    kubelet.wait_exited(c)
+    name = f"k8s_main_noisy_shop_{pod.uid}_0"
+    wait_until(
+        lambda: (
+            bridge.metric(
+                "journald_bridge_container_lines_dropped_total",
+                engine="kubernetes",
+                container_name=name,
+                reason="rate_limited",
+            )
+            > 1000
+        ),
+        30,
+        "lines dropped by the rate limit",
+    )
+    entries = journald.entries(CONTAINER_ID_FULL=c.id)
+    assert entries[0]["MESSAGE"] == b"structured" and entries[0]["PRIORITY"] == b"3"
+    assert len(entries) < 200
+    assert (
+        bridge.metric("journald_bridge_container_attach_total", engine="kubernetes", source="files")
+        == 1
+    )
