@@ -147,3 +147,22 @@ def test_the_pods_directory_appearing_later_is_watched_then(tmp_path):
         assert [k for k, _, _ in events.opened] == [f"{POD}/web/0.log"]
     finally:
         watcher.stop()
+
+
+def test_cri_os_reopen_renames_a_new_file_over_the_log_and_it_is_handed_over(tree):
+    # conmon (CRI-O) answers ReopenContainerLog by creating 0.log.tmp and renaming it over 0.log
+    # (after the kubelet renamed the old one away): an IN_MOVED_TO, not an IN_CREATE.
+    pods, events, watcher = tree
+    d = pods / POD / "web"
+    d.mkdir(parents=True)
+    (d / "0.log").write_text("old\n")
+    watcher.start()
+    os.rename(d / "0.log", d / "0.log.20261207-080000")
+    (d / "0.log.tmp").write_text("")
+    os.rename(d / "0.log.tmp", d / "0.log")
+    assert watcher.sync()
+    assert [(k, created) for k, created, _ in events.opened] == [
+        (f"{POD}/web/0.log", False),
+        (f"{POD}/web/0.log", True),
+    ]
+    assert events.deleted == []
