@@ -172,8 +172,11 @@ class KubernetesSource:
         with self._lock:
             handles = [e.handle for e in self._logs.values() if e.handle is not None]
         for handle in handles:
-            self._factory.refresh(handle, handle.info)
-            handle.next_chain = self._factory.chain(handle)
+            try:
+                self._factory.refresh(handle, handle.info)
+                handle.next_chain = self._factory.chain(handle)
+            except Exception as exc:  # one pod's annotations must not stop the reload
+                log.exception("pod log %s: reload failed: %s", handle.info.name, exc)
 
     def stop(self, timeout: float) -> None:
         self._stopping = True
