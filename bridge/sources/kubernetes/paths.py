@@ -20,6 +20,7 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 POD_DIR = re.compile(rf"({_SUBDOMAIN})_({_SUBDOMAIN})_([A-Za-z0-9-]{{1,64}})")
 CONTAINER_DIR = re.compile(_LABEL)
 LOG_NAME = re.compile(r"(0|[1-9][0-9]{0,8})\.log")
+ROTATED_NAME = re.compile(r"((?:0|[1-9][0-9]{0,8})\.log)\.[0-9]{8}-[0-9]{6}")  # not .gz
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge.config import Config, KubernetesConfig
 from bridge.core.container import ContainerHandle
@@ -47,7 +47,8 @@ from bridge.sources.kubernetes.paths import PodLog, parse_key
 from bridge.sources.kubernetes.watch import PodLogWatcher
 from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
 from bridge.sources.logfiles.reader import FileReader
-from bridge.sources.logfiles.rotation.kubelet import KubeletFiles
+from bridge.sources.logfiles.rotation.identity import FileId
+from bridge.sources.logfiles.rotation.kubelet import KubeletFiles, WriterClosed
 from bridge.sources.logfiles.rotation.replaced import Replacements
 from bridge.sources.logfiles.safe_open import close_quietly
 from bridge.telemetry import Telemetry
@@ -66,6 +67,7 @@ class _Log:
     pod_log: PodLog
     first_fd: int
     replacements: Replacements
+    writer_closed: WriterClosed = field(default_factory=WriterClosed)
     reader: FileReader | None = None
     handle: ContainerHandle | None = None
     skipped: bool = False
@@ -227,6 +229,12 @@ class KubernetesSource:
         if reader is not None:
             reader.container_stopped()
 
+    def on_writer_closed(self, key: str, file: FileId) -> None:
+        with self._lock:
+            entry = self._logs.get(key)
+        if entry is not None:
+            entry.writer_closed.add(file)
+
     def on_deleted(self, key: str) -> None:
         """N.log is gone: the kubelet removed the container (its rotation renames N.log, and
         never deletes it)."""
@@ -326,7 +334,12 @@ class KubernetesSource:
         path = os.path.join(self._cfg.pods_dir, key)
         try:
             files = KubeletFiles(
-                path, K8S_FILE, fd=entry.first_fd, replacements=entry.replacements, rotated=True
+                path,
+                K8S_FILE,
+                fd=entry.first_fd,
+                replacements=entry.replacements,
+                rotated=True,
+                closed=entry.writer_closed,
             )
         except OSError as exc:
             log.warning("pod log %s: cannot read (%s)", key, exc.strerror or exc)

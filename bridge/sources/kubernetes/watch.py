@@ -16,7 +16,9 @@ Invariants (those of logfiles/watch.py, for this tree):
   (O_NOFOLLOW|O_NONBLOCK, safe_open), count: the names are hostile input.
 - Wake-ups are one-shot, per container directory: IN_MODIFY is in its mask only while a reader
   waits (`follow`). IN_CLOSE_WRITE of `N.log` (the runtime closed it: the container exited) and
-  its deletion are reported (`on_closed`, `on_deleted`).
+  its deletion are reported (`on_closed`, `on_deleted`), and IN_CLOSE_WRITE of a renamed
+  `N.log.<stamp>` with the file's identity (`on_writer_closed`): the kubelet's rotated file is
+  final only then.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any, Protocol
 
 from inotify_simple import INotify, flags
 
-from bridge.sources.kubernetes.paths import CONTAINER_DIR, LOG_NAME, pod_dir
+from bridge.sources.kubernetes.paths import CONTAINER_DIR, LOG_NAME, ROTATED_NAME, pod_dir
+from bridge.sources.logfiles.rotation.identity import FileId
 from bridge.sources.logfiles.safe_open import OpenFailed, errname, open_regular
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class PodLogEvents(Protocol):
 
     def on_open(self, key: str, fd: int, created: bool) -> None: ...  # fd is the receiver's
     def on_closed(self, key: str) -> None: ...  # the writer closed N.log (the container exited)
+    def on_writer_closed(self, key: str, file: FileId) -> None: ...  # ... a rotated file of it
     def on_deleted(self, key: str) -> None: ...  # N.log is gone (container removed)
     def on_missed(self, key: str) -> None: ...  # a file was gone before it could be opened
 
@@ -195,6 +199,8 @@ class PodLogWatcher:
                 self._forget(gone)
         elif depth == 2:
             key = f"{d.rel}/{name}"
+            if mask & flags.CLOSE_WRITE and (rotated := ROTATED_NAME.fullmatch(name)):
+                self._writer_closed(f"{d.rel}/{rotated.group(1)}", f"{d.rel}/{name}")
             if LOG_NAME.fullmatch(name):
                 if mask & _NEW:
                     self._open(key, created=True)
@@ -293,6 +299,15 @@ class PodLogWatcher:
         self._last[key] = ident
         os.set_blocking(fd, True)
         self._call(self._events.on_open, key, fd, created)
+
+    def _writer_closed(self, key: str, rel: str) -> None:
+        """The runtime closed a renamed file of the log: it is final (rotation/kubelet.py)."""
+        try:
+            st = os.lstat(os.path.join(self._root, rel))
+        except OSError:
+            return  # renamed or deleted since: the reader's bound decides
+        if stat.S_ISREG(st.st_mode):
+            self._call(self._events.on_writer_closed, key, FileId.of(st))
 
     def released(self, key: str) -> None:
         """The receiver is done with this log: a file at its name later is a new one."""

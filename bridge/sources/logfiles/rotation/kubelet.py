@@ -8,10 +8,12 @@ rotation the plain rotated file is gzipped (`.tmp`, then `.gz`: a new inode) and
 the oldest are deleted past MaxFiles. A failed reopen renames the file back to `N.log`.
 
 So, unlike dockerd and conmon, which close before the rename:
-- A renamed file is *not* final at the rename. It is final once it is deleted, or compressed,
-  or once the next file has been there for `CLOSE_SECONDS` and it has not been written for as
-  long: containerd closes it right after creating the new one. Until then the set waits on it
-  (`waiting_for_close`), and reads whatever is flushed into it.
+- A renamed file is *not* final at the rename. It is final once its writer closed it (the
+  watcher's IN_CLOSE_WRITE on the rotated name, passed in through `WriterClosed`), or it is
+  deleted or compressed; failing those (no watch, a lost event), once the next file has been
+  there for `CLOSE_SECONDS` and it has not been written for as long: containerd closes it right
+  after creating the new one. Until then the set waits on it (`waiting_for_close`), and reads
+  whatever is flushed into it.
 - Files are known by inode, never by name: the watcher opens each new `N.log` the moment it
   appears and hands it over in creation order (`Replacements`, as for conmon's replaced files),
   so a file renamed, gzipped or deleted before the reader gets to it is still read in full. A
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -35,9 +38,32 @@ from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.rotation.identity import FINGERPRINT_BYTES, FileId, Opened
 from bridge.sources.logfiles.rotation.replaced import ReplacedFiles, Replacements
 
-# How long after the new file appeared containerd may still write the old one. It closes the
-# old loggers right after swapping the new file in, and they flush at once: milliseconds.
-CLOSE_SECONDS = 0.5
+# Without the close event: how long after the new file appeared containerd may still write the
+# old one. It closes the old loggers right after swapping the new file in and they flush at
+# once (milliseconds); the bound is for a loaded node, where that can take a while.
+CLOSE_SECONDS = 2.0
+
+
+class WriterClosed:
+    """The files whose writer closed them (inode identities), as the watcher saw it; shared by
+    the watcher's thread (add) and the reader's (contains). Bounded: the oldest go first."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[FileId, None] = {}
+        self._limit = limit
+
+    def add(self, file: FileId) -> None:
+        with self._lock:
+            self._ids[file] = None
+            while len(self._ids) > self._limit:
+                del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, file: object) -> bool:
+        with self._lock:
+            return file in self._ids
+
+
 _ROTATED = re.compile(r"\.(\d{8}-\d{6})(\.gz)?")
 
 
@@ -73,6 +99,7 @@ class KubeletFiles(ReplacedFiles):
         replacements: Replacements | None = None,
         on_gap: Callable[[str], None] | None = None,
         rotated: bool = False,
+        closed: WriterClosed | None = None,
         close_seconds: float = CLOSE_SECONDS,
     ) -> None:
         """`fd`: the current file, opened when it appeared (the set owns it from now on); the
@@ -80,6 +107,7 @@ class KubeletFiles(ReplacedFiles):
         come before it. Raises OSError if there is no file to read."""
         super().__init__(path, fmt, fd=fd, replacements=replacements, on_gap=on_gap)
         self._close_seconds = close_seconds
+        self._closed = closed if closed is not None else WriterClosed()
         self._seen: dict[FileId, float] = {}  # when each newer file became known
         if rotated:
             self._take_rotated()
@@ -138,6 +166,8 @@ class KubeletFiles(ReplacedFiles):
             return True
         if st.st_nlink == 0:
             return True  # deleted: the kubelet deletes files the runtime closed long ago
+        if f.id in self._closed:
+            return True
         self._refresh()
         if not self._queue:
             # No newer file: the reopen is under way, failed (the file comes back), or the

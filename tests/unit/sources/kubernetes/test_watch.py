@@ -20,6 +20,7 @@ class Events:
         self.closed: list[str] = []
         self.deleted: list[str] = []
         self.missed: list[str] = []
+        self.writer_closed: list[tuple[str, int]] = []
 
     def on_open(self, key: str, fd: int, created: bool) -> None:
         self.opened.append((key, created, os.fstat(fd).st_ino))
@@ -33,6 +34,9 @@ class Events:
 
     def on_missed(self, key: str) -> None:
         self.missed.append(key)
+
+    def on_writer_closed(self, key: str, file) -> None:
+        self.writer_closed.append((key, file.ino))
 
 
 @pytest.fixture
@@ -166,3 +170,18 @@ def test_cri_os_reopen_renames_a_new_file_over_the_log_and_it_is_handed_over(tre
         (f"{POD}/web/0.log", True),
     ]
     assert events.deleted == []
+
+
+def test_the_writers_close_of_a_renamed_file_is_reported_with_its_identity(tree):
+    pods, events, watcher = tree
+    d = pods / POD / "web"
+    d.mkdir(parents=True)
+    writer = os.open(d / "0.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    watcher.start()
+    os.rename(d / "0.log", d / "0.log.20261207-080000")  # the kubelet's rename
+    os.write(writer, b"flushed\n")
+    os.close(writer)  # containerd closes the old file after the reopen
+    assert watcher.sync()
+    ino = (d / "0.log.20261207-080000").stat().st_ino
+    assert events.writer_closed == [(f"{POD}/web/0.log", ino)]
+    assert events.closed == []  # not "the container exited"

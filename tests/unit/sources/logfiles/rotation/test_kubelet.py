@@ -12,7 +12,8 @@ import time
 import pytest
 
 from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
-from bridge.sources.logfiles.rotation.kubelet import KubeletFiles, rotated_names
+from bridge.sources.logfiles.rotation.identity import FileId
+from bridge.sources.logfiles.rotation.kubelet import KubeletFiles, WriterClosed, rotated_names
 from bridge.sources.logfiles.rotation.replaced import Replacements
 
 from ..encode import NS, T0, rfc3339
@@ -218,3 +219,22 @@ def test_rotated_names_ignore_tmp_and_hostile_names(log):
     replacements = Replacements(live=lambda: True)
     with kubelet_files(log, replacements, rotated=True) as fs:  # the symlink is not followed
         assert Reader(fs).drain() == []
+
+
+def test_the_writers_close_makes_a_renamed_file_final_at_once(log):
+    closed = WriterClosed()
+    replacements = Replacements(live=lambda: True)
+    with kubelet_files(log, replacements, closed=closed, close_seconds=60) as fs:
+        r = Reader(fs)
+        log.lines(2)
+        rotated = log.rename()
+        old = log.reopen()
+        replacements.offer(opened(log.path))
+        log.lines(1)
+        assert r.drain() == names(2)  # without the close, the bound (60 s here) holds it
+        assert fs.waiting_for_close
+        log.record(b"last", fd=old)
+        os.close(old)
+        closed.add(FileId.of(os.stat(rotated)))  # the watcher's IN_CLOSE_WRITE
+        assert r.drain() == [b"last", b"line-2"]
+        assert not fs.waiting_for_close
