@@ -63,6 +63,11 @@ class WriterClosed:
         with self._lock:
             return file in self._ids
 
+    def discard(self, file: FileId) -> None:
+        """A file newly taken in: its inode may be a closed file's, recycled."""
+        with self._lock:
+            self._ids.pop(file, None)
+
 
 _ROTATED = re.compile(r"\.(\d{8}-\d{6})(\.gz)?")
 
@@ -149,12 +154,22 @@ class KubeletFiles(ReplacedFiles):
         super()._refresh()
         now = time.monotonic()
         for f, _ in self._queue:
-            self._seen.setdefault(f.id, now)
+            if f.id not in self._seen:
+                self._seen[f.id] = now
+                # A deleted file's inode is soon a new file's: a close seen before this file
+                # was taken in was another file's. (A close of this one that came before it
+                # was taken in is lost with it; the time bound then decides.)
+                self._closed.discard(f.id)
 
     def _advance(self) -> bool:
-        if not self._written_out(self._reading):
+        old = self._reading
+        if not self._written_out(old):
             return False
-        return super()._advance()
+        if not super()._advance():
+            return False
+        self._closed.discard(old.id)
+        self._seen.pop(old.id, None)
+        return True
 
     def _written_out(self, f: Opened) -> bool:
         """Whether the runtime will write `f` no more (it is final: not at the path)."""
