@@ -238,3 +238,28 @@ def test_the_writers_close_makes_a_renamed_file_final_at_once(log):
         closed.add(FileId.of(os.stat(rotated)))  # the watcher's IN_CLOSE_WRITE
         assert r.drain() == [b"last", b"line-2"]
         assert not fs.waiting_for_close
+
+
+def test_a_close_mark_from_before_a_file_was_taken_in_is_another_files(log):
+    # Inodes are recycled: a mark for this inode that came before the file was taken in was a
+    # deleted file's; believing it would move on while containerd still writes this one.
+    closed = WriterClosed()
+    replacements = Replacements(live=lambda: True)
+    with kubelet_files(log, replacements, closed=closed, close_seconds=60) as fs:
+        r = Reader(fs)
+        log.lines(1)
+        first = log.rename()
+        old = log.reopen()
+        closed.add(FileId.of(os.stat(log.path)))  # stale: "recycled" onto the new file
+        replacements.offer(opened(log.path))
+        os.close(old)
+        closed.add(FileId.of(os.stat(first)))
+        log.lines(1)
+        assert r.drain() == names(2)  # moved on to the new file at the first one's close
+        log.rename()
+        old = log.reopen()
+        replacements.offer(opened(log.path))
+        log.lines(1)
+        assert r.drain() == []
+        assert fs.waiting_for_close  # the stale mark was dropped: it waits for the real close
+        os.close(old)
