@@ -60,7 +60,7 @@ def _needs_restart(config: Config, section: str) -> object:
     """The part of a section that a reload cannot apply: all of it, but an engine's own
     `filter`, which applies at once like [filter]."""
     value = getattr(config, section)
-    if section == "docker":
+    if section in ("docker", "kubernetes"):
         return value.model_copy(update={"filter": None})
     if section == "engines":
         return tuple(e.model_copy(update={"filter": None}) for e in value)

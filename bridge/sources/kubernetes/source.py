@@ -169,6 +169,8 @@ class KubernetesSource:
         )
 
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
+        """New fields and transforms for every log; the new filter decides for logs first
+        seen from now on (one already read is not dropped mid-way)."""
         self._filter = container_filter
         self._factory.apply_config(config)
         with self._lock:
