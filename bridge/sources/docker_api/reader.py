@@ -7,7 +7,9 @@ or the container restarted) means reopen at the cursor; stopped means one more p
 follow, so that nothing the follow stream missed at the stop is lost; removed means done.
 
 Errors are transient (connection refused, broken stream, 5xx: retry with backoff) or permanent
-for this container (404/409: it is gone). Either way only this container is affected.
+for this container (404/409: it is gone). An error the engine writes as the body of a `200 OK`
+(Podman, for a container being removed) is classified the same way. Either way only this
+container is affected.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.frames import (
     SYSTEM_ERROR,
     ChunkedDecoder,
+    EngineErrorBody,
     FrameParser,
     RawStreamParser,
     StreamFormatError,
@@ -54,12 +57,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     StreamFormatError,
 )
 
+_PODMAN_GONE = ("no such container", "has already been removed")
 
-def is_gone(exc: docker.errors.APIError) -> bool:
-    # Podman answers 500 "... no such container" for a container removed meanwhile.
+
+def is_gone(exc: docker.errors.APIError | EngineErrorBody) -> bool:
+    # Podman answers 500 "... no such container" (or, once its own object of the container is
+    # marked removed, "container has already been removed") for a container removed meanwhile.
     if exc.status_code in (404, 409):
         return True
-    return exc.status_code == 500 and "no such container" in str(exc.explanation or "").lower()
+    explanation = str(exc.explanation or "").lower()
+    return exc.status_code == 500 and any(s in explanation for s in _PODMAN_GONE)
 
 
 class LogReader(ReaderThread):
@@ -112,7 +119,7 @@ class LogReader(ReaderThread):
                     log.info("container %s: reading again", self.name)
                     failing_since, backoff = None, 0.1
                 self._read(follow=running)
-            except docker.errors.APIError as exc:
+            except (docker.errors.APIError, EngineErrorBody) as exc:
                 if is_gone(exc):
                     raise ContainerGone from exc
                 failing_since = self._transient(exc, failing_since)
@@ -181,8 +188,7 @@ class LogReader(ReaderThread):
         )
         for body in self._body(response):
             self._put(self._records(parser.feed(body), cursor_filter))
-        if isinstance(parser, RawStreamParser):
-            self._put(self._records(parser.flush(), cursor_filter))
+        self._put(self._records(parser.flush(), cursor_filter))
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
