@@ -24,7 +24,7 @@ import docker.utils
 import requests
 
 from bridge.config import EngineConfig
-from bridge.sources.api.frames import StreamFormatError
+from bridge.sources.api.frames import EngineErrorBody, StreamFormatError
 
 EngineKind = Literal["docker", "podman"]
 
@@ -44,12 +44,18 @@ class ContainerGone(Exception):
     """The container was removed: its logs cannot be read any more."""
 
 
-def is_gone(exc: docker.errors.APIError) -> bool:
-    """The engine's answer means the container no longer exists."""
-    # Podman answers 500 "... no such container" for a container removed meanwhile.
+_PODMAN_GONE = ("no such container", "has already been removed")
+
+
+def is_gone(exc: docker.errors.APIError | EngineErrorBody) -> bool:
+    """The engine's answer (an HTTP error, or an error written as a 200's body) means the
+    container no longer exists."""
+    # Podman answers 500 "... no such container" (or, once its own object of the container is
+    # marked removed, "container has already been removed") for a container removed meanwhile.
     if exc.status_code in (404, 409):
         return True
-    return exc.status_code == 500 and "no such container" in str(exc.explanation or "").lower()
+    explanation = str(exc.explanation or "").lower()
+    return exc.status_code == 500 and any(s in explanation for s in _PODMAN_GONE)
 
 
 @dataclass(frozen=True, slots=True)
