@@ -33,8 +33,8 @@ from bridge.core.fields import ContainerInfo
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
 from bridge.sources.engine_api import ContainerStatus
-from bridge.sources.logfiles.chain import ChainFileSet
 from bridge.sources.logfiles.reader import FileReader
+from bridge.sources.logfiles.rotation.replaced import ReplacedFiles
 from bridge.sources.logfiles.source import LogFileSource
 from bridge.telemetry import Telemetry
 
@@ -133,7 +133,7 @@ class Source:
     ) -> tuple[FileReader, PendingQueue, ContainerHandle]:
         info, state = self.info(cid)
         files = self.files.open(info)
-        assert isinstance(files, ChainFileSet), info.log_driver
+        assert isinstance(files, ReplacedFiles), info.log_driver
         handle = ContainerHandle.create(info, b"", start or Cursor())
         handle.removed = removed or state is None
         pending = PendingQueue(256 << 20)
@@ -244,8 +244,8 @@ def test_20000_lines_rotated_by_conmon_are_read_once_each(source, podman, attach
     # before conmon replaces it again. Written in bursts of 1000 lines (55 kB) with a pause
     # after each, so rotations are at least 50 ms apart. (Unpaced, conmon replaced files 1-10
     # ms apart here, and a watcher thread sharing the GIL with a busy reader, or the CPU with
-    # other work, missed some: a gap, counted, never silent -- see chain.py.) Read while
-    # conmon writes, or only after the exit, when every replaced file waits in the hand-off.
+    # other work, missed some: a gap, counted, never silent -- see rotation/replaced.py.) Read
+    # while conmon writes, or only after the exit, when every replaced file waits to be read.
     lines = 20_000
     script = (
         f"for j in $(seq 0 {lines // 1000 - 1}); do "

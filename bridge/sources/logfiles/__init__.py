@@ -1,1 +1,19 @@
-"""Log source: the engine's own log files, read on the host."""
+"""The log-file source: an engine's own log files, read on the host.
+
+    layout      where an engine keeps each container's log, and in which format (pure)
+    watch       LogFileWatcher, one inotify thread per engine that opens each log file the
+                moment it appears; its contract: OpenedLog, LogFileEvents
+    safe_open   opening files in a directory containers write to (regular files only, no
+                symlink, no FIFO), bounded config reads, closing a descriptor handed over
+    source      LogFileSource: keeps what the watcher opened until a reader claims it, and
+                gives each claimed container its file set
+    reader      FileReader, the reader thread of one container: file set -> parser -> cursor
+                filter -> joiner -> queue
+    rotation/   the engine-agnostic tailer: a container's log as a sequence of files, whether
+                rotation renames the file away (NumberedFiles) or a new one over it
+                (ReplacedFiles); file identity; the start-position search
+    formats/    one parser per line format (json-file, local, k8s-file) and the picker
+
+Descriptors flow one way: watch -> source -> rotation (a file set), whose owner closes them.
+`layout` and `formats` are pure; only `watch` and `reader` run threads.
+"""

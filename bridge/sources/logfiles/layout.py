@@ -6,12 +6,12 @@ look: `<root>/<containers>/<id>/`, a log in that directory, and/or one in a subd
 Docker (dockerd 20.10, measured here): root is `docker info`'s DockerRootDir. The directory
 `containers/<id>/` and its config.v2.json/hostconfig.json exist from `create`; `<id>-json.log`
 (json-file) or `local-logs/container.log` (local) appears at `start`; `--rm` deletes the
-directory 24-680 ms after `die`. Rotated files keep names (`P.1` ..): see files.py.
+directory 24-680 ms after `die`. Rotated files keep names (`P.1` ..): see rotation/numbered.py.
 
 Podman (4.3.1, conmon 2.1.6, root, measured here): root is `podman info`'s graphRoot
 (/var/lib/containers/storage here), which the compat API's `/info` reports as DockerRootDir,
 with `Driver` "overlay": the log is `<root>/overlay-containers/<id>/userdata/ctr.log`, in
-k8s-file format (k8sfile.py), `podman inspect -f '{{.HostConfig.LogConfig.Path}}'`.
+k8s-file format (formats/k8sfile.py), `podman inspect -f '{{.HostConfig.LogConfig.Path}}'`.
 - `create` makes `<id>/`, then `<id>/userdata/` (artifacts/, secrets/, shm/) a fraction of a
   millisecond later; conmon creates ctr.log (O_APPEND|O_CREAT, so a restarted container
   appends to it) at `start`, before the container's process runs, and closes it at exit.
@@ -34,15 +34,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
-from bridge.sources.logfiles.jsonfile import JSON_FILE
-from bridge.sources.logfiles.k8sfile import K8S_FILE
-from bridge.sources.logfiles.lines import FileFormat
-from bridge.sources.logfiles.local import LOCAL
+from bridge.sources.logfiles.formats import FORMATS, LogKind
+from bridge.sources.logfiles.formats.lines import FileFormat
 
-LogKind = Literal["json-file", "local", "k8s-file"]
-FORMATS: dict[LogKind, FileFormat] = {"json-file": JSON_FILE, "local": LOCAL, "k8s-file": K8S_FILE}
 DOCKER_CONFIG_FILES = ("config.v2.json", "hostconfig.json")
 _STORAGE_DRIVER = re.compile(r"[a-z0-9_]{1,32}")
 

@@ -1,6 +1,6 @@
 """The log-file source: one reader thread per container, from the engine's own log files.
 
-A reader gets the container's `LogFileSet` (the current file, often opened the moment it
+A reader gets the container's `FileSet` (the current file, often opened the moment it
 appeared, and its rotated predecessors), positions it at the handle's cursor with a binary
 search (never a scan of the whole log), and reads: parser -> cursor filter -> partial-line
 joiner -> queue, exactly like the API source, so positions mean the same whichever source read
@@ -35,8 +35,8 @@ from bridge.core.cursor import CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
 from bridge.sources.engine_api import ENGINE_ERRORS, ContainerStatus, container_status
-from bridge.sources.logfiles.lines import FileLine, LineParser
-from bridge.sources.logfiles.sequence import FileSet
+from bridge.sources.logfiles.formats.lines import FileLine, LineParser
+from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.reader import ReaderThread
 from bridge.telemetry import Telemetry
 

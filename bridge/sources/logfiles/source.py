@@ -10,35 +10,40 @@ out by the filters), it is closed after `_UNCLAIMED_SECONDS`. The metadata saved
 forgotten; Podman keeps none on disk (`on_disk` is None).
 
 Invariants: at most `_MAX_WAITING` containers' descriptors wait (the oldest unclaimed are closed
-past that); a descriptor is closed exactly once, by whoever holds it last (here, the hand-off,
-or the reader's file set). Docker: the first file a container's reader has not claimed is the
-one kept, since newer ones are reached from it by name. Podman (`layout.replaced`): replaced
-files keep no name, so every file after the first goes to the container's hand-off
-(handoff.py, bounded), before and after the claim, and its file set reads them in order.
+past that); a descriptor is closed exactly once, by whoever holds it last (here, the
+container's Replacements, or the reader's file set). Docker: the first file a container's
+reader has not claimed is the one kept, since newer ones are reached from it by name. Podman
+(`layout.replaced`): replaced files keep no name, so every file after the first goes to the
+container's Replacements (rotation/replaced.py, bounded), before and after the claim, and its
+file set reads them in order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.fields import ContainerInfo
-from bridge.sources.logfiles.chain import ChainFileSet
-from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.handoff import MAX_BYTES, MAX_FILES, HandOff
-from bridge.sources.logfiles.handover import open_regular
-from bridge.sources.logfiles.layout import DOCKER, FORMATS, Layout, for_engine
-from bridge.sources.logfiles.sequence import FileSet
+from bridge.sources.logfiles.layout import DOCKER, Layout, for_engine
+from bridge.sources.logfiles.rotation import FileSet
+from bridge.sources.logfiles.rotation.numbered import NumberedFiles
+from bridge.sources.logfiles.rotation.replaced import (
+    MAX_BYTES,
+    MAX_FILES,
+    ReplacedFiles,
+    Replacements,
+)
+from bridge.sources.logfiles.safe_open import OpenFailed, close_quietly, open_regular
 from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog
 from bridge.telemetry import Telemetry
 
-__all__ = ["FORMATS", "LogFileSource"]
+__all__ = ["LogFileSource"]
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +51,26 @@ _UNCLAIMED_SECONDS = 120.0
 _MAX_WAITING = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A container's first file, opened by the watcher, until a reader claims it."""
+
+    since: float  # time.monotonic() when it began to wait
+    log: OpenedLog
+    replacements: Replacements | None  # Podman: the files after it
+
+    def close(self) -> None:
+        close_quietly(self.log.fd)
+        if self.replacements is not None:
+            self.replacements.close()
+
+
 class LogFileSource:
     """Implements the watcher's LogFileEvents; `on_start(cid)` is told of each new log.
 
     `root`: the engine's DockerRootDir (Docker) or storage root (Podman's graphRoot, which its
     compat `/info` reports as DockerRootDir). `max_held_files`/`max_held_bytes` bound what one
-    Podman container's hand-off holds while its reader is behind."""
+    Podman container's Replacements hold while its reader is behind."""
 
     def __init__(
         self,
@@ -69,10 +88,9 @@ class LogFileSource:
         self._on_start = on_start
         self._max_held = (max_held_files, max_held_bytes)
         self._lock = threading.Lock()
-        # container -> (since, its first file, the files after it: Podman only)
-        self._waiting: dict[str, tuple[float, OpenedLog, HandOff | None]] = {}
+        self._waiting: dict[str, _Waiting] = {}
         self._claimed: set[str] = set()  # containers whose reader follows their files
-        self._handoffs: dict[str, HandOff] = {}  # claimed containers' (Podman)
+        self._replacements: dict[str, Replacements] = {}  # claimed containers' (Podman)
         self._watcher = LogFileWatcher(root, self, layout=layout)
 
     @classmethod
@@ -96,10 +114,8 @@ class LogFileSource:
         self._watcher.stop()
         with self._lock:
             waiting, self._waiting = self._waiting, {}
-        for _, opened, handoff in waiting.values():
-            _close(opened.fd)
-            if handoff is not None:
-                handoff.close()
+        for entry in waiting.values():
+            entry.close()
 
     # --- for discovery and the readers ----------------------------------------------------
 
@@ -111,22 +127,22 @@ class LogFileSource:
         if fmt is None or path is None:
             log.info("container %s: log driver %s has no file to read", info.name, info.log_driver)
             return None
-        handoff: HandOff | None = None
-        with self._lock:  # one step: a file the watcher opens meanwhile goes to the hand-off
+        replacements: Replacements | None = None
+        with self._lock:  # one step: a file the watcher opens meanwhile goes to Replacements
             entry = self._waiting.pop(info.id, None)
             self._claimed.add(info.id)
             if self.layout.replaced:
-                handoff = entry[2] if entry is not None else None
-                handoff = handoff or self._handoff(info.id)
-                self._handoffs[info.id] = handoff
-        fd = entry[1].fd if entry is not None else None
+                replacements = entry.replacements if entry is not None else None
+                replacements = replacements or self._new_replacements(info.id)
+                self._replacements[info.id] = replacements
+        fd = entry.log.fd if entry is not None else None
         try:
-            if handoff is not None:
-                return ChainFileSet(path, fmt, fd=fd, handoff=handoff)
-            return LogFileSet(path, fmt, fd=fd)
+            if replacements is not None:
+                return ReplacedFiles(path, fmt, fd=fd, replacements=replacements)
+            return NumberedFiles(path, fmt, fd=fd)
         except OSError as exc:
             if fd is not None:
-                _close(fd)
+                close_quietly(fd)
             self.released(info.id)
             log.info("container %s: cannot read %s (%s)", info.name, path, exc.strerror or exc)
             return None
@@ -135,9 +151,9 @@ class LogFileSource:
         """The container's reader is done with its files (it ended, or the container is gone)."""
         with self._lock:
             self._claimed.discard(container_id)
-            handoff = self._handoffs.pop(container_id, None)
-        if handoff is not None:
-            handoff.close()
+            replacements = self._replacements.pop(container_id, None)
+        if replacements is not None:
+            replacements.close()
             self._keep_current(container_id)
 
     def _keep_current(self, cid: str) -> None:
@@ -148,24 +164,21 @@ class LogFileSource:
         path = self.layout.path(self.root, cid, self.layout.sub_kind)
         if path is None or not self._watcher.watched(cid):
             return
-        got = open_regular(path)
-        if isinstance(got, str):
+        try:
+            fd, _ = open_regular(path)
+        except OpenFailed:
             return
-        fd = got[0]
         os.set_blocking(fd, True)
         kept = OpenedLog(cid, fd, path, self.layout.sub_kind, False, None, None)
         now = time.monotonic()
-        expired: list[tuple[int, HandOff | None]]
         with self._lock:
             if cid in self._claimed or cid in self._waiting:
-                expired = [(fd, None)]  # a reader, or a newer file, came first
+                expired = [_Waiting(now, kept, None)]  # a reader, or a newer file, came first
             else:
-                self._waiting[cid] = (now, kept, self._handoff(cid))
+                self._waiting[cid] = _Waiting(now, kept, self._new_replacements(cid))
                 expired = self._expired(now)
-        for old_fd, old in expired:
-            _close(old_fd)
-            if old is not None:
-                old.close()
+        for old in expired:
+            old.close()
 
     def path(self, info: ContainerInfo) -> str:
         """Where the container's log is, for the log message ("" for a driver without one)."""
@@ -188,11 +201,11 @@ class LogFileSource:
         for Podman, whose userdata/config.json holds neither the name nor the labels)."""
         with self._lock:
             entry = self._waiting.get(container_id)
-        if entry is None or entry[1].config is None:
+        if entry is None or entry.log.config is None:
             return None
         try:
-            config = json.loads(entry[1].config)
-            host = json.loads(entry[1].hostconfig) if entry[1].hostconfig else {}
+            config = json.loads(entry.log.config)
+            host = json.loads(entry.log.hostconfig) if entry.log.hostconfig else {}
         except (ValueError, RecursionError):
             return None
         if not isinstance(config, dict) or not isinstance(host, dict):
@@ -214,19 +227,17 @@ class LogFileSource:
         now = time.monotonic()
         with self._lock:
             if cid in self._claimed or cid in self._waiting:
-                handoff = self._handoffs.get(cid) or self._waiting_handoff(cid)
-                if handoff is not None:
-                    handoff.offer(log_file.fd)  # Podman: a replaced file has no name
+                replacements = self._replacements.get(cid) or self._waiting_replacements(cid)
+                if replacements is not None:
+                    replacements.offer(log_file.fd)  # Podman: a replaced file has no name
                 else:
-                    _close(log_file.fd)  # Docker: reached by name from the first
+                    close_quietly(log_file.fd)  # Docker: reached by name from the first
                 return
-            handoff = self._handoff(cid) if self.layout.replaced else None
-            self._waiting[cid] = (now, log_file, handoff)
+            replacements = self._new_replacements(cid) if self.layout.replaced else None
+            self._waiting[cid] = _Waiting(now, log_file, replacements)
             expired = self._expired(now)
-        for fd, old in expired:
-            _close(fd)
-            if old is not None:
-                old.close()
+        for old in expired:
+            old.close()
         if log_file.created:  # it started just now: attach before the Engine API says so
             self._on_start(cid)
 
@@ -241,9 +252,10 @@ class LogFileSource:
 
     def on_missed(self, container_id: str) -> None:
         with self._lock:
-            handoff = self._handoffs.get(container_id) or self._waiting_handoff(container_id)
-        if handoff is not None:
-            handoff.missed()  # its reader reports the gap where it comes
+            replacements = self._replacements.get(container_id)
+            replacements = replacements or self._waiting_replacements(container_id)
+        if replacements is not None:
+            replacements.missed()  # its reader reports the gap where it comes
             return
         self._telemetry.rotation_gap()
         log.warning(
@@ -259,29 +271,25 @@ class LogFileSource:
     def on_watch_error(self, errno_name: str) -> None:
         self._telemetry.stream_error(f"inotify_{errno_name}")
 
-    def _handoff(self, cid: str) -> HandOff:
-        return HandOff(
+    def _new_replacements(self, cid: str) -> Replacements:
+        return Replacements(
             live=lambda: self._watcher.watched(cid),
             settle=self._watcher.sync,
             max_files=self._max_held[0],
             max_bytes=self._max_held[1],
         )
 
-    def _waiting_handoff(self, cid: str) -> HandOff | None:
+    def _waiting_replacements(self, cid: str) -> Replacements | None:
         entry = self._waiting.get(cid)
-        return entry[2] if entry is not None else None
+        return entry.replacements if entry is not None else None
 
-    def _expired(self, now: float) -> list[tuple[int, HandOff | None]]:
-        """Descriptors nobody claimed in time, or past the cap (oldest first); under the lock."""
+    def _expired(self, now: float) -> list[_Waiting]:
+        """What nobody claimed in time, or past the cap (oldest first), taken out under the
+        lock; the caller closes it once the lock is released."""
         expired = [
-            cid for cid, (since, _, _) in self._waiting.items() if now - since > _UNCLAIMED_SECONDS
+            cid for cid, entry in self._waiting.items() if now - entry.since > _UNCLAIMED_SECONDS
         ]
         over = len(self._waiting) - len(expired) - _MAX_WAITING
         if over > 0:
             expired += [cid for cid in self._waiting if cid not in expired][:over]
-        return [(entry[1].fd, entry[2]) for entry in map(self._waiting.pop, expired)]
-
-
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+        return [self._waiting.pop(cid) for cid in expired]

@@ -1,7 +1,7 @@
 """The one inotify watcher for an engine's log files: open each file the moment it appears.
 
-A `--rm` container can be gone 24 ms after `die` (Docker; Podman 60-140 ms after conmon closed
-its log), long before its event is handled, but an open descriptor keeps an unlinked file
+A `--rm` container's directory can be gone milliseconds after `die` (layout.py has what each
+engine does), long before its event is handled, but an open descriptor keeps an unlinked file
 readable. So each log file the layout names (layout.py: `<root>/containers/<id>/<id>-json.log`
 and `.../<id>/local-logs/container.log` for Docker, `<root>/overlay-containers/<id>/userdata/
 ctr.log` for Podman) is opened as soon as inotify reports it, and handed over.
@@ -22,8 +22,8 @@ Invariants:
 - Untrusted names: only real directories named by 64 lower-case hex digits and the exact log names
   count; files are opened O_NOFOLLOW|O_NONBLOCK and must be regular (a FIFO cannot block the
   thread); config files are bounded. The thread never raises: errors are logged once per kind.
-- Wake-ups are one-shot: IN_MODIFY is in a container's mask only while a reader waits (follow);
-  measured here, it takes a 100-byte write from 1.1 to 2.2 µs for the writer (dockerd). So no
+- Wake-ups are one-shot: IN_MODIFY is in a container's mask only while a reader waits (follow),
+  since a watched IN_MODIFY makes every write of the writer (dockerd, conmon) costlier. So no
   unfollow: a wake-up nobody waits for any more is one call, and then IN_MODIFY is off again.
 """
 
@@ -39,21 +39,19 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from inotify_simple import INotify, flags
 
-from bridge.sources.logfiles.handover import (
+from bridge.sources.logfiles.formats import LogKind
+from bridge.sources.logfiles.layout import DOCKER, Layout
+from bridge.sources.logfiles.safe_open import (
     CONFIG_MAX_BYTES,
-    LogFileEvents,
-    OpenedLog,
+    OpenFailed,
     errname,
     open_regular,
     read_config,
 )
-from bridge.sources.logfiles.layout import DOCKER, Layout, LogKind
-
-__all__ = ["CONFIG_MAX_BYTES", "LogFileEvents", "LogFileWatcher", "OpenedLog"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,34 @@ _ROOT_MASK: int = _NEW | _GONE | flags.MOVE_SELF | flags.ONLYDIR
 # complete. No IN_ATTRIB: a reader holding a descriptor cares about neither permissions nor links.
 _DIR_MASK: int = _NEW | flags.CLOSE_WRITE | flags.ONLYDIR | flags.DONT_FOLLOW
 _WAKE: int = _NEW | flags.MODIFY | flags.CLOSE_WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedLog:
+    """A log file just opened. `fd` (O_RDONLY|O_CLOEXEC, blocking, offset 0) is the receiver's.
+    `created`: an inotify event announced the file, so it is new; False: a scan found it."""
+
+    container_id: str
+    fd: int
+    path: str
+    kind: LogKind
+    created: bool
+    config: bytes | None  # config.v2.json as the log appeared; None: absent, too big, unreadable
+    hostconfig: bytes | None  # (both None where the layout has no config files: Podman)
+
+
+class LogFileEvents(Protocol):
+    """Implemented by the receiver (LogFileSource); every method runs on the watcher thread."""
+
+    def on_open(self, log: OpenedLog) -> None: ...
+    # A file handed over as found by a scan (created=False) was new after all: its creation
+    # event came after the scan that found it (a directory and its log made back to back).
+    def on_created(self, container_id: str) -> None: ...
+    def on_open_error(self, container_id: str, path: str, reason: str) -> None: ...
+    def on_missed(self, container_id: str) -> None: ...  # a file was gone before it was opened
+    def on_removed(self, container_id: str) -> None: ...  # the directory is gone
+    def on_overflow(self) -> None: ...  # the kernel queue overflowed: a rescan follows
+    def on_watch_error(self, errno_name: str) -> None: ...  # ENOSPC: files opened, no wake-ups
 
 
 @dataclass(slots=True, eq=False)
@@ -351,14 +377,14 @@ class LogFileWatcher:
         if name is None:
             return  # no log at this level (Podman's is in userdata/)
         path = os.path.join(c.path, self._layout.sub_dir if sub else "", name)
-        got = open_regular(path)
-        if isinstance(got, str):
-            if got != "ENOENT":
-                self._call(self._events.on_open_error, c.cid, path, got)
+        try:
+            fd, st = open_regular(path)
+        except OpenFailed as e:
+            if str(e) != "ENOENT":
+                self._call(self._events.on_open_error, c.cid, path, str(e))
             elif created:  # there a moment ago: rotated away or removed first
                 self._call(self._events.on_missed, c.cid)
             return
-        fd, st = got
         key, last = (st.st_dev, st.st_ino), c.last.get(sub)
         if last is not None and last[0] == key:
             # Seen already. The first event naming a file a scan found is that file's own;

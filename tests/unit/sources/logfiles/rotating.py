@@ -8,8 +8,8 @@ import shutil
 from dataclasses import dataclass, field
 
 from bridge.core.record import STDOUT
-from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.lines import FileLine
+from bridge.sources.logfiles.formats.lines import FileLine
+from bridge.sources.logfiles.rotation.numbered import NumberedFiles
 
 from .encode import NS, T0, Rec, json_line, k8s_line
 
@@ -116,7 +116,7 @@ class Conmon:
 class Reader:
     """What the integrator's reader thread does: read, reset the parser at restarts, parse."""
 
-    files: LogFileSet
+    files: NumberedFiles
     lines: list[FileLine] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
     dropped: int = 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sources.logfiles.jsonfile import JSON_FILE
-from bridge.sources.logfiles.k8sfile import K8S_FILE
+from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
+from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
+from bridge.sources.logfiles.formats.local import LOCAL
 from bridge.sources.logfiles.layout import DOCKER, for_engine, podman
-from bridge.sources.logfiles.local import LOCAL
 
 CID = "ab" * 32
 

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.core.fields import ContainerInfo
-from bridge.sources.logfiles.chain import ChainFileSet
-from bridge.sources.logfiles.files import LogFileSet
 from bridge.sources.logfiles.layout import DOCKER, podman
+from bridge.sources.logfiles.rotation.numbered import NumberedFiles
+from bridge.sources.logfiles.rotation.replaced import ReplacedFiles
 from bridge.sources.logfiles.source import LogFileSource
 from bridge.telemetry import Telemetry
 
@@ -90,7 +90,7 @@ def test_podman_files_replaced_before_and_after_the_claim_are_read_in_order(podm
     assert source.path(info) == log.path
     assert source.on_disk(info.id) is None  # Podman keeps no name or labels on disk
     files = source.open(info)
-    assert isinstance(files, ChainFileSet)
+    assert isinstance(files, ReplacedFiles)
     r = Reader(files)
     assert r.drain() == names(9)
     log.rotate()  # after the claim: handed over to the reader's set
@@ -150,7 +150,7 @@ def test_docker_keeps_only_the_first_file_its_set_finds_the_rest_by_name(tmp_pat
         assert source.sync(5)
         assert source.on_disk(cid)["Name"] == "/web"  # type: ignore[index]
         files = source.open(ContainerInfo(cid, "web", "", ""))
-        assert isinstance(files, LogFileSet)
+        assert isinstance(files, NumberedFiles)
         assert (
             [x.message for x in Reader(files).drain()]
             if False

@@ -19,7 +19,7 @@ import json
 
 from bridge.core.record import STDERR, STDOUT
 from bridge.core.timestamps import TimestampParser, parse_general
-from bridge.sources.logfiles.lines import (
+from bridge.sources.logfiles.formats.lines import (
     MAX_LINE_BYTES,
     FileFormat,
     FileLine,

@@ -6,10 +6,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridge.core.record import STDERR, STDOUT
-from bridge.sources.logfiles.jsonfile import JSON_FILE, JsonFileParser
-from bridge.sources.logfiles.lines import MAX_LINE_BYTES
+from bridge.sources.logfiles.formats.jsonfile import JSON_FILE, JsonFileParser
+from bridge.sources.logfiles.formats.lines import MAX_LINE_BYTES
 
-from .encode import Rec, cuts, expected, feed_all, got, json_line, records, split_at
+from ..encode import Rec, cuts, expected, feed_all, got, json_line, records, split_at
 
 ATTRS = b'{"app":"web"}'
 # Captured from dockerd 20.10.24 (`docker run -l app=web --log-opt labels=app ... sh -c 'echo

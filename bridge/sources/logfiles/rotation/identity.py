@@ -1,8 +1,16 @@
-"""One open log file, plain or gzip-compressed, and the identities the file set matches on.
+"""File identity, and one open log file: how a file of a log is known, listed and found again.
 
-A plain file is read with pread at an offset of our own (so a descriptor handed over by whoever
-opened it first can be read from any position); a .gz is decompressed as a stream, so memory
-stays bounded whatever its size. Every descriptor is closed by `close()`, which is idempotent.
+A file is known by its `FileId` (st_dev, st_ino, and whether its bytes are decompressed): a
+position names its file by it, and while a descriptor to the file is held the kernel gives that
+inode to no other file. Once no descriptor is held, an inode is soon another file's (dockerd's
+rotations recycle a handful), so a file met again by name is a `Fingerprint`: its FileId and
+its first `FINGERPRINT_BYTES`; a file compressed since (a new inode) is known by those bytes
+alone. `Listed` is a file as one directory scan saw it.
+
+`Opened` is one open file, plain or gzip-compressed. A plain file is read with pread at an
+offset of our own (so a descriptor handed over by whoever opened it first can be read from any
+position); a .gz is decompressed as a stream, so memory stays bounded whatever its size. Every
+descriptor is closed by `close()`, which is idempotent.
 """
 
 from __future__ import annotations
@@ -20,40 +28,46 @@ _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY
 
 @dataclass(frozen=True, slots=True)
 class FileId:
-    """Which file bytes came from: the part of a position hint that names the file."""
+    """Which file bytes came from: the part of a position that names the file."""
 
     dev: int
     ino: int
     compressed: bool = False
 
+    @classmethod
+    def of(cls, st: os.stat_result, compressed: bool = False) -> FileId:
+        return cls(st.st_dev, st.st_ino, compressed)
+
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """A file of the log as one directory scan saw it."""
+class Listed:
+    """A file of the log as one directory scan saw it: `P` (n=0) or `P.n`, maybe `.gz`."""
 
     n: int  # 0 for the current file, k for P.k
-    gz: bool
-    key: tuple[int, int]  # (st_dev, st_ino)
+    id: FileId  # compressed: the name ends in .gz
+
+    @property
+    def gz(self) -> bool:
+        return self.id.compressed
 
 
 @dataclass(frozen=True, slots=True)
-class Ident:
-    """How to recognise a file later: its inode, or its first bytes once it is compressed."""
+class Fingerprint:
+    """How to recognise a file later: its FileId, and its first bytes once it may have been
+    compressed (None: it is held, or it is the current file, and its FileId is enough)."""
 
-    key: tuple[int, int]
-    fp: bytes | None
-    gz: bool
+    id: FileId
+    head: bytes | None
 
 
 class Opened:
-    __slots__ = ("_gz", "_raw", "damaged", "fd", "final", "gz", "id", "key", "name", "offset")
+    __slots__ = ("_gz", "_raw", "damaged", "fd", "final", "gz", "id", "name", "offset")
 
     def __init__(self, fd: int, name: str, *, final: bool, gz: bool) -> None:
         st = os.fstat(fd)
         self.fd = fd
         self.name = name
-        self.key = (st.st_dev, st.st_ino)
-        self.id = FileId(st.st_dev, st.st_ino, gz)
+        self.id = FileId.of(st, gz)
         self.final = final  # no longer at the path: its end is its end for good
         self.gz = gz
         self.offset = 0  # of the next byte read (decompressed, for a .gz)

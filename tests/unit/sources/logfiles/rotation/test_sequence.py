@@ -1,14 +1,14 @@
-"""FileSequence, the reading half shared by LogFileSet and ChainFileSet, on real files with the
-simplest way of finding the next file: a list of paths given in advance."""
+"""FileSequence, the reading half shared by NumberedFiles and ReplacedFiles, on real files with
+the simplest way of finding the next file: a list of paths given in advance."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from bridge.sources.logfiles.k8sfile import K8S_FILE
-from bridge.sources.logfiles.opened import Opened
-from bridge.sources.logfiles.sequence import FileSequence
+from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
+from bridge.sources.logfiles.rotation.identity import Opened
+from bridge.sources.logfiles.rotation.sequence import FileSequence
 
 
 class Listed(FileSequence):

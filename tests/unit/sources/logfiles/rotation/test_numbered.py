@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 
-from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.jsonfile import JSON_FILE
-from bridge.sources.logfiles.opened import FileId
+from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
+from bridge.sources.logfiles.rotation.identity import FileId
+from bridge.sources.logfiles.rotation.numbered import NumberedFiles
 
-from .rotating import Reader, Writer, names
+from ..rotating import Reader, Writer, names
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def log(tmp_path):
     return Writer(str(d / "c0ffee-json.log"), max_files=5)
 
 
-def open_set(log: Writer, **kw) -> LogFileSet:
+def open_set(log: Writer, **kw) -> NumberedFiles:
     gaps: list[str] = []
-    fs = LogFileSet(log.path, JSON_FILE, on_gap=gaps.append, **kw)
+    fs = NumberedFiles(log.path, JSON_FILE, on_gap=gaps.append, **kw)
     fs.gap_reasons = gaps  # type: ignore[attr-defined]
     return fs
 
@@ -268,7 +268,7 @@ def test_a_hint_into_a_rotated_file_goes_on_through_the_newer_ones(log):
 
 def test_constructing_without_a_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
-        LogFileSet(str(tmp_path / "nothing.log"), JSON_FILE)
+        NumberedFiles(str(tmp_path / "nothing.log"), JSON_FILE)
 
 
 def test_the_held_newest_file_compressed_since_is_read_once_from_the_descriptor(log):

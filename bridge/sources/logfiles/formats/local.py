@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 
 from bridge.core.record import STDERR, STDOUT
-from bridge.sources.logfiles.lines import (
+from bridge.sources.logfiles.formats.lines import (
     MAX_LINE_BYTES,
     FileFormat,
     FileLine,

@@ -5,9 +5,19 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridge.core.record import STDERR, STDOUT
-from bridge.sources.logfiles.local import LOCAL, LocalParser, decode
+from bridge.sources.logfiles.formats.local import LOCAL, LocalParser, decode
 
-from .encode import Rec, cuts, expected, feed_all, got, local_entry, local_frames, records, split_at
+from ..encode import (
+    Rec,
+    cuts,
+    expected,
+    feed_all,
+    got,
+    local_entry,
+    local_frames,
+    records,
+    split_at,
+)
 
 _ID1 = b"aa18f085eb95ed86a1415862e7efbf5fbbef870eb390d10408fc16a4f06d6e6a"
 _ID2 = b"8857d84fa528bfef0beffcb725d3eba442250cb25de11ee64ead64d9b564709c"

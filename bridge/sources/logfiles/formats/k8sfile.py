@@ -21,15 +21,16 @@ space each. So:
   the hour that repeats when summer time ends stays in order.
 
 Rotation (`--log-opt max-size`): conmon renames a new ctr.log.tmp over ctr.log, which unlinks
-the old file (layout.py, chain.py). conmon 2.2 adds `--log-rotate`, keeping ctr.log.1 ..; files
-handed over by the watcher are still read in order, but not found by those names.
+the old file (layout.py, rotation/replaced.py). conmon 2.2 adds `--log-rotate`, keeping
+ctr.log.1 ..; files handed over by the watcher are still read in order, but not found by those
+names.
 """
 
 from __future__ import annotations
 
 from bridge.core.record import STDERR, STDOUT
 from bridge.core.timestamps import TimestampParser, parse_general
-from bridge.sources.logfiles.lines import (
+from bridge.sources.logfiles.formats.lines import (
     MAX_LINE_BYTES,
     FileFormat,
     FileLine,

@@ -11,18 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.core.record import STDERR, STDOUT
-from bridge.sources.logfiles.files import LogFileSet
-from bridge.sources.logfiles.jsonfile import JSON_FILE
-from bridge.sources.logfiles.k8sfile import K8S_FILE
-from bridge.sources.logfiles.lines import FileFormat
-from bridge.sources.logfiles.local import LOCAL
-from bridge.sources.logfiles.opened import Opened
-from bridge.sources.logfiles.search import BLOCK_BYTES, Searcher
+from bridge.sources.logfiles.formats import FORMATS
+from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
+from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation.identity import Opened
+from bridge.sources.logfiles.rotation.numbered import NumberedFiles
+from bridge.sources.logfiles.rotation.search import BLOCK_BYTES, Searcher
 
-from .encode import NS, T0, Rec, json_line, k8s_line, local_frames
-from .rotating import Reader, Writer, names
-
-FORMATS = {"json-file": JSON_FILE, "local": LOCAL, "k8s-file": K8S_FILE}
+from ..encode import NS, T0, Rec, json_line, k8s_line, local_frames
+from ..rotating import Reader, Writer, names
 
 
 def encode(fmt: str, recs: list[Rec]) -> bytes:
@@ -142,16 +139,16 @@ def test_start_at_picks_the_file_then_the_line(tmp_path):
         log.lines(100)
         log.rotate()
     log.lines(100)  # line-i is stamped T0 + i ms; P.3 holds 0-99 .. P holds 300-399
-    with LogFileSet(log.path, JSON_FILE) as fs:
+    with NumberedFiles(log.path, JSON_FILE) as fs:
         fid, at = fs.start_at(T0 + 150 * NS // 1000)
         assert fid.ino == os.stat(log.path + ".2").st_ino
         r = Reader(fs)
         assert r.drain() == names(250, 150)
         assert fs.search_reads <= 6
-    with LogFileSet(log.path, JSON_FILE) as fs:
+    with NumberedFiles(log.path, JSON_FILE) as fs:
         fs.start_at(0)  # before everything: the oldest file, from its start
         assert Reader(fs).drain() == names(400)
-    with LogFileSet(log.path, JSON_FILE) as fs:
+    with NumberedFiles(log.path, JSON_FILE) as fs:
         fid, at = fs.start_at(T0 + 10**6 * NS)  # after everything: the end of the current file
         assert (fid.ino, at) == (os.stat(log.path).st_ino, os.path.getsize(log.path))
         assert Reader(fs).drain() == []
@@ -162,7 +159,7 @@ def test_start_at_in_a_compressed_file_starts_at_its_beginning(tmp_path):
     log.lines(50)
     log.rotate(compress=True)
     log.lines(50)
-    with LogFileSet(log.path, JSON_FILE) as fs:
+    with NumberedFiles(log.path, JSON_FILE) as fs:
         fid, at = fs.start_at(T0 + 20 * NS // 1000)
         assert fid.compressed and at == 0
         assert Reader(fs).drain() == names(100)
@@ -178,6 +175,6 @@ def test_start_at_after_the_directory_is_gone_uses_the_held_file(tmp_path):
     log.lines(30)
     os.remove(log.path)
     d.rmdir()
-    with LogFileSet(log.path, JSON_FILE, fd=fd) as fs:
+    with NumberedFiles(log.path, JSON_FILE, fd=fd) as fs:
         fs.start_at(T0 + 10 * NS // 1000)
         assert Reader(fs).drain() == names(20, 10)

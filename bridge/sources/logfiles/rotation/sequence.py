@@ -1,8 +1,8 @@
 """What both ways of following a container's log files share: the file at hand is read to its
 true end before the next one is taken.
 
-LogFileSet (files.py) follows rotations that rename the file away (dockerd, conmon's
---log-rotate); ChainFileSet (chain.py) follows files renamed over the path (conmon's default).
+NumberedFiles (numbered.py) follows rotations that rename the file away (dockerd, conmon's
+--log-rotate); ReplacedFiles (replaced.py) follows files renamed over the path (conmon's default).
 They differ in how the next file is found (`_refresh`, `_advance`) and where a start position
 is (`start_at`); reading, the end of a file (a file truncated in place is read again from 0) and
 the restarts a parser sees are here, once.
@@ -20,43 +20,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Self
 
-from bridge.sources.logfiles.lines import FileFormat
-from bridge.sources.logfiles.opened import FileId, Opened
-
-READ_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """The next bytes of the log.
-
-    `restart` is empty while bytes continue the previous chunk's file. Otherwise the caller
-    resets its parser at `offset` before feeding `data` (which may be empty): "rotated" (the
-    next file), "truncated" (the same file from 0), "gap" (the next file still there; some
-    before it were lost), "start" (after start_at/resume).
-    """
-
-    data: bytes
-    file: FileId
-    offset: int  # of data[0] in `file` (in the decompressed bytes for a .gz)
-    restart: str = ""
-
-
-class FileSet(Protocol):
-    """What a reader needs of a container's log files (LogFileSet, ChainFileSet)."""
-
-    format: FileFormat
-    gaps: int  # lost stretches noticed so far (at a file boundary, also a "gap" restart)
-
-    @property
-    def position(self) -> tuple[FileId, int]: ...
-    def read(self, max_bytes: int = READ_BYTES) -> Chunk: ...
-    def start_at(self, since_ns: int) -> tuple[FileId, int]: ...
-    def settle(self) -> bool: ...  # before the log is taken as ended: True if more turned up
-    def close(self) -> None: ...
+from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation import READ_BYTES, Chunk
+from bridge.sources.logfiles.rotation.identity import FileId, Opened
 
 
 class FileSequence:
@@ -132,7 +100,7 @@ class FileSequence:
             st = os.stat(self._path)
         except (FileNotFoundError, NotADirectoryError):
             return False
-        return (st.st_dev, st.st_ino) == f.key
+        return FileId.of(st) == f.id  # the file at the path is never a .gz
 
     def _gap(self, reason: str, *, restart: bool = True) -> None:
         self.gaps += 1

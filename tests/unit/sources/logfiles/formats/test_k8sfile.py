@@ -4,9 +4,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridge.core.record import STDERR, STDOUT
-from bridge.sources.logfiles.k8sfile import K8S_FILE, K8sFileParser
+from bridge.sources.logfiles.formats.k8sfile import K8S_FILE, K8sFileParser
 
-from .encode import (
+from ..encode import (
     NS,
     T0,
     Rec,

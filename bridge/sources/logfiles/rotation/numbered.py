@@ -13,7 +13,7 @@ Invariants:
   file is *final* once its inode has left the path; the writer closed it before the rename, so
   after that, end of file is the end of the file for good, and only then does the set move on.
 - The next file is found by identity, not by name: by inode while we hold it; otherwise by
-  inode confirmed by its first 4 KiB (a deleted file's inode is soon another file's; measured
+  inode confirmed by its first bytes (a deleted file's inode is soon another file's; measured
   here, dockerd's rotations recycled the same six inodes), or by those bytes alone for a file
   compressed since (a new inode). The first line's nanosecond timestamp makes them unique. A
   reader behind by several rotations goes through each file still there, in order.
@@ -25,6 +25,10 @@ Invariants:
 - A file truncated in place (same inode, smaller than the offset reached) is read again from 0.
   Truncation followed by writes past that offset before the next read cannot be told apart.
 
+A name says where a file was when the directory was read, nothing more: the writer renames
+while we look, and a deleted file's inode soon belongs to another file. So a listing is taken
+twice until both agree, and a file opened by name is checked to be the file listed (`_Names`).
+
 Reading a file to its end is FileSequence's (sequence.py); this module finds the next file.
 Not thread-safe: one reader thread owns a set.
 """
@@ -33,19 +37,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
 
-from bridge.sources.logfiles.lines import FileFormat
-from bridge.sources.logfiles.listing import Names
-from bridge.sources.logfiles.opened import FINGERPRINT_BYTES, Entry, FileId, Ident, Opened
-from bridge.sources.logfiles.search import Searcher
-from bridge.sources.logfiles.sequence import FileSequence
+from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation.identity import (
+    FINGERPRINT_BYTES,
+    FileId,
+    Fingerprint,
+    Listed,
+    Opened,
+)
+from bridge.sources.logfiles.rotation.search import Searcher
+from bridge.sources.logfiles.rotation.sequence import FileSequence
 
 _CONTEXT_BYTES = 128 * 1024  # what a position hint is checked against, before and after it
-_LISTING_TRIES = 5
+_LISTING_TRIES = 5  # listings _advance takes when the one before went stale under it
+_SCAN_TRIES = 5  # scans a listing takes until two agree
 
 
-class LogFileSet(FileSequence):
+class NumberedFiles(FileSequence):
     def __init__(
         self,
         path: str,
@@ -60,9 +72,9 @@ class LogFileSet(FileSequence):
         """
         first = Opened.adopt(fd, path) if fd is not None else Opened.open(path, 0, False)
         super().__init__(path, fmt, first, on_gap)
-        self._names = Names(path)
+        self._names = _Names(path)
         self._newest: Opened | None = None  # the current file, while a rotated one is read
-        self._next: Ident | None = None  # the file after _reading, when known and not _newest
+        self._next: Fingerprint | None = None  # the file after _reading, when known and not _newest
 
     def close(self) -> None:
         super().close()
@@ -84,11 +96,11 @@ class LogFileSet(FileSequence):
         `since_ns` by the reorder guard first. The next read() restarts ("start").
         """
         self._refresh()
-        entries = self._names.entries()
+        listing = self._names.listing()
         searcher = Searcher(self.format)
         target: Opened | None = None
         fallback: Opened | None = None  # the oldest file with a line, or the newest if none has
-        for f in self._candidates(entries):
+        for f in self._candidates(listing):
             first = searcher.first_ts(f)
             if first is not None and first <= since_ns:
                 target = f
@@ -104,21 +116,21 @@ class LogFileSet(FileSequence):
             self._release(fallback)
         target.offset = 0 if target.gz else searcher.search(target, since_ns)
         self.search_reads = searcher.reads
-        self._set_reading(target, entries, advancing=False)
+        self._set_reading(target, listing, advancing=False)
         self._restart = "start"
         return self.position
 
-    def _candidates(self, entries: list[Entry]) -> Iterator[Opened]:
+    def _candidates(self, listing: list[Listed]) -> Iterator[Opened]:
         """The log's files, newest first, opened one at a time; held files no name has any more
         (unlinked: they are the oldest) come last."""
-        listed = set()
-        for entry in entries:
-            listed.add(entry.key)
-            f = self._held(entry) or self._names.open(entry)
+        seen = set()
+        for listed in listing:
+            seen.add(listed.id)
+            f = self._held(listed) or self._names.open(listed)
             if f is not None:
                 yield f
         for f in (self._newest, self._reading):
-            if f is not None and f.key not in listed:
+            if f is not None and f.id not in seen:
                 yield f
 
     def _release(self, f: Opened | None) -> None:
@@ -134,14 +146,14 @@ class LogFileSet(FileSequence):
         if file.compressed:
             return False
         self._refresh()
-        entries = self._names.entries()
+        listing = self._names.listing()
         target: Opened | None = None
         for candidate in (self._reading, self._newest):
             if candidate is not None and candidate.id == file:
                 target = candidate
-        for entry in entries:
-            if target is None and not entry.gz and entry.key == (file.dev, file.ino):
-                target = self._names.open(entry)
+        for listed in listing:
+            if target is None and listed.id == file:  # (file is not compressed)
+                target = self._names.open(listed)
         if target is None:
             return False
         before = target.pread(max(0, offset - _CONTEXT_BYTES), min(offset, _CONTEXT_BYTES))
@@ -151,7 +163,7 @@ class LogFileSet(FileSequence):
                 target.close()
             return False
         target.offset = offset
-        self._set_reading(target, entries, advancing=False)
+        self._set_reading(target, listing, advancing=False)
         self._restart = "start"
         return True
 
@@ -165,51 +177,51 @@ class LogFileSet(FileSequence):
             return  # behind: the newest is held already, and the listing leads to it
         try:
             st = os.stat(self._path)
-            if (st.st_dev, st.st_ino) == f.key:
+            if FileId.of(st) == f.id:
                 return
             new = Opened.open(self._path, 0, False)
         except (FileNotFoundError, NotADirectoryError):
             f.final = True  # renamed away or deleted: what was written before is there
             return
-        if new.key == f.key:  # renamed away and back between the two looks: still current
+        if new.id == f.id:  # renamed away and back between the two looks: still current
             new.close()
             return
         f.final = True
         self._newest = new
-        self._next = self._after(self._names.entries(), f)
+        self._next = self._after(self._names.listing(), f)
 
     # -- moving on -------------------------------------------------------------------------
 
     def _advance(self) -> bool:
         """At the end of a final file, moves to the one after it; False if there is none yet."""
         old = self._reading
-        me = Ident(old.key, old.head(FINGERPRINT_BYTES), old.gz)
+        me = Fingerprint(old.id, old.head(FINGERPRINT_BYTES))
         for _ in range(_LISTING_TRIES):
-            entries = self._names.entries()
+            listing = self._names.listing()
             newest = self._newest
             # The newest held file is newer than the one read. If no name has it any more, it
             # was renamed over or unlinked: then it is older than every file still listed.
-            unlisted = newest is not None and all(e.key != newest.key for e in entries)
-            i = self._find(entries, me)
+            unlisted = newest is not None and all(e.id != newest.id for e in listing)
+            i = self._find(listing, me)
             gap = ""
-            target: Entry | None = None
+            target: Listed | None = None
             if i is not None:
-                if entries[i].n == 0:  # the path names it again: not rotated after all
+                if listing[i].n == 0:  # the path names it again: not rotated after all
                     old.final = False
                     return False
                 if i == 0 and newest is None:
                     return False  # the next file is not there yet (the writer is rotating)
-                target = entries[i - 1] if i > 0 else None
-            elif self._next is not None and (j := self._find(entries, self._next)) is not None:
-                target = entries[j]
-            elif newest is not None and self._next is not None and self._next.key == newest.key:
+                target = listing[i - 1] if i > 0 else None
+            elif self._next is not None and (j := self._find(listing, self._next)) is not None:
+                target = listing[j]
+            elif newest is not None and self._next is not None and self._next.id == newest.id:
                 target = None
-            elif newest is None and not entries:
+            elif newest is None and not listing:
                 return False  # nothing newer: the log ends here (the directory is gone)
             else:
                 # Gone from the names, and so is the file known to come next (or none was
                 # known): rotation outran the reader; whatever is left is newer.
-                target = None if unlisted or not entries else entries[-1]
+                target = None if unlisted or not listing else listing[-1]
                 gap = f"{old.name} rotated away while being read; the files after it are gone"
             if target is not None and target.n == 0 and unlisted:
                 target = None  # the held newest was replaced since: it comes first
@@ -217,7 +229,7 @@ class LogFileSet(FileSequence):
             if new is None:
                 continue  # the listing went stale under us: look again
             new.offset = 0
-            self._set_reading(new, entries, advancing=True)
+            self._set_reading(new, listing, advancing=True)
             if gap:
                 self._gap(gap)
             else:
@@ -225,7 +237,7 @@ class LogFileSet(FileSequence):
             return True
         return False
 
-    def _set_reading(self, new: Opened, entries: list[Entry], *, advancing: bool) -> None:
+    def _set_reading(self, new: Opened, listing: list[Listed], *, advancing: bool) -> None:
         """Reads `new` from now on, holding the newest file while it is not `new` itself.
 
         Moving on, only the newest already held stays held. Starting (start_at, resume), the
@@ -243,60 +255,130 @@ class LogFileSet(FileSequence):
         if new.final and keep is None:  # rotated already: hold the current file from now on
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 current = Opened.open(self._path, 0, False)
-                if current.key == new.key:
+                if current.id == new.id:
                     current.close()
                 else:
                     self._newest = current
-        self._next = self._after(entries, new) if new.final else None
+        self._next = self._after(listing, new) if new.final else None
 
-    def _after(self, entries: list[Entry], f: Opened) -> Ident | None:
+    def _after(self, listing: list[Listed], f: Opened) -> Fingerprint | None:
         """The identity of the file after `f` (held), if the listing says."""
-        i = next((k for k, e in enumerate(entries) if e.key == f.key), None)
+        i = next((k for k, e in enumerate(listing) if e.id == f.id), None)
         if i is None:
-            if entries and all(e.n == 0 for e in entries):
+            if listing and all(e.n == 0 for e in listing):
                 # No rotated names at all: `f` was replaced (conmon renames a new file over
                 # it; newer dockerd with max-file=1 unlinks it): the current one comes next.
-                return Ident(entries[0].key, None, False)
+                return Fingerprint(listing[0].id, None)
             return None
         if i == 0:
             return None
-        entry = entries[i - 1]
-        if self._newest is not None and entry.key == self._newest.key:
-            return Ident(entry.key, None, False)  # held: its inode cannot be another file's
+        listed = listing[i - 1]
+        if self._newest is not None and listed.id == self._newest.id:
+            return Fingerprint(listed.id, None)  # held: its inode cannot be another file's
         # (a prefix, if it is the current file and shorter than the fingerprint yet)
-        return Ident(entry.key, self._names.head(entry, FINGERPRINT_BYTES), entry.gz)
+        return Fingerprint(listed.id, self._names.head(listed, FINGERPRINT_BYTES))
 
     # -- identities ------------------------------------------------------------------------
 
-    def _find(self, entries: list[Entry], ident: Ident) -> int | None:
+    def _find(self, listing: list[Listed], known: Fingerprint) -> int | None:
         """Where a file is in the listing: by inode, confirmed by its first bytes unless it is
         held (a deleted file's inode is soon another file's); or, for a file compressed since
         (a new inode), by the first bytes of each .gz."""
-        held = any(f is not None and f.key == ident.key for f in (self._reading, self._newest))
-        for i, entry in enumerate(entries):
-            if entry.key == ident.key and (
-                held or not ident.fp or self._names.head(entry, len(ident.fp)) == ident.fp
+        held = any(f is not None and f.id == known.id for f in (self._reading, self._newest))
+        for i, listed in enumerate(listing):
+            if listed.id == known.id and (
+                held or not known.head or self._names.head(listed, len(known.head)) == known.head
             ):
                 return i
-        if ident.fp and not ident.gz:
-            for i, entry in enumerate(entries):
-                if entry.gz and self._names.head(entry, len(ident.fp)) == ident.fp:
+        if known.head and not known.id.compressed:
+            for i, listed in enumerate(listing):
+                if listed.gz and self._names.head(listed, len(known.head)) == known.head:
                     return i
         return None
 
-    def _held(self, entry: Entry | None) -> Opened | None:
+    def _held(self, listed: Listed | None) -> Opened | None:
         """The held file a listed one is: the same inode, or a .gz copy of its contents."""
-        if entry is None:
+        if listed is None:
             return None
         for f in (self._reading, self._newest):
-            if f is not None and f.key == entry.key:
+            if f is not None and f.id == listed.id:
                 return f
         for f in (self._reading, self._newest):
-            if f is not None and entry.gz and not f.gz:
-                fp = f.head(FINGERPRINT_BYTES)
-                if fp and self._names.head(entry, len(fp)) == fp:
+            if f is not None and listed.gz and not f.gz:
+                head = f.head(FINGERPRINT_BYTES)
+                if head and self._names.head(listed, len(head)) == head:
                     return f
         return None
 
     def _is_held(self, f: Opened) -> bool:
         return f is self._reading or f is self._newest
+
+
+class _Names:
+    """The names of one log's files, and the files they lead to."""
+
+    def __init__(self, path: str) -> None:
+        self.current = path
+        self._dir, base = os.path.split(path)
+        self._pattern = re.compile(re.escape(base) + r"(?:\.([1-9][0-9]{0,5})(\.gz)?)?")
+
+    def listing(self) -> list[Listed]:
+        """The files of this log, newest first; two scans must agree (renames are under way)."""
+        previous: list[Listed] | None = None
+        for _ in range(_SCAN_TRIES):
+            listing = self._scan()
+            if listing == previous:
+                break
+            previous = listing
+            time.sleep(0.0005)
+        return previous or []
+
+    def _scan(self) -> list[Listed]:
+        found: dict[int, Listed] = {}
+        try:
+            listing = os.scandir(self._dir or ".")
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        with listing:
+            for dirent in listing:
+                match = self._pattern.fullmatch(dirent.name)
+                if match is None:
+                    continue
+                n, gz = int(match.group(1) or 0), match.group(2) is not None
+                if n in found and not found[n].gz:
+                    continue  # P.k and P.k.gz during compression: the plain one is complete
+                try:
+                    st = dirent.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                found[n] = Listed(n, FileId.of(st, gz))
+        return [found[n] for n in sorted(found)]
+
+    def path(self, listed: Listed) -> str:
+        if listed.n == 0:
+            return self.current
+        return f"{self.current}.{listed.n}{'.gz' if listed.gz else ''}"
+
+    def open(self, listed: Listed | None) -> Opened | None:
+        """Opens a listed file, or None if the name now holds another file (or none)."""
+        if listed is None:
+            return None
+        try:
+            f = Opened.open(self.path(listed), listed.n, listed.gz)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if f.id != listed.id:
+            f.close()
+            return None
+        return f
+
+    def head(self, listed: Listed, n: int) -> bytes:
+        """The first n bytes of a listed file's contents (b"" if it is not there any more)."""
+        if listed.gz:
+            return Opened.gz_head(self.path(listed), n)
+        with contextlib.suppress(OSError):
+            f = self.open(listed)
+            if f is not None:
+                with contextlib.closing(f):
+                    return f.head(n)
+        return b""

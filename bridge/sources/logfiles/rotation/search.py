@@ -12,8 +12,8 @@ lies before the answer. Damaged lines are skipped by the probes and do not misle
 
 from __future__ import annotations
 
-from bridge.sources.logfiles.lines import MAX_LINE_BYTES, FileFormat, Probed
-from bridge.sources.logfiles.opened import Opened
+from bridge.sources.logfiles.formats.lines import MAX_LINE_BYTES, FileFormat, Probed
+from bridge.sources.logfiles.rotation.identity import Opened
 
 BLOCK_BYTES = 64 * 1024
 _PROBE_LIMIT = 2 * MAX_LINE_BYTES  # a probe gives up on a line longer than this

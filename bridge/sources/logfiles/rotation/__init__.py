@@ -1,0 +1,55 @@
+"""The engine-agnostic tailer: one container's log as a sequence of files, read in order.
+
+    identity   FileId, Fingerprint, Listed and Opened: how a file is known, listed, found again
+    sequence   FileSequence: read the file at hand to its true end, then take the next
+    numbered   NumberedFiles: the file moves away to a name (`P` -> `P.1` .. `P.N[.gz]`):
+               dockerd's json-file and local, conmon's --log-rotate
+    replaced   ReplacedFiles: a new file is renamed over `P` and the old one keeps no name
+               (conmon's k8s-file); the watcher's descriptors of the new files wait in
+               `Replacements` until the reader takes them
+    search     Searcher: where to start in a file, by a binary search on line timestamps
+
+Here: `FileSet`, what a reader needs of either kind, and `Chunk`, what it reads. The formats of
+the lines are `formats/`'s; which files a container has is the layout's (`layout.py`).
+Not thread-safe: one reader thread owns a set (`Replacements` is the thread-safe part).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation.identity import FileId
+
+READ_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The next bytes of the log.
+
+    `restart` is empty while bytes continue the previous chunk's file. Otherwise the caller
+    resets its parser at `offset` before feeding `data` (which may be empty): "rotated" (the
+    next file), "truncated" (the same file from 0), "gap" (the next file still there; some
+    before it were lost), "start" (after start_at/resume).
+    """
+
+    data: bytes
+    file: FileId
+    offset: int  # of data[0] in `file` (in the decompressed bytes for a .gz)
+    restart: str = ""
+
+
+class FileSet(Protocol):
+    """What a reader needs of a container's log files (NumberedFiles, ReplacedFiles)."""
+
+    format: FileFormat
+    gaps: int  # lost stretches noticed so far (at a file boundary, also a "gap" restart)
+
+    @property
+    def position(self) -> tuple[FileId, int]: ...
+    def read(self, max_bytes: int = READ_BYTES) -> Chunk: ...
+    def start_at(self, since_ns: int) -> tuple[FileId, int]: ...
+    def settle(self) -> bool: ...  # before the log is taken as ended: True if more turned up
+    def close(self) -> None: ...
