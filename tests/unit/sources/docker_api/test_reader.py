@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.core.container import ContainerHandle
@@ -15,7 +16,11 @@ from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.service.telemetry import Telemetry
 from bridge.sources.docker_api.frames import EngineErrorBody
 from bridge.sources.docker_api.reader import LogReader, is_gone
-from tests.unit.sources.docker_api.test_frames import PODMAN_GONE_BODY, encode_frames
+from tests.unit.sources.docker_api.test_frames import (
+    PODMAN_GONE_BODY,
+    PODMAN_REMOVED_BODY,
+    encode_frames,
+)
 
 TS = b"2026-11-28T00:13:57.123456789Z "
 STOPPED = {"Running": False, "FinishedAt": "2026-11-28T00:14:00Z"}
@@ -76,9 +81,10 @@ def _body_errors(registry: CollectorRegistry) -> float | None:
     return registry.get_sample_value("journald_bridge_stream_errors_total", labels)
 
 
-def test_podmans_error_body_for_a_removed_container_ends_the_reader_quietly(caplog):
+@pytest.mark.parametrize("body", [PODMAN_GONE_BODY, PODMAN_REMOVED_BODY])
+def test_podmans_error_body_for_a_removed_container_ends_the_reader_quietly(caplog, body):
     with caplog.at_level(logging.INFO):
-        items, registry = _read(_Engine(PODMAN_GONE_BODY))
+        items, registry = _read(_Engine(body))
     assert [type(i) for i in items] == [EndOfStream]
     assert [r.getMessage() for r in caplog.records] == ["container web: removed; stopped reading"]
     assert _body_errors(registry) is None
