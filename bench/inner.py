@@ -143,7 +143,7 @@ def docker_cli(*args: str, check: bool = True, timeout: float = 120) -> str:
 
 
 class SystemdBox:
-    """A container with systemd as PID 1 (tests/integration/test_inner_journal_parts.py's Box)."""
+    """A container with systemd as PID 1 (tests/integration/test_inner_journal_follower.py's Box)."""
 
     def __init__(self, label: str) -> None:
         self.name = f"jb-bench-inner-{uuid.uuid4().hex[:8]}"

@@ -28,6 +28,7 @@ import burst
 import docker
 import engines
 import inner
+import moderate
 from measure import (
     IMAGE,
     LABEL,
@@ -51,6 +52,7 @@ SCENARIOS = [
     "burst_latency",
     "two_engines",
     "inner_journal",
+    "moderate",
 ]
 PAD = "x" * 80  # ~100-byte lines with the sequence number and tag
 THROUGHPUT_CONTAINERS, THROUGHPUT_LINES = 4, 50000
@@ -430,6 +432,8 @@ def main() -> int:
             burst.burst_loss(bench)
         if "burst_latency" in args.only:
             burst.burst_latency(bench)
+        if "moderate" in args.only:
+            moderate.measure(bench)
         # These two start bridges of their own (bench/engines.py, bench/inner.py).
         for name, scenario in (("two_engines", engines.measure), ("inner_journal", inner.measure)):
             if name in args.only:

@@ -30,12 +30,12 @@ from bridge.core.queue import PendingQueue
 from bridge.core.state import State, StateError, StateStore
 from bridge.service.http import StatusServer
 from bridge.service.notify import Notifier
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.readback import JournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.engine import Engine
 from bridge.sources.filters import ContainerFilter, own_container_id
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class Bridge:
                 lambda: self.config,
                 self.queue,
                 self.telemetry,
-                state,
+                state.points(engine.name, time.time_ns()),
                 functools.partial(self._filter_for, engine.name),
                 self._readback,
             )
@@ -279,9 +279,7 @@ class Bridge:
         if state is None:
             return
         for engine in self.engines:
-            containers = engine.snapshot()
-            if containers is not None:  # an engine not attached yet keeps its saved positions
-                state.set_containers(engine.name, containers)
+            engine.checkpoint()
         try:
             self.store.save(state)
         except OSError as exc:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.core.fields import TagTemplate
+from bridge.core.state import DEFAULT_ENGINE  # the [docker] section's engine
 
 EX_CONFIG = 78
 ENV_PREFIX = "JOURNALD_BRIDGE_"
@@ -47,7 +48,6 @@ def _check_regex(value: str, *, as_bytes: bool = False) -> str:
 
 
 ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-DEFAULT_ENGINE = "docker"  # the [docker] section's engine, and the engine of older state
 
 
 class FilterConfig(_Section):

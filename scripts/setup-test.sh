@@ -3,10 +3,10 @@
 # `make test`, `make integration` and `make bench` run first). Debian 12, as root. Quiet when
 # everything is in place.
 #
-#   prometheus, promtool          tests/integration/test_metrics.py (scrape, alert rule tests)
+#   prometheus, promtool          tests/integration/test_metrics_and_health.py (scrape, alert rule tests)
 #   systemd-journal-remote        tests/integration/test_fleet.py, bench/fleet.py (-remote, -upload)
-#   debootstrap, bridge-test/systemd   test_systemd.py, test_fleet.py (systemd as PID 1)
-#   podman, its API service       tests/integration/test_engines.py, bench (a second engine)
+#   debootstrap, bridge-test/systemd   test_systemd_unit.py, test_fleet.py (systemd as PID 1)
+#   podman, its API service       tests/integration/test_several_engines.py, bench (a second engine)
 #
 # Podman is test-only: on a real host the bridge never writes /etc/containers/containers.conf
 # nor starts an engine. Here containers start only with that file's ulimits (the VM cannot set

@@ -1,17 +1,45 @@
-"""What the bridge holds per container, shared by its reader and the journal writer."""
+"""What the bridge holds per container, shared by its reader and the journal writer.
+
+The handle carries the container's transform chain but does not know what it is: `ChainLike` is
+what the writer calls (bridge/transforms' `TransformChain` satisfies it), so core imports no
+transform.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from bridge.core.cursor import Cursor, Position, position_before
 from bridge.core.fields import ContainerInfo
+from bridge.core.inner import InnerPositionLike, InnerStream
+from bridge.core.record import Record
 
-if TYPE_CHECKING:  # the writer runs it; the handle only carries it
-    from bridge.core.inner import InnerStream
-    from bridge.transforms import TransformChain
+
+class RateLimitLike(Protocol):
+    """A container's rate limit, as its other streams (the inner journal) apply it too."""
+
+    @property
+    def lines_per_second(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def interval(self) -> float: ...
+
+
+class ChainLike(Protocol):
+    """One container's transforms, as the writer runs them (bridge/transforms/chain.py)."""
+
+    @property
+    def rate_limit(self) -> RateLimitLike | None: ...
+    @property
+    def held_bytes(self) -> int: ...
+    def process(self, records: list[Record], now: float) -> list[Record]: ...
+    def tick(self, now: float, *, final: bool = False) -> list[Record]: ...
+    def next_deadline(self) -> float | None: ...
+    def take_merged_count(self) -> int: ...
+    def held_first(self) -> dict[int, Position]: ...
 
 _MAX_LABEL_VALUE = 128
 
@@ -37,9 +65,10 @@ class ContainerHandle:
     read_cursor: Cursor | None = None
     finished_at: str = ""
     removed: bool = False
-    chain: TransformChain | None = None  # used by the writer thread only
+    # Run by the writer thread only; the inner reader reads its `rate_limit`, a fixed setting.
+    chain: ChainLike | None = None
     # Set at reload (None: no transforms any more); the writer swaps it in. False: no change.
-    next_chain: TransformChain | Literal[False] | None = False
+    next_chain: ChainLike | Literal[False] | None = False
     reader_holds: Mapping[int, Position] = field(default_factory=dict)
     chain_holds: Mapping[int, Position] = field(default_factory=dict)
     # The container's own journal (systemd inside), once followed: its position lives there,
@@ -56,6 +85,13 @@ class ContainerHandle:
     ) -> ContainerHandle:
         """A handle whose entries carry `fields` (pre-encoded, see fields.container_fields)."""
         return cls(info, fields, start, backlog_tail, dict(start.streams))
+
+    def inner_stream(self, start: InnerPositionLike | None = None) -> InnerStream:
+        """The container's inner-journal stream, created at `start` on first use (a later
+        `start` is moot: the stream already knows how far it got)."""
+        if self.inner is None:
+            self.inner = InnerStream(start)
+        return self.inner
 
     def refresh_fields(self, info: ContainerInfo, fields: bytes) -> None:
         # Replacing two attributes; a Batch copies `fields` when its reader makes it, so its

@@ -1,11 +1,11 @@
-"""The seam for inner-journal entries (issue 16): what a reader queues and what it shares.
+"""The seam for inner-journal entries: what a reader shares with the writer, as protocols.
 
 A container that keeps a journal of its own (systemd inside) has, besides stdout and stderr, a
 third stream: its inner journal. Its entries travel the same queue as stdout's batches, as
-`InnerBatch` items, and the same writer sends them; only their position is different: the inner
-journal's cursor, not a `(timestamp, k)`. Core stays journal-agnostic: an entry and a position
-are whatever satisfies `InnerEntryLike` and `InnerCursor` (sources/inner_journal's `InnerEntry`
-and `InnerPosition`).
+`InnerBatch` items (core/queue.py), and the same writer sends them; only their position is
+different: the inner journal's cursor, not a `(timestamp, k)`. Core stays journal-agnostic: an
+entry and a position are whatever satisfies `InnerEntryLike` and `InnerPositionLike`
+(sources/inner_journal's `InnerEntry` and `InnerPosition`).
 
 Invariants:
 - `InnerStream.committed` is the position of the last inner entry journald has (sent, refused
@@ -23,14 +23,10 @@ Invariants:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:  # container.py holds a stream: no import cycle at run time
-    from bridge.core.container import ContainerHandle
+from typing import Protocol
 
 
-class InnerCursor(Protocol):
+class InnerPositionLike(Protocol):
     """A position in an inner journal (sources/inner_journal/position.py's `InnerPosition`)."""
 
     @property
@@ -58,21 +54,21 @@ class InnerEntryLike(Protocol):
     def realtime_us(self) -> int: ...
 
     @property
-    def position(self) -> InnerCursor: ...
+    def position(self) -> InnerPositionLike: ...
 
 
 class InnerStream:
     """One container's inner journal: where it resumes, how far it got; see the module."""
 
-    def __init__(self, start: InnerCursor | None = None) -> None:
+    def __init__(self, start: InnerPositionLike | None = None) -> None:
         self.start = start
-        self.committed: InnerCursor | None = start  # the writer's
-        self.read: InnerCursor | None = start  # the readers'
+        self.committed: InnerPositionLike | None = start  # the writer's
+        self.read: InnerPositionLike | None = start  # the readers'
         self.follow_lock = threading.Lock()
         self._room = threading.Condition()
         self._inflight = 0
 
-    def resume_from(self) -> InnerCursor | None:
+    def resume_from(self) -> InnerPositionLike | None:
         """Where the next reader starts: after everything queued or committed."""
         return self.read
 
@@ -81,7 +77,7 @@ class InnerStream:
         committed = self.committed
         return None if committed is None else committed.to_json()
 
-    def commit(self, position: InnerCursor) -> None:
+    def commit(self, position: InnerPositionLike) -> None:
         """The writer: everything up to `position` is in the journal (or dropped on purpose)."""
         self.committed = position
 
@@ -107,22 +103,3 @@ class InnerStream:
         with self._room:
             self._inflight = max(0, self._inflight - nbytes)
             self._room.notify_all()
-
-
-@dataclass(slots=True, eq=False)
-class InnerBatch:
-    """Inner entries of one container, in the inner journal's order, for the writer to send.
-
-    `fields` are the container's fields for these entries, pre-encoded (without the ones the
-    inner entry brings itself, SYSLOG_IDENTIFIER first). `last` is where the stream stands once
-    every entry here is dealt with: the last entry's position, or later (entries the rate limit
-    dropped, the end of the journal after the container exited); None commits nothing more.
-    `nbytes` counts against the queue's budget and the stream's own bound.
-    """
-
-    handle: ContainerHandle
-    stream: InnerStream
-    entries: list[InnerEntryLike]
-    fields: bytes
-    nbytes: int
-    last: InnerCursor | None = None

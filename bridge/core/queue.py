@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Position
-from bridge.core.inner import InnerBatch
+from bridge.core.inner import InnerEntryLike, InnerPositionLike, InnerStream
 from bridge.core.record import Record
 
 
@@ -48,7 +48,25 @@ class EndOfStream:
     nbytes: ClassVar[int] = 0  # holds no lines: never waits for room
 
 
-# InnerBatch (core/inner.py): a container's inner-journal entries, same queue, same writer.
+@dataclass(slots=True, eq=False)
+class InnerBatch:
+    """Inner entries of one container, in the inner journal's order, for the writer to send.
+
+    `fields` are the container's fields for these entries, pre-encoded (without the ones the
+    inner entry brings itself, SYSLOG_IDENTIFIER first). `last` is where the stream stands once
+    every entry here is dealt with: the last entry's position, or later (entries the rate limit
+    dropped, the end of the journal after the container exited); None commits nothing more.
+    `nbytes` counts against the queue's budget and the stream's own bound.
+    """
+
+    handle: ContainerHandle
+    stream: InnerStream
+    entries: list[InnerEntryLike]
+    fields: bytes
+    nbytes: int
+    last: InnerPositionLike | None = None
+
+
 Item = Batch | EndOfStream | InnerBatch
 
 

@@ -1,4 +1,4 @@
-"""The unit that flows from the Docker source through the transforms to the journal sink."""
+"""The unit that flows from a source through the transforms to the journal sink."""
 
 from __future__ import annotations
 

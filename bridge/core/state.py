@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,12 +78,13 @@ class State:
     engine_first_run_ns: dict[str, int] = field(default_factory=dict)
 
     def containers(self, engine: str) -> EngineContainers:
-        """The engine's containers (created empty for a new engine). The saver replaces the
-        whole dict (set_containers), so look it up each time rather than keep it."""
+        """The engine's containers (created empty for a new engine). In a running bridge only
+        `ResumePoints` changes them."""
         return self.engines.setdefault(engine, {})
 
-    def set_containers(self, engine: str, containers: EngineContainers) -> None:
-        self.engines[engine] = containers  # one store: readers see the old dict or the new
+    def points(self, engine: str, now_ns: int) -> ResumePoints:
+        """The engine's resume points: the one object that reads and changes them."""
+        return ResumePoints(self, engine, self.first_run_of(engine, now_ns))
 
     def first_run_of(self, engine: str, now_ns: int) -> int:
         """When the engine was first read; an engine new to this state is first read now."""
@@ -131,6 +133,45 @@ class State:
             engines,
             {str(k): _time(v, "engine_first_run_ns") for k, v in first_runs.items()},
         )
+
+
+class ResumePoints:
+    """One engine's saved positions, and the only writer of them while the bridge runs.
+
+    The handle factory reads a container's saved position when it first sees the container; the
+    start-up listing prunes the containers removed while the bridge was down; a removal forgets
+    one; the saver replaces them all with what was committed since. Each of these is one call
+    here, under one lock, so no caller keeps (or edits) the engine's dict.
+    """
+
+    def __init__(self, state: State, engine: str, first_run_ns: int) -> None:
+        self._state = state
+        self.engine = engine
+        # Containers created before the engine was first read are "existing" ones (backlog).
+        self.first_run_ns = first_run_ns
+        self._lock = threading.Lock()
+
+    def saved(self, container_id: str) -> ContainerState | None:
+        with self._lock:
+            return self._state.containers(self.engine).get(container_id)
+
+    def forget(self, container_id: str) -> None:
+        with self._lock:
+            self._state.containers(self.engine).pop(container_id, None)
+
+    def prune(self, present: set[str]) -> list[str]:
+        """Forgets every container not `present`; returns their ids."""
+        with self._lock:
+            saved = self._state.containers(self.engine)
+            gone = sorted(set(saved) - present)
+            for container_id in gone:
+                del saved[container_id]
+        return gone
+
+    def replace(self, containers: EngineContainers) -> None:
+        """What the engine's containers committed, as of now, for the next save."""
+        with self._lock:
+            self._state.engines[self.engine] = dict(containers)
 
 
 def _object(value: object, what: str) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""Where lines go. One sink today: journald/."""

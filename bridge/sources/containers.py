@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
@@ -26,29 +25,27 @@ import docker.errors
 from bridge.config import Config
 from bridge.core.container import ContainerHandle
 from bridge.core.fields import ContainerInfo
-from bridge.core.queue import EndOfStream, PendingQueue
-from bridge.core.state import ContainerState, State
+from bridge.core.queue import EndOfStream
+from bridge.core.state import ContainerState
 from bridge.core.timestamps import parse_general
-from bridge.handles import HandleFactory, Readback
-from bridge.service.telemetry import Telemetry
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
+from bridge.sources.context import EngineContext
+from bridge.sources.engine_api import (
+    ENGINE_ERRORS,
+    RUNNING,
+    ContainerGone,
+    ContainerStatus,
+    container_status,
+    is_gone,
+)
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import HandleFactory, Readback
 from bridge.sources.inner_journal.attach import InnerJournals
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EngineIdentity:
-    """Which engine a table's containers belong to: their CONTAINER_ENGINE, and for a remote
-    engine the host it runs on (CONTAINER_ENGINE_HOST; "" for a local one)."""
-
-    name: str
-    host: str = ""
-
-
 class Reader(Protocol):
-    """One container's log reader, whatever it reads from (sources/docker_api, logfiles)."""
+    """One container's log reader, whatever it reads from (sources/api, logfiles)."""
 
     @property
     def name(self) -> str: ...
@@ -64,7 +61,7 @@ class Reader(Protocol):
 
 
 class ReaderFactory(Protocol):
-    def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader: ...
+    def __call__(self, handle: ContainerHandle, status: ContainerStatus | None) -> Reader: ...
 
 
 # Metadata for a container the engine no longer knows (removed before it was asked), from
@@ -75,30 +72,22 @@ OnDisk = Callable[[str], dict[str, Any] | None]
 class ContainerTable:
     def __init__(
         self,
-        config: Config,
-        api: docker.APIClient,
-        queue: PendingQueue,
-        telemetry: Telemetry,
-        state: State,
+        ctx: EngineContext,
         container_filter: ContainerFilter,
         new_reader: ReaderFactory,
         on_disk: OnDisk,
-        engine: EngineIdentity,
         inner: InnerJournals | None = None,
         from_events: OnDisk = lambda cid: None,
     ) -> None:
-        self._api = api
-        self.engine = engine
+        self._ctx = ctx
+        self._api = ctx.api
         self.inner = inner  # the containers' own journals, where they are followed
-        self._queue = queue
-        self._telemetry = telemetry
-        self.state = state
+        self._queue = ctx.queue
         self._filter = container_filter
         self._new_reader = new_reader
         self._on_disk = on_disk
         self._from_events = from_events  # a last resort: what the engine's events said
-        self._config = config
-        self._factory = HandleFactory(config, state, telemetry, engine.name)
+        self._factory = HandleFactory(ctx.config(), ctx.points, ctx.telemetry)
         self._lock = threading.Lock()
         self._handles: dict[str, ContainerHandle] = {}
         self._readers: dict[str, Reader] = {}
@@ -157,7 +146,6 @@ class ContainerTable:
     def apply_config(self, config: Config, container_filter: ContainerFilter) -> None:
         """A reload: new fields and transforms for every container; those the new filters
         exclude are let go (what they read is written), their positions kept."""
-        self._config = config
         self._filter = container_filter
         self._factory.apply_config(config)
         with self._lock:
@@ -194,27 +182,27 @@ class ContainerTable:
         """
         with self._lock:
             handle = self._handles.get(cid)
-        state: dict[str, Any] | None = None
+        status: ContainerStatus | None = None
         if handle is None or not started:
-            handle, state = self.prepare(cid, journal, inspected)
+            handle, status = self.prepare(cid, journal, inspected)
             if handle is None:
                 return None
         if (
-            state is not None
-            and not state.get("Running")
+            status is not None
+            and not status.running
             and handle.finished_at
-            and handle.finished_at == state.get("FinishedAt")
+            and handle.finished_at == status.finished_at
         ):
             return None  # stopped, and read to its end before: nothing new to read
-        reader = self._attach(cid, handle, state, started=started, listing=inspected is not None)
-        self._inner_running(handle, state)  # after the log reader: a --rm container goes fast
+        reader = self._attach(cid, handle, status, started=started, listing=inspected is not None)
+        self._inner_running(handle, status)  # after the log reader: a --rm container goes fast
         return reader
 
     def _attach(
         self,
         cid: str,
         handle: ContainerHandle,
-        state: dict[str, Any] | None,
+        status: ContainerStatus | None,
         *,
         started: bool,
         listing: bool,
@@ -231,27 +219,26 @@ class ContainerTable:
             if reader is not None and reader.wake():
                 return None
             handle.finished_at = ""
-            reader = self._new_reader(handle, {"Running": True} if started else state)
+            reader = self._new_reader(handle, RUNNING if started else status)
             self._readers[cid] = reader
         if listing:
             return reader
         self.start_reader(reader)
         return None
 
-    def _inner_running(self, handle: ContainerHandle, state: dict[str, Any] | None) -> None:
+    def _inner_running(self, handle: ContainerHandle, status: ContainerStatus | None) -> None:
         """Looks for the container's own journal while it runs (its pid is in `state`; a start
         event's fast path has none, and asks, after its log reader is on its way)."""
         if self.inner is None:
             return
-        if state is None:
+        if status is None:
             try:
-                state = self._api.inspect_container(handle.id).get("State") or {}
-            except (docker.errors.APIError, *TRANSIENT_ERRORS) as exc:
+                status = container_status(self._api, handle.id)
+            except (ContainerGone, *ENGINE_ERRORS) as exc:
                 log.debug("container %s: no pid for its journal (%s)", handle.info.name, exc)
                 return
-        pid = state.get("Pid") if state.get("Running") else 0
-        if isinstance(pid, int) and pid > 0:
-            self.inner.running(handle, pid)
+        if status.running and status.pid:
+            self.inner.running(handle, status.pid)
 
     def inner_found(self, cid: str, pid: int) -> None:
         """The watch found a journal in the container (on the container's task queue)."""
@@ -325,7 +312,7 @@ class ContainerTable:
             handle = self._handles.pop(cid, None) or self._parked.pop(cid, None)
             reader = self._readers.pop(cid, None)
             self._skipped.discard(cid)
-            self.state.containers(self.engine.name).pop(cid, None)
+        self._ctx.points.forget(cid)
         if handle is None:
             return
         handle.removed = True
@@ -340,7 +327,7 @@ class ContainerTable:
         cid: str,
         journal: Readback | None = None,
         inspected: dict[str, Any] | None = None,
-    ) -> tuple[ContainerHandle | None, dict[str, Any] | None]:
+    ) -> tuple[ContainerHandle | None, ContainerStatus | None]:
         """Inspects a container; registers a handle for it when it is to be forwarded."""
         data = inspected if inspected is not None else self.inspect(cid)
         if data is None:
@@ -369,18 +356,19 @@ class ContainerTable:
             built = self._factory.build(info, journal)
             with self._lock:
                 handle = self._handles.setdefault(cid, built)
-        return handle, data.get("State") or {}
+        state = data.get("State")
+        return handle, ContainerStatus.of(state if isinstance(state, dict) else {})
 
     def _info(self, data: dict[str, Any], created_ns: int) -> ContainerInfo:
         return ContainerInfo.from_inspect(
-            data, created_ns, engine=self.engine.name, engine_host=self.engine.host
+            data, created_ns, engine=self._ctx.name, engine_host=self._ctx.host
         )
 
     def _skip_reason(self, info: ContainerInfo) -> str | None:
         driver = info.log_driver
         if driver == "none":
             return "log driver none keeps no logs"
-        if driver == "journald" and self._config.forward.skip_journald_driver:
+        if driver == "journald" and self._ctx.config().forward.skip_journald_driver:
             return "its log driver already writes to the journal"
         return self._filter.reason_to_skip(info)
 

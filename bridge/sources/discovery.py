@@ -23,26 +23,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
-import docker
-import docker.errors
-
-from bridge.config import Config, EngineConfig
-from bridge.core.queue import PendingQueue
-from bridge.core.state import ContainerState, State
-from bridge.handles import Readback
-from bridge.service.telemetry import Telemetry
+from bridge.config import Config
+from bridge.core.state import ContainerState
 from bridge.sources.containers import (
     ContainerTable,
-    EngineIdentity,
     OnDisk,
     Reader,
     ReaderFactory,
 )
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.sources.context import EngineContext
+from bridge.sources.engine_api import ENGINE_ERRORS
 from bridge.sources.event_metadata import EventMetadata
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import Readback
 from bridge.sources.inner_journal.attach import InnerJournals
 from bridge.sources.keyed import KeyedExecutor
 
@@ -50,7 +45,6 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("create", "start", "die", "destroy", "rename")
 ACTIONS = {action: action for action in EVENTS} | {"remove": "destroy", "died": "die"}
-EngineKind = Literal["docker", "podman"]
 _EVENT_IN_FLIGHT_SECONDS = 5  # a container younger than this may be unseen only for now
 _EVENT_WORKERS = 4
 _MAX_PENDING_EVENTS = 10_000  # past this, the periodic listing catches up instead
@@ -59,37 +53,23 @@ _MAX_PENDING_EVENTS = 10_000  # past this, the periodic listing catches up inste
 class Supervisor:
     def __init__(
         self,
-        config: Config,
-        api: docker.APIClient,
-        queue: PendingQueue,
-        telemetry: Telemetry,
-        state: State,
+        ctx: EngineContext,
         container_filter: ContainerFilter,
         new_reader: ReaderFactory,
         on_disk: OnDisk = lambda cid: None,
-        *,
-        engine: EngineConfig,
-        identity: EngineIdentity,
-        kind: EngineKind = "docker",
         inner: InnerJournals | None = None,
     ) -> None:
-        self._api = api
-        self._telemetry = telemetry
-        self._config = config
-        self._engine = engine
-        self._kind = kind
+        self._ctx = ctx
+        self._api = ctx.api
+        self._telemetry = ctx.telemetry
+        self._engine = ctx.engine
         self._event_metadata = EventMetadata()
-        self.name = identity.name
+        self.name = ctx.name
         self.containers = ContainerTable(
-            config,
-            api,
-            queue,
-            telemetry,
-            state,
+            ctx,
             container_filter,
             new_reader,
             on_disk,
-            identity,
             inner,
             self._event_metadata.inspect_like,
         )
@@ -104,21 +84,16 @@ class Supervisor:
         )
         self.connected = False
 
-    @property
-    def state(self) -> State:
-        return self.containers.state
-
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
         """Applies a reloaded config: fields, transforms and filters, without losing a line.
 
         Containers the new filters exclude are let go (their readers stop; what they read is
         written); containers they now include are attached.
         """
-        self._config = config
         self.containers.apply_config(config, container_filter)
         try:
             self.attach_all(None)
-        except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+        except ENGINE_ERRORS as exc:
             log.warning(
                 "reload: cannot list containers now (%s); new ones attach as they start", exc
             )
@@ -178,7 +153,7 @@ class Supervisor:
 
     def _subscribe(self) -> None:
         filters: dict[str, list[str]] = {"type": ["container"]}
-        if self._kind == "docker":
+        if self._ctx.kind == "docker":
             filters["event"] = list(EVENTS)
         self._events = self._api.events(decode=True, filters=filters)
         self.connected = True
@@ -188,11 +163,8 @@ class Supervisor:
         """Lists every container and attaches those to forward; `journal` at start-up."""
         listed = self._api.containers(all=True)
         present = {c["Id"] for c in listed}
-        state = self.containers.state
         if journal is not None:  # start-up: prune resume points of removed containers
-            saved = state.containers(self.name)
-            for cid in set(saved) - present:
-                del saved[cid]
+            for cid in self._ctx.points.prune(present):
                 log.info(
                     "container %s was removed while the bridge was down; resume point pruned",
                     cid[:12],
@@ -243,7 +215,7 @@ class Supervisor:
                     log.warning(
                         "%s: events stream ended (engine restarted?); reconnecting", self.name
                     )
-            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+            except ENGINE_ERRORS as exc:
                 if self._stop.is_set():
                     return
                 log.warning("%s unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
@@ -283,7 +255,7 @@ class Supervisor:
                 continue  # reconnecting: that lists every container anyway
             try:
                 self.resync()
-            except (*TRANSIENT_ERRORS, docker.errors.APIError) as exc:
+            except ENGINE_ERRORS as exc:
                 log.debug("periodic container listing failed: %s", exc)
             except Exception as exc:  # a bug here must not end the safety net
                 log.exception("periodic container listing failed: %s", exc)

@@ -26,20 +26,19 @@ import docker.utils
 
 from bridge.config import Config, EngineConfig
 from bridge.core.queue import PendingQueue
-from bridge.core.state import ContainerState, State
-from bridge.handles import Readback
-from bridge.service.telemetry import Telemetry
-from bridge.sources.containers import EngineIdentity
-from bridge.sources.discovery import EngineKind, Supervisor
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS
+from bridge.core.state import ResumePoints
+from bridge.sources.context import EngineContext
+from bridge.sources.discovery import Supervisor
+from bridge.sources.engine_api import ENGINE_ERRORS, EngineKind, engine_client, engine_kind
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import Readback
 from bridge.sources.inner_journal.attach import InnerJournals
 from bridge.sources.logfiles.source import LogFileSource
 from bridge.sources.select import SourceSelector
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-_ERRORS = (*TRANSIENT_ERRORS, docker.errors.APIError, docker.errors.DockerException)
 _FIRST_BACKOFF = 0.2
 
 
@@ -49,40 +48,6 @@ class EngineReadback(Readback, Protocol):
     def close(self) -> None: ...
 
 
-def engine_client(engine: EngineConfig) -> docker.APIClient:
-    """A client for the engine: its host and TLS files, or DOCKER_HOST and friends."""
-    kwargs: dict[str, Any] = docker.utils.kwargs_from_env() if not engine.host else {}
-    if engine.host:
-        kwargs["base_url"] = engine.host
-    if engine.tls:
-        cert = (engine.tls_cert_file, engine.tls_key_file) if engine.tls_cert_file else None
-        verify: bool | str = engine.tls_verify
-        if engine.tls_verify and engine.tls_ca_file:
-            verify = engine.tls_ca_file
-        kwargs["tls"] = docker.tls.TLSConfig(
-            client_cert=cert, ca_cert=engine.tls_ca_file or None, verify=verify
-        )
-    # docker-py keeps a connection pool per request URL (so each reader's stream has its own)
-    # and fills a new pool's queue up to max_pool_size, then drains it when the pool is
-    # evicted: at 4096 that cost 8 ms of CPU per request and 8 s to attach 500 containers.
-    # A few connections per URL is all any URL needs. Podman speaks the same API at 1.41.
-    client = docker.APIClient(version="1.41", timeout=30, max_pool_size=4, **kwargs)
-    if engine.tls:
-        # requests would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE win over the session's CA
-        # (psf/requests#3829): the engine's own CA file is the one to trust.
-        client.trust_env = False
-    return client
-
-
-def engine_kind(version: object) -> EngineKind:
-    """Podman says so in /version's Components; anything else is taken for Docker."""
-    components = version.get("Components") if isinstance(version, dict) else None
-    for component in components if isinstance(components, list) else []:
-        if isinstance(component, dict) and "podman" in str(component.get("Name", "")).lower():
-            return "podman"
-    return "docker"
-
-
 class Engine:
     def __init__(
         self,
@@ -90,7 +55,7 @@ class Engine:
         config: Callable[[], Config],
         queue: PendingQueue,
         telemetry: Telemetry,
-        state: State,
+        points: ResumePoints,
         container_filter: Callable[[], ContainerFilter],
         readback: Callable[[str], EngineReadback | None],
     ) -> None:
@@ -99,7 +64,7 @@ class Engine:
         self._bridge_config = config
         self._queue = queue
         self._telemetry = telemetry
-        self._state = state
+        self._points = points
         self._filter = container_filter
         self._readback = readback
         self._stop = threading.Event()
@@ -136,13 +101,13 @@ class Engine:
         supervisor = self.supervisor
         return supervisor.attached if supervisor is not None else 0
 
-    def snapshot(self) -> dict[str, ContainerState] | None:
-        """The engine's positions to save; None before it attached (the saved ones stand:
-        a table still being filled would leave out containers not reached yet)."""
+    def checkpoint(self) -> None:
+        """Puts what the engine's containers committed into its resume points, for the next
+        save; nothing before it attached (the saved ones stand: a table still being filled
+        would leave out containers not reached yet)."""
         supervisor = self.supervisor
-        if supervisor is None or not self._attached:
-            return None
-        return supervisor.snapshot()
+        if supervisor is not None and self._attached:
+            self._points.replace(supervisor.snapshot())
 
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
         supervisor = self.supervisor
@@ -213,21 +178,23 @@ class Engine:
                     inner.close(1.0)
                 return None
             self.files, self.inner = files, inner
-            self.supervisor = Supervisor(
-                cfg,
-                api,
-                self._queue,
-                self._telemetry,
-                self._state,
-                self._filter(),
-                SourceSelector(
-                    api, self._queue, self._telemetry, self._bridge_config, files, self.config
-                ),
-                files.on_disk if files is not None else lambda cid: None,
-                engine=self.config,
-                identity=EngineIdentity(self.name, host),
+            ctx = EngineContext(
+                name=self.name,
+                host=host,
                 kind=self.kind or "docker",
-                inner=inner,
+                engine=self.config,
+                api=api,
+                queue=self._queue,
+                telemetry=self._telemetry,
+                points=self._points,
+                config=self._bridge_config,
+            )
+            self.supervisor = Supervisor(
+                ctx,
+                self._filter(),
+                SourceSelector(ctx, files),
+                files.on_disk if files is not None else lambda cid: None,
+                inner,
             )
             return self.supervisor
 
@@ -247,7 +214,7 @@ class Engine:
     def _host_name(self, api: docker.APIClient) -> str:
         try:
             name = api.info().get("Name")
-        except _ERRORS as exc:
+        except ENGINE_ERRORS as exc:
             log.warning("engine %s: cannot ask its host name (%s)", self.name, exc)
             return ""
         # The remote engine's word: a field value, so bounded and printable.
@@ -261,7 +228,7 @@ class Engine:
             files = LogFileSource.for_engine(
                 self.kind, api.info(), self._telemetry, self._log_appeared
             )
-        except (*_ERRORS, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (*ENGINE_ERRORS, KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning(
                 "engine %s: cannot tell where its log files are (%s); reading through the API",
                 self.name,
@@ -283,7 +250,7 @@ class Engine:
             try:
                 result = attempt()
                 return True if result is None else result
-            except _ERRORS as exc:
+            except ENGINE_ERRORS as exc:
                 reason = _one_line(exc)
                 if reason != self._error:
                     log.warning("engine %s: cannot %s: %s", self.name, what, reason)

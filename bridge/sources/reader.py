@@ -22,13 +22,10 @@ from bridge.core.cursor import Position
 from bridge.core.partial import PartialJoiner
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import Record, footprint
-from bridge.service.telemetry import Telemetry
+from bridge.sources.engine_api import ContainerGone
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-
-class ContainerGone(Exception):
-    """The container was removed: its logs cannot be read any more."""
 
 
 class ReaderThread:

@@ -11,17 +11,12 @@ The choice is logged once per reader and is the `source` label of the attach met
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
-import docker
-
-from bridge.config import Config, EngineConfig
 from bridge.core.container import ContainerHandle
-from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
+from bridge.sources.api.reader import ApiReader
 from bridge.sources.containers import Reader
-from bridge.sources.docker_api.reader import LogReader
+from bridge.sources.context import EngineContext
+from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.source import LogFileSource
 
@@ -31,23 +26,15 @@ log = logging.getLogger(__name__)
 class SourceSelector:
     """The reader factory discovery calls (sources.containers.ReaderFactory)."""
 
-    def __init__(
-        self,
-        api: docker.APIClient,
-        queue: PendingQueue,
-        telemetry: Telemetry,
-        config: Callable[[], Config],
-        files: LogFileSource | None,
-        engine: EngineConfig,
-    ) -> None:
-        self._api = api
-        self._queue = queue
-        self._telemetry = telemetry
-        self._config = config  # the running one: a reload may change [forward]
+    def __init__(self, ctx: EngineContext, files: LogFileSource | None) -> None:
+        self._api = ctx.api
+        self._queue = ctx.queue
+        self._telemetry = ctx.telemetry
+        self._config = ctx.config  # the running one: a reload may change [forward]
         self._files = files
-        self._engine = engine  # [docker]/[[engines]] need a restart: fixed for the run
+        self._engine = ctx.engine  # [docker]/[[engines]] need a restart: fixed for the run
 
-    def __call__(self, handle: ContainerHandle, state_hint: dict[str, Any] | None) -> Reader:
+    def __call__(self, handle: ContainerHandle, status: ContainerStatus | None) -> Reader:
         cfg = self._config()
         mode = self._engine.source
         files = self._files
@@ -65,7 +52,7 @@ class SourceSelector:
                     cfg.forward.max_line_bytes,
                     files.follow(handle.id),
                     lambda: files.released(handle.id),
-                    state_hint=state_hint,
+                    status=status,
                 )
             if mode == "files":
                 self._telemetry.stream_error("file_unreadable")
@@ -75,14 +62,14 @@ class SourceSelector:
                 )
                 return Unreadable(name)
         log.info("container %s: reading its log through the Engine API", name)
-        return LogReader(
+        return ApiReader(
             self._api,
             handle,
             self._queue,
             self._telemetry,
             cfg.forward.max_line_bytes,
             self._engine.reconnect_max_seconds,
-            state_hint=state_hint,
+            status=status,
         )
 
 

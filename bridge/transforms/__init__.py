@@ -1,4 +1,4 @@
-"""The transforms between the Docker source and the journal sink, per container.
+"""The transforms between the sources and the journal sink, per container.
 
 Each step is small, pure and knows nothing of the others; `TransformChain` (chain.py) runs them
 in order: multiline -> rate limit -> JSON -> priority detection. Settings come from

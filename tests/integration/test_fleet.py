@@ -1,4 +1,4 @@
-"""Issue 17: a central journal through systemd's own journal-upload and journal-remote, and
+"""A central journal through systemd's own journal-upload and journal-remote, and
 metrics for a fleet.
 
 Real components only. The bridge writes to the test's journald namespace; a real

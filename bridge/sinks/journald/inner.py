@@ -14,7 +14,8 @@ its last entry: rate-limited entries, the drained end) only once every entry was
 
 from __future__ import annotations
 
-from bridge.core.inner import InnerBatch, InnerCursor, InnerEntryLike
+from bridge.core.inner import InnerEntryLike, InnerPositionLike
+from bridge.core.queue import InnerBatch
 
 INNER_CURSOR_FIELD = "JOURNALD_BRIDGE_INNER_CURSOR"
 JOURNAL_STREAM = "journal"  # CONTAINER_STREAM of inner entries
@@ -58,7 +59,7 @@ def commit_inner(
     """Commits how far `sent` of the batch's datagrams reach; returns the entries and message
     bytes journald took (refused ones left out) and the last entry it took."""
     entries = batch.entries
-    position: InnerCursor | None
+    position: InnerPositionLike | None
     if sent >= len(entries):
         position = batch.last if batch.last is not None else _last_position(entries)
     else:
@@ -71,5 +72,5 @@ def commit_inner(
     return len(taken), sum(len(entry.message) for entry in taken), taken[-1] if taken else None
 
 
-def _last_position(entries: list[InnerEntryLike]) -> InnerCursor | None:
+def _last_position(entries: list[InnerEntryLike]) -> InnerPositionLike | None:
     return entries[-1].position if entries else None

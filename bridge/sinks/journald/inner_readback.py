@@ -1,4 +1,4 @@
-"""Reading an inner journal's position back from the host journal (issue 16).
+"""Reading an inner journal's position back from the host journal.
 
 The state file can lag behind the journal (a crash between a send and the next save): the last
 inner entry the host journal holds for a container says how far its inner journal was really

@@ -15,17 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from bridge.core.container import ContainerHandle
+from bridge.core.container import ChainLike, ContainerHandle
 from bridge.core.cursor import Position
-from bridge.core.inner import InnerBatch
-from bridge.core.queue import EndOfStream, Item, PendingQueue
+from bridge.core.queue import EndOfStream, InnerBatch, Item, PendingQueue
 from bridge.core.record import Record
 from bridge.core.timestamps import NS_PER_SECOND
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.inner import commit_inner, encode_batch
 from bridge.sinks.journald.native import encode_record
 from bridge.sinks.journald.socket import JournalSocket
-from bridge.transforms import TransformChain
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +174,7 @@ class JournalWriter:
             if labels is not None:
                 self._telemetry.container_removed(labels)
 
-    def _current_chain(self, handle: ContainerHandle) -> TransformChain | None:
+    def _current_chain(self, handle: ContainerHandle) -> ChainLike | None:
         """Swaps in transforms set by a reload, first releasing what the old ones hold."""
         new = handle.next_chain
         if new is not False:

@@ -1,4 +1,4 @@
-"""The inner-journal source: the journal a container keeps of its own (systemd inside, issue 16).
+"""The inner-journal source: the journal a container keeps of its own (systemd inside).
 
     containment  open paths inside a container's root only (openat2 RESOLVE_IN_ROOT, or a
                  user-space walk with the same guarantees); find its journal files

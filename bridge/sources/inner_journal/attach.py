@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
 from bridge.sources.inner_journal.reader import InnerJournalReader
 from bridge.sources.inner_journal.watch import InnerJournalWatch
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

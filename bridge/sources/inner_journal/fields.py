@@ -82,7 +82,7 @@ RESERVED_NAMES = frozenset(
 _OURS = frozenset({"REALTIME_TIMESTAMP", "MONOTONIC_TIMESTAMP"})
 RESERVED_PREFIXES = ("SYSTEMD_", "AUDIT_", "KERNEL_", "UDEV_", "SELINUX_", "SOURCE_", "CAP_")
 
-# The trusted fields that say who sent an entry, kept first when the caps bite (issue 16).
+# The trusted fields that say who sent an entry, kept first when the caps bite.
 _WHO = (
     "_SYSTEMD_UNIT",
     "_SYSTEMD_USER_UNIT",

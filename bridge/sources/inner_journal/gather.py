@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from bridge.core.container import ContainerHandle
 from bridge.core.fields import encode_field
 from bridge.core.inner import InnerEntryLike
-from bridge.service.telemetry import FIELD_CAPS, Telemetry
 from bridge.sources.inner_journal.fields import INNER_PREFIX, is_pass_through
 from bridge.sources.inner_journal.follower import FollowerStats
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEntry, ProtocolError, decode_native
+from bridge.telemetry import FIELD_CAPS, Telemetry
+from bridge.transforms.ratelimit import Suppressed, TokenBucket
 
 # Memory one queued entry holds besides its message and fields (the entry, its position and
 # cursor string; 600 bytes measured with tracemalloc): what counts against the queue's budget.
@@ -66,27 +67,6 @@ def rate_limit_of(handle: ContainerHandle) -> Limit | None:
     return limiter.lines_per_second, limiter.burst, limiter.interval
 
 
-class TokenBucket:
-    """`rate` entries a second, `burst` at once. `now` is the caller's monotonic clock."""
-
-    __slots__ = ("_burst", "_last", "_rate", "_tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(max(burst, 1))
-        self._tokens = self._burst
-        self._last: float | None = None
-
-    def take(self, now: float) -> bool:
-        if self._last is not None and now > self._last:  # a clock step back refills nothing
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class Notice:
     """The "Suppressed N" entry: the bridge's, at the last dropped entry's position."""
@@ -118,8 +98,7 @@ class Gatherer:
         self._tag = b""
         self._limit: Limit | None = None
         self._bucket: TokenBucket | None = None
-        self._suppressed = 0
-        self._suppressed_since = 0.0
+        self._suppressed = Suppressed()
         self._last_seen: InnerPosition | None = None  # across batches, for a notice
 
     @property
@@ -143,16 +122,10 @@ class Gatherer:
         bucket = self._bucket
         if bucket is not None:
             if not bucket.take(now):
-                if not self._suppressed:
-                    self._suppressed_since = now
-                self._suppressed += 1
+                self._suppressed.add(now)
                 return False
             interval = self._limit[2] if self._limit is not None else 0.0
-            if (
-                self._suppressed
-                and previous is not None
-                and now >= self._suppressed_since + interval
-            ):
+            if previous is not None and self._suppressed.due(now, interval):
                 self._notice(previous, now_us)
         batch.entries.append(entry)
         batch.nbytes += len(entry.message) + len(entry.native_fields) + ENTRY_OVERHEAD_BYTES
@@ -166,7 +139,7 @@ class Gatherer:
         `end`: where the journal ended (after the container exited), past the last entry.
         `final`: no more entries follow, so a pending notice goes now.
         """
-        if final and self._suppressed and self._last_seen is not None:
+        if final and self._suppressed.count and self._last_seen is not None:
             self._notice(self._last_seen, now_us)
         batch = self._batch
         if end is not None:
@@ -177,7 +150,7 @@ class Gatherer:
         return batch
 
     def _notice(self, position: InnerPosition, now_us: int) -> None:
-        count, self._suppressed = self._suppressed, 0
+        count = self._suppressed.take()
         text = f"Suppressed {count} inner journal entries from container {self._name()}"
         fields = (b"SYSLOG_IDENTIFIER=" + self._tag + b"\n" if self._tag else b"") + (
             b"N_DROPPED=%d\n" % count

@@ -1,4 +1,4 @@
-"""Where a container's inner journal was read up to, and where to go on from. Pure.
+"""Where a container's inner journal was read up to, and where to go on from. No I/O.
 
 A position is the inner journal's cursor of the last entry consumed (`s=<seqnum id>;i=<seqnum>;
 b=<boot id>;m=<monotonic>;t=<realtime>;x=<xor hash>`, all hex), the machine id of the journal
@@ -21,9 +21,12 @@ cursor was in is gone ("reset", count unknown), unless it had been drained.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
 
 MAX_CURSOR_LENGTH = 512
 _ID128 = re.compile(r"[0-9a-f]{32}")
@@ -216,3 +219,20 @@ def later(a: InnerPosition | None, b: InnerPosition | None) -> InnerPosition | N
     if order == 0:
         return a if a.drained or not b.drained else b
     return a if order > 0 else b
+
+
+def resume_position(saved: object, journal: object) -> InnerPosition | None:
+    """Where a container's inner journal resumes at start-up: the later of the state file's
+    position (its `inner` JSON) and the host journal's (inner_readback.py). Either may be
+    None; one that cannot be parsed (a damaged state file) is left out with one log line."""
+    return later(_parsed(saved, "state file"), _parsed(journal, "journal"))
+
+
+def _parsed(data: object, where: str) -> InnerPosition | None:
+    if data is None:
+        return None
+    try:
+        return InnerPosition.from_json(data)
+    except ValueError as exc:
+        log.warning("ignoring an unusable inner journal position from the %s: %s", where, exc)
+        return None

@@ -39,17 +39,17 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from bridge.core.container import ContainerHandle
-from bridge.core.inner import InnerBatch, InnerCursor, InnerStream
-from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
+from bridge.core.inner import InnerPositionLike
+from bridge.core.queue import InnerBatch, PendingQueue
 from bridge.sources.inner_journal.follower import (
     FollowerStats,
     InnerJournalFollower,
     WorkerOptions,
 )
 from bridge.sources.inner_journal.gather import Gatherer, StatsReport, rate_limit_of
-from bridge.sources.inner_journal.position import InnerPosition, later
+from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerEvent, InnerGap
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -75,32 +75,7 @@ class Follower(Protocol):
 FollowerFactory = Callable[[int, InnerPosition | None], Follower]
 
 
-def inner_stream(handle: ContainerHandle, start: InnerPosition | None = None) -> InnerStream:
-    """The container's inner stream, created at `start` on first use (later `start` is moot:
-    the stream already knows how far it got)."""
-    if handle.inner is None:
-        handle.inner = InnerStream(start)
-    return handle.inner
-
-
-def resume_position(saved: object, journal: object) -> InnerPosition | None:
-    """Where a container's inner journal resumes at start-up: the later of the state file's
-    position (its `inner` JSON) and the host journal's (inner_readback.py). Either may be
-    None; one that cannot be parsed (a damaged state file) is left out with one log line."""
-    return later(_parsed(saved, "state file"), _parsed(journal, "journal"))
-
-
-def _parsed(data: object, where: str) -> InnerPosition | None:
-    if data is None:
-        return None
-    try:
-        return InnerPosition.from_json(data)
-    except ValueError as exc:
-        log.warning("ignoring an unusable inner journal position from the %s: %s", where, exc)
-        return None
-
-
-def as_position(cursor: InnerCursor | None) -> InnerPosition | None:
+def as_position(cursor: InnerPositionLike | None) -> InnerPosition | None:
     """A stream's position as the InnerPosition it always is (the readers put only those)."""
     return cursor if isinstance(cursor, InnerPosition) else None
 
@@ -127,7 +102,7 @@ class InnerJournalReader:
         self._queue = queue
         self._telemetry = telemetry
         self._pid = pid
-        self._stream = inner_stream(handle, start)
+        self._stream = handle.inner_stream(start)
         self._floor = floor_realtime_us
         self._options = options
         # A sixteenth of the queue (4 MiB of the default 64): thousands of entries in flight,

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.service.telemetry import Telemetry
 from bridge.sources.inner_journal import containment
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

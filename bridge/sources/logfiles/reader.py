@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import docker
 import docker.errors
@@ -35,11 +34,11 @@ from bridge.core.container import ContainerHandle
 from bridge.core.cursor import CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
-from bridge.service.telemetry import Telemetry
-from bridge.sources.docker_api.reader import TRANSIENT_ERRORS, is_gone
+from bridge.sources.engine_api import ENGINE_ERRORS, ContainerStatus, container_status
 from bridge.sources.logfiles.lines import FileLine, LineParser
 from bridge.sources.logfiles.sequence import FileSet
-from bridge.sources.reader import ContainerGone, ReaderThread
+from bridge.sources.reader import ReaderThread
+from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class FileReader(ReaderThread):
         follow: Follow,
         on_close: Callable[[], None],
         *,
-        state_hint: dict[str, Any] | None = None,
+        status: ContainerStatus | None = None,
     ) -> None:
         super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
@@ -83,7 +82,7 @@ class FileReader(ReaderThread):
         self._changed = threading.Event()
         # The engine said it stopped, or it was not running when the reader was made: ask the
         # engine at the end of the file. Asked anyway now and then, should a `die` be missed.
-        self._check_state = state_hint is not None and not state_hint.get("Running")
+        self._check_state = status is not None and not status.running
         self._next_state_check = time.monotonic() + _STATE_CHECK_SECONDS
         self._armed: bool | None = None  # a wake-up is armed (True), could not be (False)
         self._malformed_seen = 0
@@ -144,12 +143,12 @@ class FileReader(ReaderThread):
         if self._check_state or now >= self._next_state_check:
             self._check_state = False
             self._next_state_check = now + _STATE_CHECK_SECONDS
-            state = self._state()
-            if state is not None and not state.get("Running"):
+            status = self._status()
+            if status is not None and not status.running:
                 if self._files.settle():
                     self._check_state = True  # read the files handed over, then ask again
                     return False
-                return self._finish(str(state.get("FinishedAt", "")))
+                return self._finish(status.finished_at)
         if self._armed is None:
             self._changed.clear()
             self._armed = self._follow(self._changed.set)
@@ -159,16 +158,11 @@ class FileReader(ReaderThread):
         self._armed = None
         return False
 
-    def _state(self) -> dict[str, Any] | None:
+    def _status(self) -> ContainerStatus | None:
         """The engine's view of the container; None when it cannot say now."""
         try:
-            state: dict[str, Any] = self._api.inspect_container(self._handle.id)["State"]
-            return state
-        except docker.errors.APIError as exc:
-            if is_gone(exc):
-                raise ContainerGone from exc
-            return None
-        except TRANSIENT_ERRORS:
+            return container_status(self._api, self._handle.id)
+        except ENGINE_ERRORS:
             return None
 
     def _records(self, lines: list[FileLine], cursor_filter: CursorFilter) -> list[Record]:

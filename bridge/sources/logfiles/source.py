@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.core.fields import ContainerInfo
-from bridge.service.telemetry import Telemetry
 from bridge.sources.logfiles.chain import ChainFileSet
 from bridge.sources.logfiles.files import LogFileSet
 from bridge.sources.logfiles.handoff import MAX_BYTES, MAX_FILES, HandOff
@@ -37,6 +36,7 @@ from bridge.sources.logfiles.handover import open_regular
 from bridge.sources.logfiles.layout import DOCKER, FORMATS, Layout, for_engine
 from bridge.sources.logfiles.sequence import FileSet
 from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog
+from bridge.telemetry import Telemetry
 
 __all__ = ["FORMATS", "LogFileSource"]
 

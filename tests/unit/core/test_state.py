@@ -75,8 +75,8 @@ def test_an_older_file_is_the_docker_engines_and_written_back_as_version_3(tmp_p
     store.path.write_bytes(V1.replace(b'"version":1', b'"version":%d' % version))
     state = store.load()
     assert state == State(7, {"docker": {"c1": ContainerState(Cursor(0, {1: (10, 2)}), "")}})
-    state.set_containers(
-        "docker", {"c1": ContainerState(Cursor(0, {1: (11, 1), 2: (9, 0)}, frozenset({2})))}
+    state.points("docker", 0).replace(
+        {"c1": ContainerState(Cursor(0, {1: (11, 1), 2: (9, 0)}, frozenset({2})))}
     )
     assert store.save(state)
     assert json.loads(store.path.read_text())["version"] == 3
@@ -89,6 +89,21 @@ def test_each_engine_is_first_read_when_it_first_appears():
     assert state.first_run_of("podman", now_ns=50) == 50
     assert state.first_run_of("podman", now_ns=90) == 50  # recorded, not moved
     assert State.from_json(state.to_json()).first_run_of("podman", now_ns=99) == 50
+
+
+def test_resume_points_are_one_engines_and_change_only_through_their_verbs():
+    state = State(first_run_ns=7)
+    state.containers("podman")["p1"] = ContainerState(Cursor(0, {1: (1, 0)}))
+    points = state.points("docker", now_ns=50)
+    assert points.first_run_ns == 7
+    points.replace({c: ContainerState(Cursor(0, {1: (i, 0)})) for i, c in enumerate("abc")})
+    assert points.saved("b") == ContainerState(Cursor(0, {1: (1, 0)}))
+    assert points.prune({"a", "c", "x"}) == ["b"]
+    points.forget("c")
+    points.forget("never-saved")
+    assert set(state.containers("docker")) == {"a"}
+    assert set(state.containers("podman")) == {"p1"}  # another engine's stand
+    assert state.points("podman", now_ns=99).first_run_ns == 99
 
 
 def test_a_newer_version_is_refused_not_overwritten(tmp_path):

@@ -11,11 +11,12 @@ from prometheus_client import CollectorRegistry
 from bridge.config import Config
 from bridge.core.queue import PendingQueue
 from bridge.core.state import State
-from bridge.handles import HandleFactory
-from bridge.service.telemetry import Telemetry
-from bridge.sources.containers import EngineIdentity
+from bridge.sources.context import EngineContext
 from bridge.sources.discovery import Supervisor
+from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.filters import ContainerFilter
+from bridge.sources.handles import HandleFactory
+from bridge.telemetry import Telemetry
 
 OLD = time.time() - 60  # created long enough ago for its events to have arrived
 
@@ -59,7 +60,7 @@ class FakeReader:
 
     fail_starts = 0  # the next N starts raise, as Thread.start does at the tasks limit
 
-    def __init__(self, handle: Any, state_hint: dict[str, Any] | None) -> None:
+    def __init__(self, handle: Any, status: ContainerStatus | None) -> None:
         self.name = handle.info.name
         self.started = self.finished = self.stopped = False
 
@@ -87,17 +88,18 @@ def supervisor():
     def make(api: FakeAPI, config: Config | None = None) -> tuple[Supervisor, CollectorRegistry]:
         config = config or Config()
         registry = CollectorRegistry()
-        sup = Supervisor(
-            config,
-            api,  # type: ignore[arg-type]
-            PendingQueue(1 << 20),
-            Telemetry(registry),
-            State(first_run_ns=0),
-            ContainerFilter(config.filter),
-            FakeReader,
+        ctx = EngineContext(
+            name="docker",
+            host="",
+            kind="docker",
             engine=config.all_engines[0],
-            identity=EngineIdentity("docker"),
+            api=api,  # type: ignore[arg-type]
+            queue=PendingQueue(1 << 20),
+            telemetry=Telemetry(registry),
+            points=State(first_run_ns=0).points("docker", 0),
+            config=lambda: config,
         )
+        sup = Supervisor(ctx, ContainerFilter(config.filter), FakeReader)
         return sup, registry
 
     yield make

@@ -6,11 +6,13 @@ import time
 from prometheus_client import CollectorRegistry
 
 from bridge.config import Config, EngineConfig
+from bridge.core.cursor import Cursor
 from bridge.core.queue import PendingQueue
-from bridge.core.state import State
-from bridge.service.telemetry import Telemetry
-from bridge.sources.engine import Engine, engine_client, engine_kind
+from bridge.core.state import ContainerState, State
+from bridge.sources.engine import Engine
+from bridge.sources.engine_api import engine_client, engine_kind
 from bridge.sources.filters import ContainerFilter
+from bridge.telemetry import Telemetry
 
 
 def test_connection_pools_stay_small():
@@ -50,12 +52,14 @@ def test_an_engine_that_does_not_answer_is_down_with_its_reason_and_stops_at_onc
     config = Config.model_validate(
         {"engines": [{"name": "podman", "host": f"unix://{tmp_path}/none.sock"}]}
     )
+    state = State(first_run_ns=0)
+    state.containers("podman")["c" * 64] = ContainerState(Cursor(0, {1: (5, 0)}))
     engine = Engine(
         config.engines[0],
         lambda: config,
         PendingQueue(1 << 20),
         Telemetry(registry),
-        State(first_run_ns=0),
+        state.points("podman", 0),
         lambda: ContainerFilter(config.filter),
         lambda name: None,
     )
@@ -67,7 +71,8 @@ def test_an_engine_that_does_not_answer_is_down_with_its_reason_and_stops_at_onc
         time.sleep(0.01)
     assert not engine.up
     assert "none.sock: no such socket" in (engine.down_reason() or "")
-    assert engine.snapshot() is None  # its saved positions stand
+    engine.checkpoint()
+    assert list(state.containers("podman")) == ["c" * 64]  # its saved positions stand
     assert registry.get_sample_value("journald_bridge_engine_up", {"engine": "podman"}) == 0
     started = time.monotonic()
     engine.stop(5)

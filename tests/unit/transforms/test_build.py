@@ -59,7 +59,7 @@ def test_a_bad_rate_limit_label_is_reported_and_the_operators_limit_applies(opti
     chain, errors, _ = build(LIMITED, label(**{option: value}))
     assert [k for k, _ in errors] == [option]
     limiter = chain.rate_limit
-    assert (limiter._rate, limiter._burst) == (100, 100)
+    assert (limiter.lines_per_second, limiter.burst) == (100, 100)
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1e999", "0", "-1", ""])
@@ -70,24 +70,24 @@ def test_a_bad_rate_limit_label_without_an_operator_limit_is_no_limit(value):
 
 def test_a_label_may_only_lower_the_operators_rate_limit():
     chain, errors, _ = build(LIMITED, label(rate_limit="1000", rate_limit_burst="500"))
-    assert (chain.rate_limit._rate, chain.rate_limit._burst) == (100, 100)
+    assert (chain.rate_limit.lines_per_second, chain.rate_limit.burst) == (100, 100)
     assert [k for k, _ in errors] == ["rate_limit", "rate_limit_burst"]
     chain, errors, _ = build(LIMITED, label(rate_limit="2.5", rate_limit_burst="50"))
-    assert (chain.rate_limit._rate, chain.rate_limit._burst, errors) == (2.5, 50, [])
+    assert (chain.rate_limit.lines_per_second, chain.rate_limit.burst, errors) == (2.5, 50, [])
     chain, errors, _ = build(LIMITED, label(rate_limit="10"))  # burst: one second's worth
-    assert (chain.rate_limit._rate, chain.rate_limit._burst, errors) == (10, 10, [])
+    assert (chain.rate_limit.lines_per_second, chain.rate_limit.burst, errors) == (10, 10, [])
 
 
 def test_without_an_operator_limit_a_label_may_set_one():
     chain, errors, _ = build(labels=label(rate_limit="1000", rate_limit_burst="5000"))
-    assert (chain.rate_limit._rate, chain.rate_limit._burst, errors) == (1000, 5000, [])
+    assert (chain.rate_limit.lines_per_second, chain.rate_limit.burst, errors) == (1000, 5000, [])
 
 
 def test_labels_for_options_the_operator_does_not_allow_are_reported_and_ignored():
     config = TransformsConfig(rate_limit_lines_per_second=5, label_overrides=("parse",))
     labels = label(rate_limit="1", multiline="python", parse="json", enable="true", other="x")
     chain, errors, _ = build(config, labels)
-    assert chain.multiline is None and chain.json is not None and chain.rate_limit._rate == 5
+    assert chain.multiline is None and chain.json is not None and chain.rate_limit.lines_per_second == 5
     assert sorted(k for k, _ in errors) == ["multiline", "rate_limit"]
 
 
@@ -172,7 +172,7 @@ def test_the_operators_rate_limit_survives_an_error_in_the_labels(monkeypatch):
             return super().get(key, default)
 
     chain, errors, _ = build(LIMITED, Hostile(label(rate_limit="1")))
-    assert chain.rate_limit._rate == 100 and [k for k, _ in errors] == ["rate_limit"]
+    assert chain.rate_limit.lines_per_second == 100 and [k for k, _ in errors] == ["rate_limit"]
 
 
 def test_a_huge_label_value_is_quoted_short_in_the_report():

@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
-from bridge.core.inner import InnerBatch, InnerStream
-from bridge.core.queue import Batch, PendingQueue
+from bridge.core.inner import InnerStream
+from bridge.core.queue import Batch, InnerBatch, PendingQueue
 from bridge.core.record import Record
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.inner import commit_inner, encode_inner
 from bridge.sinks.journald.writer import JournalWriter
+from bridge.telemetry import Telemetry
 
 TS = b"2026-11-28T00:13:57.123456789Z"
 

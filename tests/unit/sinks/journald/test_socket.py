@@ -8,8 +8,8 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.socket import JournalSocket
+from bridge.telemetry import Telemetry
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from bridge.sources.inner_journal.position import (
     later,
     parse_cursor,
     resume,
+    resume_position,
 )
 
 S1 = "699699a162ff478aae8f7278f2247e1c"
@@ -219,3 +220,18 @@ def test_later_takes_the_position_further_on_and_a_drained_one_of_the_same_entry
     assert later(None, None) is None
     drained = InnerPosition(a.cursor, drained=True)
     assert later(a, drained) == later(drained, a) == drained
+
+
+def _pos(i: int, drained: bool = False) -> InnerPosition:
+    return InnerPosition(cursor(i=i, m=i, t=1000 + i, x=i), drained=drained)
+
+
+def test_resume_takes_the_later_of_the_state_file_and_the_journal(caplog):
+    assert resume_position(None, None) is None
+    assert resume_position(_pos(3).to_json(), None) == _pos(3)
+    assert resume_position(_pos(3).to_json(), _pos(5).to_json()) == _pos(5)
+    assert resume_position(_pos(7).to_json(), _pos(5).to_json()) == _pos(7)
+    drained = _pos(5, drained=True).to_json()
+    assert resume_position(drained, _pos(5).to_json()) == _pos(5, drained=True)
+    assert resume_position({"cursor": "garbage"}, _pos(5).to_json()) == _pos(5)
+    assert "unusable inner journal position from the state file" in caplog.text

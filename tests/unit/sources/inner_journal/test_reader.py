@@ -21,18 +21,13 @@ from bridge.config import TransformsConfig
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
-from bridge.core.inner import InnerBatch
-from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
+from bridge.core.queue import InnerBatch, PendingQueue
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.inner_journal.follower import FollowerStats
 from bridge.sources.inner_journal.position import Gap, InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerGap, decode_native
-from bridge.sources.inner_journal.reader import (
-    InnerJournalReader,
-    inner_stream,
-    resume_position,
-)
+from bridge.sources.inner_journal.reader import InnerJournalReader
+from bridge.telemetry import Telemetry
 from bridge.transforms import build_chain
 
 SEQNUM_ID = "1" * 32
@@ -220,7 +215,7 @@ def test_entries_read_together_are_one_batch(process):
     assert [e.message for e in batch.entries] == [b"line 1", b"line 2", b"line 3"]
     assert batch.last == pos(3)
     assert b"SYSLOG_IDENTIFIER" not in dict(decode_native(batch.fields))
-    assert inner_stream(setup.handle).read == pos(3)  # queued, not yet committed
+    assert setup.handle.inner_stream().read == pos(3)  # queued, not yet committed
     assert reader.committed_position() is None
     reader.stop()
     reader.join(5)
@@ -261,7 +256,7 @@ def test_the_next_reader_waits_for_the_last_one_and_goes_on_after_it(process):
     first = setup.reader(process.pid, start=pos(1))
     first.start()
     setup.follower(0).feed(entry(2), entry(3))
-    wait_for(lambda: inner_stream(setup.handle).read == pos(3))
+    wait_for(lambda: setup.handle.inner_stream().read == pos(3))
     # the container restarted: its new process gets a new reader while the old one drains
     second = setup.reader(process.pid, start=pos(1))  # a stale start changes nothing
     second.start()
@@ -325,7 +320,7 @@ def test_one_stream_never_holds_more_than_its_share_of_the_queue(process):
     time.sleep(0.2)
     items = setup.queue.get_many(0.1, 1 << 30)
     assert len(items) == 1  # the second waits until the writer is done with the first
-    assert inner_stream(setup.handle).read == pos(1)
+    assert setup.handle.inner_stream().read == pos(1)
     (first,) = items
     assert isinstance(first, InnerBatch)
     first.stream.unqueued(first.nbytes)  # what the writer does once it sent them
@@ -348,7 +343,7 @@ def test_a_stop_while_waiting_for_room_leaves_the_rest_to_be_read_again(process)
     reader.stop()
     reader.join(5)
     assert reader.finished
-    assert inner_stream(setup.handle).read == pos(1)  # entry 2 was never queued
+    assert setup.handle.inner_stream().read == pos(1)  # entry 2 was never queued
 
 
 def test_a_removed_container_is_read_to_its_end():
@@ -434,14 +429,3 @@ def test_a_rename_applies_to_the_next_batch(process):
     assert dict(decode_native(second.fields))[b"CONTAINER_NAME"] == b"shop"
     reader.stop()
     reader.join(5)
-
-
-def test_resume_takes_the_later_of_the_state_file_and_the_journal(caplog):
-    assert resume_position(None, None) is None
-    assert resume_position(pos(3).to_json(), None) == pos(3)
-    assert resume_position(pos(3).to_json(), pos(5).to_json()) == pos(5)
-    assert resume_position(pos(7).to_json(), pos(5).to_json()) == pos(7)
-    drained = pos(5, drained=True).to_json()
-    assert resume_position(drained, pos(5).to_json()) == pos(5, drained=True)
-    assert resume_position({"cursor": "garbage"}, pos(5).to_json()) == pos(5)
-    assert "unusable inner journal position from the state file" in caplog.text

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.service.telemetry import Telemetry
 from bridge.sources.inner_journal import containment
 from bridge.sources.inner_journal.watch import InnerJournalWatch
+from bridge.telemetry import Telemetry
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 MACHINE = "ab" * 16

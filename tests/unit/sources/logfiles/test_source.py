@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.core.fields import ContainerInfo
-from bridge.service.telemetry import Telemetry
 from bridge.sources.logfiles.chain import ChainFileSet
 from bridge.sources.logfiles.files import LogFileSet
 from bridge.sources.logfiles.layout import DOCKER, podman
 from bridge.sources.logfiles.source import LogFileSource
+from bridge.telemetry import Telemetry
 
 from .rotating import Conmon, Reader, names
 from .test_watch import write_log

@@ -10,8 +10,8 @@ from bridge.config import Config
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo
 from bridge.core.state import ContainerState, State
-from bridge.handles import HandleFactory
-from bridge.service.telemetry import Telemetry
+from bridge.sources.handles import HandleFactory
+from bridge.telemetry import Telemetry
 
 FIRST_RUN = 1_000
 
@@ -48,7 +48,7 @@ def info(created_ns: int, cid: str = "a" * 64) -> ContainerInfo:
 
 def factory(state: State, backlog: str = "none") -> HandleFactory:
     config = Config.model_validate({"forward": {"backlog": backlog}})
-    return HandleFactory(config, state, Telemetry(CollectorRegistry()), "docker")
+    return HandleFactory(config, state.points("docker", 0), Telemetry(CollectorRegistry()))
 
 
 def test_a_container_never_seen_is_read_from_its_first_line():

@@ -1,4 +1,4 @@
-"""Issue 16, the self-contained parts: the inner-journal follower on a real systemd container.
+"""The inner-journal follower on a real systemd container.
 
 A container of the project's debootstrap image runs systemd as PID 1 with its own journald;
 the follower reads that journal from the host through `/proc/<pid>/root`, as the bridge will.

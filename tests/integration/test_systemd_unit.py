@@ -1,4 +1,4 @@
-"""Issue 6: the unit under a real systemd as PID 1 (in a container), installed from wheels.
+"""The unit under a real systemd as PID 1 (in a container), installed from wheels.
 
 The container has no network: the bridge is installed there by deploy/install.sh from wheels
 built on this host, and reads the host's dockerd through the mounted socket. Its journal is the

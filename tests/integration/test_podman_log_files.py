@@ -32,10 +32,11 @@ from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
-from bridge.service.telemetry import Telemetry
+from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.logfiles.chain import ChainFileSet
 from bridge.sources.logfiles.reader import FileReader
 from bridge.sources.logfiles.source import LogFileSource
+from bridge.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +146,7 @@ class Source:
             MAX_LINE_BYTES,
             self.files.follow(info.id),
             lambda: self.files.released(info.id),
-            state_hint=state,
+            status=ContainerStatus.of(state) if state is not None else None,
         )
         reader.start()
         return reader, pending, handle

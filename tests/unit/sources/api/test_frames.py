@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.record import STDERR, STDOUT
-from bridge.sources.docker_api.frames import (
+from bridge.sources.api.frames import (
     DOCKER_PIECE_BYTES,
     SYSTEM_ERROR,
     ChunkedDecoder,

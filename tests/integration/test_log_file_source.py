@@ -1,4 +1,4 @@
-"""Issue 14: the engine's log files as the source, on the real dockerd and journald.
+"""The engine's log files as the source, on the real dockerd and journald.
 
 Short-lived `--rm` containers lose nothing; rotation (by renaming, and in place) loses and
 repeats nothing; a container whose file cannot be read falls back to the Engine API.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import BRIDGE, wait_until
-from tests.integration.test_resume import wait_complete
+from tests.integration.test_exactly_once_across_restarts import wait_complete
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

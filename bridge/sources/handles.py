@@ -25,9 +25,9 @@ from bridge.core.fields import (
     container_fields_counted,
     encode_pairs,
 )
-from bridge.core.state import State
-from bridge.service.telemetry import Telemetry
-from bridge.sources.inner_journal.reader import inner_stream, resume_position
+from bridge.core.state import ResumePoints
+from bridge.sources.inner_journal.position import resume_position
+from bridge.telemetry import Telemetry
 from bridge.transforms import TransformChain, build_chain
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,8 @@ class Readback(Protocol):
 
 
 class HandleFactory:
-    def __init__(self, config: Config, state: State, telemetry: Telemetry, engine: str) -> None:
-        self._state = state
-        self._engine = engine
-        # Containers created before the engine was first read are "existing" ones (backlog).
-        self._first_run_ns = state.first_run_of(engine, time.time_ns())
+    def __init__(self, config: Config, points: ResumePoints, telemetry: Telemetry) -> None:
+        self._points = points
         self._telemetry = telemetry
         self.apply_config(config)
 
@@ -62,7 +59,7 @@ class HandleFactory:
 
     def build(self, info: ContainerInfo, journal: Readback | None) -> ContainerHandle:
         """A handle for a container seen now; `journal` only at start-up (read-back)."""
-        saved = self._state.containers(self._engine).get(info.id)
+        saved = self._points.saved(info.id)
         cursor = saved.cursor if saved is not None else None
         if journal is not None:
             found = journal.positions(info.id)
@@ -72,7 +69,7 @@ class HandleFactory:
         if cursor is None:
             # Whether or not the journal could be read back: `backlog` is about containers
             # that were there before the bridge first read their engine on this host.
-            predates_first_run = 0 < info.created_ns <= self._first_run_ns
+            predates_first_run = 0 < info.created_ns <= self._points.first_run_ns
             backlog = self._config.forward.backlog_lines
             if not predates_first_run or backlog is None:
                 cursor = Cursor()  # from its first line
@@ -91,7 +88,7 @@ class HandleFactory:
             journal.inner_position(info.id) if journal is not None else None,
         )
         if inner is not None:
-            inner_stream(handle, inner)
+            handle.inner_stream(inner)
         return handle
 
     def refresh(self, handle: ContainerHandle, info: ContainerInfo) -> None:

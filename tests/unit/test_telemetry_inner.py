@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from bridge.service.telemetry import INNER_JOURNAL_ERRORS, INNER_JOURNAL_GAPS, Telemetry
+from bridge.telemetry import INNER_JOURNAL_ERRORS, INNER_JOURNAL_GAPS, Telemetry
 
 
 def test_inner_journal_series_start_at_zero_and_count():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bridge.service.telemetry import Telemetry
+from bridge.telemetry import Telemetry
 
 
 def test_per_container_series_are_removed_with_the_container():

@@ -1,4 +1,4 @@
-"""Issue 5: metrics and health endpoints, checked by promtool and scraped by a real Prometheus."""
+"""Metrics and health endpoints, checked by promtool and scraped by a real Prometheus."""
 
 from __future__ import annotations
 

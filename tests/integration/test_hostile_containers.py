@@ -1,4 +1,4 @@
-"""Issue 13: no container can break the bridge, and no path of it loses or repeats a line.
+"""No container can break the bridge, and no path of it loses or repeats a line.
 
 Hostile containers (bad labels, poison JSON, a backtracking regex, a continuation flood, label
 floods) run next to well-behaved ones on the real dockerd and journald; every line of the
@@ -20,7 +20,7 @@ from tests.integration.conftest import (
     wait_until,
     writer_script,
 )
-from tests.integration.test_resume import wait_complete
+from tests.integration.test_exactly_once_across_restarts import wait_complete
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("each_source")]
 

@@ -1,4 +1,4 @@
-"""Issue 15: several engines per bridge, on the real dockerd, Podman and journald.
+"""Several engines per bridge, on the real dockerd, Podman and journald.
 
 Podman is Debian's 4.3.1 behind `podman system service` (scripts/setup-test.sh starts it); the
 remote engine is a second dockerd of its own (data-root, exec-root, containerd) listening on
@@ -30,7 +30,7 @@ from tests.integration.conftest import (
     wait_until,
     writer_script,
 )
-from tests.integration.test_resume import wait_complete
+from tests.integration.test_exactly_once_across_restarts import wait_complete
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Issue 2: every container's output in the journal, Docker-compatible, on real services."""
+"""Every container's output in the journal, Docker-compatible, on real services."""
 
 from __future__ import annotations
 

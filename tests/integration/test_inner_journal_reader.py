@@ -1,7 +1,7 @@
-"""Issue 16: a container's own journal in the host journal, exactly once, on the real services.
+"""A container's own journal in the host journal, exactly once, on the real services.
 
 A container of the project's debootstrap image runs systemd as PID 1 with its own journald (see
-test_inner_journal_parts.py). The inner-journal reader is driven directly, with a real queue, a
+test_inner_journal_follower.py). The inner-journal reader is driven directly, with a real queue, a
 real JournalWriter and JournalSocket, into a real journald (this test's namespace); discovery
 is not involved. A bridge crash is played by abandoning the writer and dropping every object
 that held a position: the next reader resumes only from what the host journal says.
@@ -32,15 +32,15 @@ from bridge.core.fields import (
     encode_pairs,
 )
 from bridge.core.queue import PendingQueue
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.inner_readback import InnerJournalPositions
 from bridge.sinks.journald.socket import JournalSocket
 from bridge.sinks.journald.writer import JournalWriter
 from bridge.sources.inner_journal import WorkerOptions
-from bridge.sources.inner_journal.position import InnerPosition
-from bridge.sources.inner_journal.reader import InnerJournalReader, resume_position
+from bridge.sources.inner_journal.position import InnerPosition, resume_position
+from bridge.sources.inner_journal.reader import InnerJournalReader
+from bridge.telemetry import Telemetry
 from tests.integration.conftest import Journald, wait_until
-from tests.integration.test_inner_journal_parts import Box, docker
+from tests.integration.test_inner_journal_follower import Box, docker
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,8 +11,8 @@ from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import Record
-from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.writer import JournalWriter
+from bridge.telemetry import Telemetry
 from bridge.transforms import build_chain
 
 TS = b"2026-11-28T00:13:57.123456789Z"

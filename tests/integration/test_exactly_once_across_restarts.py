@@ -1,4 +1,4 @@
-"""Issue 3: nothing lost, nothing duplicated, across bridge, dockerd and journald trouble.
+"""Nothing lost, nothing duplicated, across bridge, dockerd and journald trouble.
 
 Every test compares the exact multiset of lines in the journal with what the containers wrote.
 """

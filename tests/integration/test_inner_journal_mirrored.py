@@ -1,7 +1,7 @@
-"""Issue 16 through the whole daemon: discovery finds a systemd container's own journal and the
+"""Discovery finds a systemd container's own journal and the
 bridge mirrors it, exactly once across a kill -9; a label opts a container out.
 
-(test_inner_journal.py drives the reader alone; this is the wiring: the watch, the readers per
+(test_inner_journal_reader.py drives the reader alone; this is the wiring: the watch, the readers per
 container, the state file and the journal read-back of inner positions.)
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_inner_journal_parts import Box, docker
+from tests.integration.test_inner_journal_follower import Box, docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Issue 4: transforms on real containers."""
+"""Transforms on real containers."""
 
 from __future__ import annotations
 
