@@ -5,8 +5,9 @@ lives here, so that a reader, the discovery and the engine's start-up classify a
 same way:
 
 - `TRANSIENT_ERRORS`: the connection or the stream failed; the same call may work later.
-- `is_gone(exc)`: the engine answered that the container does not exist (any more); the
-  readers turn that into `ContainerGone`, which ends them for good.
+- `is_gone(exc)`: the engine answered that the container does not exist (any more), as a
+  non-200 answer or as the error Podman writes in the body of a `200 OK` (`EngineErrorBody`);
+  the readers turn that into `ContainerGone`, which ends them for good.
 - `ENGINE_ERRORS`: anything an engine call may raise, for callers that only log and retry.
 - `container_status`: the one question every reader asks, "is it still running?".
 """
@@ -44,14 +45,13 @@ class ContainerGone(Exception):
     """The container was removed: its logs cannot be read any more."""
 
 
+# Podman answers 500 "... no such container" (or, once its own object of the container is
+# marked removed, "container has already been removed") for a container removed meanwhile.
 _PODMAN_GONE = ("no such container", "has already been removed")
 
 
 def is_gone(exc: docker.errors.APIError | EngineErrorBody) -> bool:
-    """The engine's answer (an HTTP error, or an error written as a 200's body) means the
-    container no longer exists."""
-    # Podman answers 500 "... no such container" (or, once its own object of the container is
-    # marked removed, "container has already been removed") for a container removed meanwhile.
+    """The engine's answer means the container no longer exists."""
     if exc.status_code in (404, 409):
         return True
     explanation = str(exc.explanation or "").lower()

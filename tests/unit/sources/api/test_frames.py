@@ -116,6 +116,13 @@ PODMAN_GONE_BODY = (
     b"554f38e58810de8ee8075c72736e46604760473358f9020e7c7a29f680a72a9a does not exist in "
     b'database: no such container","response":500}\n'
 )
+# The same race, the other answer: the service's own object of the container already marked
+# removed (recorded the same way, with follow=1).
+PODMAN_REMOVED_BODY = (
+    b'{"cause":"container has already been removed","message":"failed to obtain logs for '
+    b"Container 'ea2473b83dc72595e3f7cd167e857bf5bf019a2d341689e9237cdc08b14b40cb': container "
+    b'has already been removed","response":500}\n'
+)
 PODMAN_GONE_MESSAGE = (
     "failed to obtain logs for Container '554f38e58810de8ee8075c72736e46604760473358f9020e7c7a"
     "29f680a72a9a': container 554f38e58810de8ee8075c72736e46604760473358f9020e7c7a29f680a72a9a"
