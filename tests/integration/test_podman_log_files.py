@@ -338,7 +338,7 @@ def test_a_restart_that_rotates_before_its_reader_comes_loses_nothing(source, po
     assert rotation_gaps(source.telemetry) == 0
 
 
-def test_files_past_the_hand_off_bound_are_a_counted_gap_never_a_repeat(podman_api, podman):
+def test_files_past_the_held_files_bound_are_a_counted_gap_never_a_repeat(podman_api, podman):
     # Nobody claims the container while conmon replaces its file a dozen times: past the
     # bound, the oldest files waiting are closed and their lines lost -- counted, and every
     # line that is read comes once and in order.
