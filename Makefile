@@ -1,7 +1,11 @@
 # journald-bridge. On a fresh Debian 12 machine, as root: `make run` or `make test`.
-.PHONY: setup setup-test run test unit integration lint bench clean wheels install uninstall
+.PHONY: setup setup-test run test unit integration lint bench clean wheels install uninstall deb image
 
 CONFIG ?= config/bridge.toml
+# The one version (bridge/__init__.py): the package's and the image tag's.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' bridge/__init__.py)
+# What `make deb` needs beyond `make setup` (scripts/setup-test.sh installs them too, for the tests).
+DEB_TOOLS = debhelper dh-virtualenv lintian python3.11-venv python3.11-dev
 PYTEST ?= .venv/bin/pytest
 
 # What the bridge needs to run; `make run` installs nothing else.
@@ -32,7 +36,7 @@ test: setup-test
 	$(PYTEST) tests
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # Wheels of the bridge and every dependency, for an offline `deploy/install.sh install --wheels wheels`.
 wheels: setup
@@ -43,6 +47,16 @@ install: wheels
 
 uninstall:
 	deploy/install.sh uninstall
+
+# dist/journald-bridge_$(VERSION)_amd64.deb: Debian's tooling (debhelper, dh-virtualenv), lintian
+# clean. Dependencies' wheels and built packages are cached in ~/.cache/journald-bridge-build.
+deb: setup
+	@EXTRA_PACKAGES="$(DEB_TOOLS)" scripts/setup.sh
+	scripts/build-deb.sh dist
+
+# journald-bridge:$(VERSION), the package above on a Debian 12 base (deploy/container/Dockerfile).
+image: deb
+	scripts/build-image.sh "$$(scripts/build-deb.sh dist)"
 
 # The benchmark on the real dockerd, Podman and journald; writes bench/results.md (about 20 minutes).
 bench: setup-test

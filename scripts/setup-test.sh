@@ -7,6 +7,8 @@
 #   systemd-journal-remote        tests/integration/test_fleet.py, bench/fleet.py (-remote, -upload)
 #   debootstrap, bridge-test/systemd   test_systemd.py, test_fleet.py (systemd as PID 1)
 #   podman, its API service       tests/integration/test_engines.py, bench (a second engine)
+#   debhelper, dh-virtualenv, lintian, python3.11-venv, python3.11-dev
+#                                 tests/integration/test_package_deb.py (scripts/build-deb.sh)
 #
 # Podman is test-only: on a real host the bridge never writes /etc/containers/containers.conf
 # nor starts an engine. Here containers start only with that file's ulimits (the VM cannot set
@@ -22,6 +24,7 @@ say() { echo "setup-test: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
 packages=(prometheus systemd-journal-remote debootstrap podman)
+packages+=(debhelper dh-virtualenv lintian python3.11-venv python3.11-dev)
 packages+=(${EXTRA_TEST_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
