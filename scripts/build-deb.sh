@@ -72,7 +72,7 @@ fi
 # --- the package ---------------------------------------------------------------------------
 # From the wheelhouse alone: PIP_CONFIG_FILE=/dev/null keeps the machine's pip settings (other
 # indexes, other wheel directories) out of the build.
-build=$(mktemp -d "$cache/build.XXXXXX")
+build=$(mktemp -d "${TMPDIR:-/tmp}/jb-deb.XXXXXX")
 trap 'rm -rf "$build"' EXIT
 src="$build/journald-bridge-$deb_version"
 mkdir -p "$src"
