@@ -150,6 +150,8 @@ def test_install_reload_upgrade_remove_purge(box, debs, containers):
     assert got["hi"]["PRIORITY"] == "6" and got["oops"]["PRIORITY"] == "3"
     assert got["hi"]["CONTAINER_ID_FULL"] == c.id and got["hi"]["IMAGE_NAME"] == IMAGE
     assert got["hi"]["_SYSTEMD_UNIT"] == "journald-bridge.service"
+    log = box.exec("journalctl", "-u", "journald-bridge", "--no-pager")
+    assert f"container {name}: reading its log file" in log
 
     # reload applies a changed filter in the same process
     pid = box.show("MainPID")
