@@ -2,8 +2,6 @@
 .PHONY: setup setup-test run test unit integration lint bench clean wheels install uninstall deb image
 
 CONFIG ?= config/bridge.toml
-# The one version (bridge/__init__.py): the package's and the image tag's.
-VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' bridge/__init__.py)
 # What `make deb` needs beyond `make setup` (scripts/setup-test.sh installs them too, for the tests).
 DEB_TOOLS = debhelper dh-virtualenv lintian python3.11-venv python3.11-dev
 PYTEST ?= .venv/bin/pytest
@@ -48,13 +46,15 @@ install: wheels
 uninstall:
 	deploy/install.sh uninstall
 
-# dist/journald-bridge_$(VERSION)_amd64.deb: Debian's tooling (debhelper, dh-virtualenv), lintian
-# clean. Dependencies' wheels and built packages are cached in ~/.cache/journald-bridge-build.
-deb: setup
+# dist/journald-bridge_<version>_amd64.deb (bridge/__init__.py's version) with Debian's tooling
+# (debhelper, dh-virtualenv), lintian clean. The dependencies' wheels and the built packages are
+# cached in ~/.cache/journald-bridge-build.
+deb:
 	@EXTRA_PACKAGES="$(DEB_TOOLS)" scripts/setup.sh
 	scripts/build-deb.sh dist
 
-# journald-bridge:$(VERSION), the package above on a Debian 12 base (deploy/container/Dockerfile).
+# journald-bridge:<version>: that package on debian:bookworm-slim (deploy/container/Dockerfile).
+# Where no registry is reachable, `make setup-test` makes the base locally.
 image: deb
 	scripts/build-image.sh "$$(scripts/build-deb.sh dist)"
 
