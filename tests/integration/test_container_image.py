@@ -33,7 +33,9 @@ from tests.integration.conftest import (
 )
 from tests.integration.systemd_box import run
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# A cold build (the wheelhouse, then dpkg-buildpackage and lintian) takes minutes on a busy machine,
+# and counts against the first test's timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).parents[2]
 TAG = f"journald-bridge:{bridge.__version__}"
