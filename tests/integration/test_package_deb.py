@@ -94,8 +94,8 @@ def build_both(temp: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def box(debs):
     directory = debs["current"].parent
-    data_root = run("docker", "info", "-f", "{{.DockerRootDir}}").strip()
-    with systemd_container(f"{directory}:/debs:ro", f"{data_root}:{data_root}:ro") as box:
+    logs = run("docker", "info", "-f", "{{.DockerRootDir}}").strip() + "/containers"
+    with systemd_container(f"{directory}:/debs:ro", f"{logs}:{logs}:ro") as box:
         yield box
 
 
