@@ -38,7 +38,11 @@ hash_files() { find "$@" -name __pycache__ -prune -o \( -type f -o -type l \) -p
     | while read -r f; do printf '%s\n' "$f"; if [ -L "$f" ]; then readlink "$f"; else cat "$f"; fi; done \
     | sha256sum | cut -c1-16; }
 mkdir -p "$cache" "$out"
-source_key=$(hash_files "${sources[@]}")
+# README.md only becomes the wheel's long description, which nothing installed reads: an edit to
+# it alone reuses the cached package.
+keyed=()
+for f in "${sources[@]}"; do [ "$f" = README.md ] || keyed+=("$f"); done
+source_key=$(hash_files "${keyed[@]}")
 cached="$cache/debs/$source_key/$deb_name"
 if [ -f "$cached" ]; then
     cp "$cached" "$out/"

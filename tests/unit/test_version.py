@@ -53,3 +53,15 @@ def test_setuptools_reads_the_same_version() -> None:
         check=True,
     ).stdout.strip()
     assert out == bridge.__version__
+
+
+def test_the_examples_name_the_version() -> None:
+    """The compose file and the README's install commands pin the image and package they show:
+    a version bump updates them with bridge/__init__.py."""
+    version = re.escape(bridge.__version__)
+    compose = (ROOT / "deploy/container/compose.yaml").read_text()
+    assert re.findall(r"image: journald-bridge:(\S+)", compose) == [bridge.__version__]
+    readme = (ROOT / "README.md").read_text()
+    tags = set(re.findall(r"journald-bridge:(\d[\w.+-]*\w)", readme))
+    assert tags == {bridge.__version__}, tags
+    assert re.search(rf"dist/journald-bridge_{version}_amd64\.deb", readme)
