@@ -18,10 +18,11 @@ SOURCES = ("api", "files", "inner_journal")  # where a container's lines are rea
 # What went wrong reading an inner journal: its root could not be opened ("open"); the worker
 # stalled, sent garbage or ended ("stall", "protocol", "exit"); what the worker reported: a file
 # refused by containment ("file"), one sd-journal cannot open ("bad"), an unreadable entry
-# ("entry"), a read that failed mid-journal ("next"), too many files ("max_files").
+# ("entry"), a read that failed mid-journal ("next"), too many files ("max_files"), too many
+# names in a journal directory ("names").
 INNER_JOURNAL_ERRORS = (
     *("open", "stall", "protocol", "exit"),
-    *("file", "bad", "entry", "next", "max_files"),
+    *("file", "bad", "entry", "next", "max_files", "names"),
 )
 INNER_JOURNAL_GAPS = ("vacuumed", "reset")
 TRANSFORM_STEPS = ("multiline", "json", "priority", "rate_limit")

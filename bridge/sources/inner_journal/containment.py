@@ -28,7 +28,7 @@ import errno
 import os
 import platform
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # linux/openat2.h
@@ -237,13 +237,78 @@ class JournalName:
         return f"{self.base}/{self.machine_id}/{self.name}"
 
 
-def journal_names(root_fd: int, limit: int = 4096) -> list[JournalName]:
-    """Every journal file name under /var/log/journal and /run/log/journal, sorted.
+@dataclass(frozen=True, slots=True)
+class JournalListing:
+    """What one bounded look at a root's journal directories found.
 
-    Missing or unreadable directories count as empty. At most `limit` names are looked at per
-    directory, so a directory stuffed with millions of entries costs bounded time.
+    `unlisted` counts directories that held more names than were looked at (over the limit
+    per directory, or past the scan's total): their other names were not seen.
     """
-    return sorted(_journal_names(root_fd, limit), key=lambda j: (j.base, j.machine_id, j.name))
+
+    names: list[JournalName]
+    unlisted: int = 0
+
+
+def list_journals(
+    root_fd: int,
+    *,
+    per_dir: int = 4096,
+    total: int = 8192,
+    tick: Callable[[], None] | None = None,
+) -> JournalListing:
+    """Every journal file name under /var/log/journal and /run/log/journal, sorted, within
+    bounds: at most `per_dir` names looked at per directory and `total` in all (the machine
+    directories' names included), so a root stuffed with millions of names costs bounded time.
+    `tick` is called every 256 names (the worker heartbeats from it)."""
+    budget = [total]
+    unlisted = 0
+    found: list[JournalName] = []
+    for base in JOURNAL_BASES:
+        machines, cut = _bounded(root_fd, base, per_dir, budget, tick)
+        unlisted += cut
+        for machine in machines:
+            if not is_machine_dir(machine):
+                continue
+            if budget[0] <= 0:
+                unlisted += 1
+                continue
+            names, cut = _bounded(root_fd, f"{base}/{machine}", per_dir, budget, tick)
+            unlisted += cut
+            found.extend(JournalName(base, machine, n) for n in names if is_journal_file(n))
+    found.sort(key=lambda j: (j.base, j.machine_id, j.name))
+    return JournalListing(found, unlisted)
+
+
+def _bounded(
+    root_fd: int, path: str, per_dir: int, budget: list[int], tick: Callable[[], None] | None
+) -> tuple[list[str], int]:
+    """The names of one directory, at most `per_dir` and what is left of `budget[0]` (spent
+    here); and 1 when the directory had more, else 0. Missing or unreadable: empty."""
+    limit = min(per_dir, budget[0])
+    names: list[str] = []
+    try:
+        fd = open_dir(root_fd, path)
+    except OSError:
+        return names, 0
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if len(names) >= limit:
+                    return names, 1
+                names.append(entry.name)
+                budget[0] -= 1
+                if tick is not None and budget[0] % 256 == 0:
+                    tick()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return names, 0
+
+
+def journal_names(root_fd: int, limit: int = 4096) -> list[JournalName]:
+    """Every journal file name (`list_journals` with `limit` names per directory)."""
+    return list_journals(root_fd, per_dir=limit, total=limit * 4).names
 
 
 def _journal_names(root_fd: int, limit: int) -> Iterator[JournalName]:

@@ -69,7 +69,8 @@ class FollowerStats:
     containment: a symlink, not a regular file, not readable), "bad" (a file sd-journal cannot
     open: corrupt, truncated), "entry" (an entry that could not be read, skipped), "next"
     (reading failed mid-journal; the reader was rebuilt), "max_files" (more files than
-    `WorkerOptions.max_files`; the oldest were left out).
+    `WorkerOptions.max_files`; the oldest were left out), "names" (directories with more names
+    than a scan looks at). File problems are counted as their counts rise (`fileset.Reports`).
     """
 
     entries: int = 0
@@ -204,7 +205,9 @@ class InnerJournalFollower:
         if kind == protocol.LOG:
             data = protocol.decode_json(payload)
             problem = str(data.get("kind", "other"))[:32]
-            stats.problems[problem] = stats.problems.get(problem, 0) + 1
+            new = data.get("new", 1)  # a report of a kind's count says by how much it rose
+            new = new if isinstance(new, int) and 0 <= new <= protocol.MAX_COUNT else 1
+            stats.problems[problem] = stats.problems.get(problem, 0) + new
             if data.get("quiet") is not True:
                 level = _LEVELS.get(str(data.get("level")), logging.WARNING)
                 log.log(level, "inner journal of %s: %s", self.name, str(data.get("msg"))[:512])

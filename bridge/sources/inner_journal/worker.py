@@ -15,8 +15,11 @@ happens in this process, which the bridge kills and restarts (`follower`). Invar
 - The file set is re-read when a listing changes (rotation, vacuuming, a new machine-id
   directory, /run flushed to /var); the reader is rebuilt and resumes after the last entry sent
   (`position.resume`), so nothing is sent twice and a lost stretch is announced as a gap.
-- A file sd-journal cannot open is left out with one log frame (retried when it changes); an
-  entry that cannot be read is skipped and reported (the first few logged, all counted);
+- The file set is `fileset.FileSet`: bounded work per scan, heartbeats from inside it, file
+  problems as counted states. A file sd-journal cannot open is left out (retried when it
+  changes); each kind of problem is one log frame with a count (`fileset.Reports`), never one
+  per name the container chose. An entry that cannot be read is skipped and reported (the
+  first few logged, all counted);
   memory is capped with RLIMIT_DATA (file mappings do not count against it, Python's heap and
   sd-journal's decompression buffers do): a 100 MB field is skipped under the default cap.
 - When the container's process has exited (pidfd readable), one last scan adds files without
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 
 from systemd import _reader
 
-from bridge.sources.inner_journal import containment, protocol
+from bridge.sources.inner_journal import containment, fileset, protocol
 from bridge.sources.inner_journal.fields import DEFAULT_MAX_MESSAGE_BYTES, map_entry
 from bridge.sources.inner_journal.position import InnerPosition, ResumeFilter, is_cursor, resume
 
@@ -50,21 +53,13 @@ _LOUD_SKIPS = 10  # unreadable entries logged one by one; the rest are only coun
 _BIG_THRESHOLD = 64  # sd-journal decompresses at most this much over the message cap
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Held:
-    """A journal file this worker holds open (what sd-journal is given is its fd's path)."""
+@dataclass(frozen=True, slots=True)
+class _Bad:
+    """A held file sd-journal refused, as it was then (tried again once it changes)."""
 
-    fd: int
-    name: containment.JournalName
-
-    @property
-    def path(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-
-def _identity(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
+    size: int
+    mtime_ns: int
+    why: str
 
 
 class Output:
@@ -117,10 +112,9 @@ class Worker:
         self._poll = poll_seconds
         self._heartbeat = heartbeat_seconds
         self._max_message = max_message_bytes
-        self._max_files = max_files
-        self._names: tuple[containment.JournalName, ...] | None = None
-        self._held: dict[tuple[int, int], _Held] = {}
-        self._bad: dict[tuple[int, int], tuple[int, int]] = {}  # identity -> (size, mtime_ns)
+        self._files = fileset.FileSet(root_fd, max_files=max_files, tick=self._beat)
+        self._bad: dict[fileset.Identity, _Bad] = {}
+        self._reports = fileset.Reports()
         self._reader: _reader._Reader | None = None
         self._filter: ResumeFilter | None = None
         self._logged: set[str] = set()
@@ -130,6 +124,7 @@ class Worker:
         while True:
             exited = self._exited(0)
             self._scan(final=exited)
+            self._report()
             self._pump()
             if exited:
                 self._out.add(protocol.encode_json(protocol.END, self._end()))
@@ -160,58 +155,49 @@ class Worker:
             return False
         return bool(select.select([self._pidfd], [], [], timeout)[0])
 
+    def _beat(self) -> None:
+        """A heartbeat, when one is due: called from long loops (a big listing, a catch-up)."""
+        if time.monotonic() - self._out.last_sent >= self._heartbeat:
+            self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
+            self._out.flush()
+
     # -- the file set --------------------------------------------------------------------
 
     def _scan(self, final: bool) -> None:
-        names = tuple(containment.journal_names(self._root))
+        changed = self._files.scan(final)
         changed_bad = any(self._changed(ident) for ident in self._bad)
-        if names == self._names and not changed_bad:
-            return
-        self._names = names
-        # after the exit, files no longer listed (a tmpfs detached with its namespace) stay
-        held: dict[tuple[int, int], _Held] = dict(self._held) if final else {}
-        opened: list[_Held] = []
-        for name in names:
-            try:
-                fd, st = containment.open_regular(self._root, name.path)
-            except OSError as exc:
-                self._log("warning", f"file:{name.path}", f"{name.path}: {exc.strerror}; skipped")
-                continue
-            ident = (st.st_dev, st.st_ino)
-            known = self._held.get(ident) or held.get(ident)  # renamed, or a second name
-            if known is not None:
-                os.close(fd)
-                held[ident] = known
-            else:
-                held[ident] = _Held(fd, name)
-                opened.append(held[ident])
-        if len(held) > self._max_files:
-            self._log("warning", "max_files", f"{len(held)} journal files; reading the newest")
-            by_age = sorted(held.items(), key=lambda item: os.fstat(item[1].fd).st_mtime_ns)
-            held = dict(by_age[-self._max_files :])
-        for fresh in opened:
-            if held.get(_identity(fresh.fd)) is not fresh:
-                os.close(fresh.fd)
-        if held.keys() == self._held.keys() and not changed_bad and self._reader is not None:
-            return
-        for ident, old in self._held.items():
-            if ident not in held:
-                os.close(old.fd)
-        self._held = held
-        self._rebuild()
+        if changed or changed_bad or (self._reader is None and self._files.held):
+            self._rebuild()
 
-    def _changed(self, ident: tuple[int, int]) -> bool:
-        held = self._held.get(ident)
+    def _report(self) -> None:
+        """One LOG frame per kind of file problem whose count changed (`fileset.Reports`)."""
+        reports = self._reports
+        for kind in ("file", "names", "max_files"):
+            reports.update(kind, self._files.problems.get(kind))
+        bad = fileset.Tally()
+        for ident, why in self._bad.items():
+            held = self._files.held.get(ident)
+            if held is not None:
+                bad.add(f"{held.name.path}: {why.why}")
+        reports.update("bad", bad)
+        for kind, count, new, message in reports.due(time.monotonic()):
+            data = {"level": "warning", "kind": kind, "msg": message, "count": count, "new": new}
+            self._out.add(protocol.encode_json(protocol.LOG, data))
+
+    def _changed(self, ident: fileset.Identity) -> bool:
+        held = self._files.held.get(ident)
         if held is None:
             return False
         st = os.fstat(held.fd)
-        return (st.st_size, st.st_mtime_ns) != self._bad[ident]
+        bad = self._bad[ident]
+        return (st.st_size, st.st_mtime_ns) != (bad.size, bad.mtime_ns)
 
     def _rebuild(self) -> None:
         self._close_reader()
-        for ident in [i for i in self._bad if i not in self._held or self._changed(i)]:
+        held = self._files.held
+        for ident in [i for i in self._bad if i not in held or self._changed(i)]:
             del self._bad[ident]
-        files = [h for ident, h in self._held.items() if ident not in self._bad]
+        files = [h for ident, h in held.items() if ident not in self._bad]
         reader = self._open(files)
         if reader is None:
             return
@@ -219,23 +205,23 @@ class Worker:
         self._reader = reader
         self._filter = resume(reader, self._position, self._floor)
 
-    def _open(self, files: list[_Held]) -> _reader._Reader | None:
+    def _open(self, files: list[fileset.Held]) -> _reader._Reader | None:
         if not files:
             return None
         try:
-            return _reader._Reader(0, files=[h.path for h in files])
+            return _reader._Reader(0, files=[_path(h) for h in files])
         except (OSError, ValueError):
             pass
         good = []
         for held in files:  # find the files sd-journal refuses, one by one
+            self._beat()
             try:
-                _reader._Reader(0, files=[held.path]).close()
+                _reader._Reader(0, files=[_path(held)]).close()
                 good.append(held)
             except (OSError, ValueError) as exc:
                 st = os.fstat(held.fd)
-                self._bad[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
                 why = getattr(exc, "strerror", None) or str(exc)
-                self._log("warning", f"bad:{st.st_ino}", f"{held.name.path}: {why}; skipped")
+                self._bad[(st.st_dev, st.st_ino)] = _Bad(st.st_size, st.st_mtime_ns, why)
         if not good or len(good) == len(files):  # each file opens alone, not all together
             if good:
                 self._log("warning", "bad:together", "the journal files cannot be read together")
@@ -256,9 +242,8 @@ class Worker:
         count = 0
         while reader is not None:
             count += 1
-            if count % 256 == 0 and time.monotonic() - out.last_sent >= self._heartbeat:
-                out.add(protocol.frame(protocol.HEARTBEAT, b""))
-                out.flush()
+            if count % 256 == 0:
+                self._beat()
             try:
                 if not reader._next(1):
                     break
@@ -266,7 +251,7 @@ class Worker:
             except OSError as exc:
                 self._log("warning", "next", f"reading the journal failed: {exc}; reopening")
                 self._close_reader()
-                self._names = None  # rebuilt at the next scan
+                self._files.forget_listing()  # rebuilt at the next scan
                 break
             if self._filter is not None:
                 try:
@@ -302,9 +287,10 @@ class Worker:
             self._skipped += 1
             self._log(
                 "warning",
-                f"entry:{cursor}",
+                None,
                 f"entry {cursor} unreadable (over the memory cap, or damaged); skipped",
                 quiet=self._skipped > _LOUD_SKIPS,
+                kind="entry",
             )
             if is_cursor(cursor):
                 self._position = _past(self._position, cursor)
@@ -315,16 +301,24 @@ class Worker:
         )
         self._position = position
 
-    def _log(self, level: str, key: str, message: str, quiet: bool = False) -> None:
-        """One LOG frame per problem (`key`); `quiet` ones are counted by the bridge, not logged."""
-        if key in self._logged:
-            return
-        if len(self._logged) >= _MAX_LOG_KEYS:
-            self._logged.clear()  # bounded memory; a problem seen again is reported again
-        self._logged.add(key)
-        kind = key.partition(":")[0]
+    def _log(
+        self, level: str, key: str | None, message: str, quiet: bool = False, kind: str = ""
+    ) -> None:
+        """One LOG frame per problem `key` (None: every time); `quiet` ones are counted by the
+        bridge, not logged. File problems go through `_report` instead: one line per kind."""
+        if key is not None:
+            if key in self._logged:
+                return
+            if len(self._logged) < _MAX_LOG_KEYS:  # full: what is new is reported each time
+                self._logged.add(key)
+        kind = kind or (key or "").partition(":")[0]
         data = {"level": level, "kind": kind, "msg": message, "quiet": quiet}
         self._out.add(protocol.encode_json(protocol.LOG, data))
+
+
+def _path(held: fileset.Held) -> str:
+    """What sd-journal is given: the fd's magic link, which opens the file itself."""
+    return f"/proc/self/fd/{held.fd}"
 
 
 def _past(position: InnerPosition | None, cursor: str) -> InnerPosition:
