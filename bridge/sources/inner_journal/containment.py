@@ -31,6 +31,8 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from bridge.sources.inner_journal import header
+
 # linux/openat2.h
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -327,14 +329,31 @@ def _names(root_fd: int, path: str, limit: int) -> list[str]:
         return []
 
 
-def has_inner_journal(root_fd: int) -> bool:
-    """Whether the container has journal files of its own: cheap, bounded, never raises.
+def has_inner_journal(root_fd: int, max_checked: int = 8) -> bool:
+    """Whether the container has a journal file of its own that sd-journal could read: cheap,
+    bounded, never raises.
 
     An empty /var/log/journal does not count: Debian images with systemd installed have one
-    whether or not journald ever runs there. Stops at the first journal file; looks at no more
-    than 64 names per directory.
+    whether or not journald ever runs there. Neither does a file that is only named like a
+    journal: the first `max_checked` names must show a sound header (`header.problem`, pure
+    Python) before one counts, so a worker process is started for real journals only. Looks at
+    no more than 64 names per directory.
     """
-    return next(_journal_names(root_fd, 64), None) is not None
+    for checked, name in enumerate(_journal_names(root_fd, 64)):
+        if checked >= max_checked:
+            return False
+        try:
+            fd, _ = open_regular(root_fd, name.path)
+        except OSError:
+            continue
+        try:
+            if header.read_problem(fd) is None:
+                return True
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return False
 
 
 @contextlib.contextmanager

@@ -17,6 +17,9 @@ journal was read to the end, one `InnerEnd`. Invariants:
 - `more_ready` tells a consumer that gathers events into batches when to hand them on: it is
   False after the last event of what the worker has sent so far (the next one may be a poll
   interval away), True while events already read follow the one just yielded.
+- With a `budget`, a worker starts only once it has a slot (FIFO, shared by all containers),
+  and one that has had its turn while others wait is stopped and queued again
+  (`budget.WorkerBudget`): neither is a failure, and the next worker resumes as after a restart.
 - The follower owns the root fd and the pidfd it is given and closes them in `close()`.
   `stop()` may be called from any thread and makes the iteration end soon; `close()` belongs to
   the iterating thread (or to whoever holds the follower once that thread is done).
@@ -38,6 +41,7 @@ from types import TracebackType
 from typing import Any
 
 from bridge.sources.inner_journal import containment, protocol
+from bridge.sources.inner_journal.budget import WorkerBudget
 from bridge.sources.inner_journal.fields import DEFAULT_MAX_MESSAGE_BYTES
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEvent
@@ -78,6 +82,7 @@ class FollowerStats:
     restarts: int = 0  # starts after a failure
     exits: int = 0  # the worker ended on its own (a crash, a kill from outside)
     stalls: int = 0
+    turns: int = 0  # workers stopped to let other containers' run (the budget was full)
     protocol_errors: int = 0
     gaps: int = 0
     lost: int = 0  # entries the gaps say were lost, where the journal knows the number
@@ -105,6 +110,7 @@ class InnerJournalFollower:
         options: WorkerOptions = WorkerOptions(),
         stall_seconds: float = 10.0,
         backoff_seconds: tuple[float, float] = (0.5, 30.0),
+        budget: WorkerBudget | None = None,
     ) -> None:
         if options.heartbeat_seconds >= stall_seconds:
             raise ValueError("stall_seconds must be longer than the worker's heartbeat interval")
@@ -116,6 +122,8 @@ class InnerJournalFollower:
         self._options = options
         self._stall = stall_seconds
         self._backoff = backoff_seconds
+        self._budget = budget
+        self._ticket = budget.ticket() if budget is not None else 0
         self._failures = 0  # consecutive, without progress
         self._retry_at = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -176,6 +184,9 @@ class InnerJournalFollower:
                     yield event
                     if isinstance(event, InnerEnd):
                         return
+                if self._budget is not None and self._budget.should_yield(self._ticket):
+                    self.stats.turns += 1  # others wait: their turn; ours comes again
+                    self._kill()
         finally:
             self._kill()
 
@@ -250,14 +261,22 @@ class InnerJournalFollower:
         if wait > 0:
             select.select([self._wake_r], [], [], wait)  # stop() cuts the backoff short
             return False
+        budget = self._budget
+        if budget is not None and not budget.acquire(self._ticket, lambda: self._stopping):
+            return False
         fds = [self._root_fd] + ([self._pidfd] if self._pidfd is not None else [])
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            pass_fds=fds,
-            close_fds=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                pass_fds=fds,
+                close_fds=True,
+            )
+        except BaseException:
+            if budget is not None:
+                budget.release(self._ticket)
+            raise
         self._frames = protocol.FrameReader(self._options.max_message_bytes)
         self._started_at = time.monotonic()
         self.stats.starts += 1
@@ -319,6 +338,8 @@ class InnerJournalFollower:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        if self._budget is not None:  # after the wait: never more processes than slots
+            self._budget.release(self._ticket)
 
     # -- stopping --------------------------------------------------------------------------
 

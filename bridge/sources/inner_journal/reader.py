@@ -42,6 +42,7 @@ from bridge.core.container import ContainerHandle
 from bridge.core.inner import InnerBatch, InnerCursor, InnerStream
 from bridge.core.queue import PendingQueue
 from bridge.service.telemetry import Telemetry
+from bridge.sources.inner_journal.budget import WorkerBudget
 from bridge.sources.inner_journal.follower import (
     FollowerStats,
     InnerJournalFollower,
@@ -122,6 +123,7 @@ class InnerJournalReader:
         options: WorkerOptions = DEFAULT_OPTIONS,
         max_inflight_bytes: int | None = None,
         new_follower: FollowerFactory | None = None,
+        budget: WorkerBudget | None = None,
     ) -> None:
         self._handle = handle
         self._queue = queue
@@ -130,6 +132,7 @@ class InnerJournalReader:
         self._stream = inner_stream(handle, start)
         self._floor = floor_realtime_us
         self._options = options
+        self._budget = budget
         # A sixteenth of the queue (4 MiB of the default 64): thousands of entries in flight,
         # yet other containers' lines never wait behind more than that of this one's.
         self._max_inflight = max_inflight_bytes or max(BATCH_BYTES, queue.max_bytes // 16)
@@ -340,4 +343,5 @@ class InnerJournalReader:
             floor_realtime_us=self._floor,
             name=self.name,
             options=self._options,
+            budget=self._budget,
         )

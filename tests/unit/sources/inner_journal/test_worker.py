@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,3 +83,13 @@ def test_heartbeats_keep_flowing_through_a_scan_of_many_machine_directories(
     beats = [k for k, _ in out.frames if k == protocol.HEARTBEAT]
     assert len(beats) >= 8192 // 256 - 1  # one at least every 256 names when they are due
     assert took < 5.0
+
+
+def test_the_worker_process_imports_none_of_the_bridge_s_services() -> None:
+    """Its memory is per container: prometheus_client alone would add 5 MiB to each."""
+    code = (
+        "import sys, bridge.sources.inner_journal.worker; "
+        "print(sorted(m for m in ('prometheus_client', 'pydantic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, check=True)
+    assert out.stdout.strip() == b"[]"
