@@ -43,12 +43,9 @@ from bridge.core.inner import InnerBatch, InnerCursor, InnerStream
 from bridge.core.queue import PendingQueue
 from bridge.service.telemetry import Telemetry
 from bridge.sources.inner_journal.budget import WorkerBudget
-from bridge.sources.inner_journal.follower import (
-    FollowerStats,
-    InnerJournalFollower,
-    WorkerOptions,
-)
+from bridge.sources.inner_journal.follower import InnerJournalFollower
 from bridge.sources.inner_journal.gather import Gatherer, StatsReport, rate_limit_of
+from bridge.sources.inner_journal.options import DEFAULT_OPTIONS, FollowerStats, WorkerOptions
 from bridge.sources.inner_journal.position import InnerPosition, later
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerEvent, InnerGap
 
@@ -58,7 +55,6 @@ SOURCE = "inner_journal"  # the `source` metric label
 BATCH_BYTES = 256 << 10
 DRAIN_SECONDS = 30.0
 _TURN_POLL = 0.25
-DEFAULT_OPTIONS = WorkerOptions()
 
 
 class Follower(Protocol):

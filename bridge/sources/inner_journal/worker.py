@@ -1,29 +1,28 @@
 """The worker process that reads one container's inner journal: `python -m` this module.
 
-It gets the container's root as an inherited O_PATH fd (and, when there is one, a pidfd of the
-container's first process), opens the journal files only through `containment` (inside that
-root, regular files only), parses them with sd-journal, and writes frames (`protocol`) to fd 1.
-Whatever a hostile journal does to sd-journal -- crash it, make it loop, make it allocate --
-happens in this process, which the bridge kills and restarts (`follower`). Invariants:
+The bridge opens the container's journal files (`fileset`, inside the container's root, pure
+Python) and starts a worker with them as inherited fds (`--files`: fd and name of each). The
+worker confines itself (`sandbox`: no capability, no_new_privs, a syscall filter that refuses
+every path and every other process) before sd-journal sees a byte, then parses the fds
+(`sdjournal`, sd_journal_open_files_fd) and writes frames (`protocol`) to fd 1. Whatever a
+hostile journal does to sd-journal -- crash it, make it loop, make it allocate, take it over --
+happens in this process, which can reach nothing but its fds, and which the bridge kills and
+restarts (`follower`). Invariants:
 
-- sd-journal reads exactly the files opened here: it is given `/proc/self/fd/<fd>` paths, which
-  the kernel resolves to the open file itself (a magic link), never to a name in the container.
-- No inotify: the directories are polled every `--poll` seconds (a listing and nothing else
-  unless it changed), and new entries are found by calling `_next` again, which sees what
+- The file set is fixed for a worker's life: the bridge polls the directories and starts a new
+  worker for a new set (rotation, vacuuming, /run flushed to /var); that one resumes after the
+  last entry sent (`position.resume`), so nothing is sent twice and a lost stretch is announced
+  as a gap.
+- New entries are found by calling `_next` again every `--poll` seconds, which sees what
   journald appended. Heartbeat frames go out at least every `--heartbeat` seconds, from the
-  loop that reads entries, so a worker stuck inside sd-journal falls silent.
-- The file set is re-read when a listing changes (rotation, vacuuming, a new machine-id
-  directory, /run flushed to /var); the reader is rebuilt and resumes after the last entry sent
-  (`position.resume`), so nothing is sent twice and a lost stretch is announced as a gap.
-- The file set is `fileset.FileSet`: bounded work per scan, heartbeats from inside it, file
-  problems as counted states. A file sd-journal cannot open is left out (retried when it
-  changes); each kind of problem is one log frame with a count (`fileset.Reports`), never one
-  per name the container chose. An entry that cannot be read is skipped and reported (the
-  first few logged, all counted);
+  loop that reads entries too, so a worker stuck inside sd-journal falls silent.
+- A file sd-journal cannot open is left out (tried again when it changes); the files left out
+  are one log frame with a count (`fileset.Reports`), never one per name the container chose.
+  An entry that cannot be read is skipped and reported (the first few logged, all counted);
   memory is capped with RLIMIT_DATA (file mappings do not count against it, Python's heap and
   sd-journal's decompression buffers do): a 100 MB field is skipped under the default cap.
-- When the container's process has exited (pidfd readable), one last scan adds files without
-  dropping any held, the journal is read to its end, an END frame is sent and the worker exits.
+- stdin is the bridge's word that the container has exited and the file set is final: at its
+  end the journal is read to its end, an END frame is sent and the worker exits.
 """
 
 from __future__ import annotations
@@ -40,11 +39,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from systemd import _reader
-
-from bridge.sources.inner_journal import containment, fileset, protocol
+from bridge.sources.inner_journal import containment, fileset, protocol, sandbox
 from bridge.sources.inner_journal.fields import DEFAULT_MAX_MESSAGE_BYTES, map_entry
 from bridge.sources.inner_journal.position import InnerPosition, ResumeFilter, is_cursor, resume
+from bridge.sources.inner_journal.sdjournal import FdJournal
 
 _PR_SET_PDEATHSIG = 1
 _FLUSH_BYTES = 64 << 10
@@ -89,57 +87,55 @@ class Output:
 
 
 class Worker:
-    """The loop of one worker process: scan, read, heartbeat, wait; see the module."""
+    """The loop of one worker process: check, read, heartbeat, wait; see the module."""
 
     def __init__(
         self,
-        root_fd: int,
-        pidfd: int | None,
+        files: list[fileset.Held],
         position: InnerPosition | None,
         out: Output,
         *,
+        done_fd: int | None = None,
         floor_realtime_us: int = 0,
         poll_seconds: float = 1.0,
         heartbeat_seconds: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_files: int = 128,
     ) -> None:
-        self._root = root_fd
-        self._pidfd = pidfd
+        self._files = {_identity(h.fd): h for h in files}
+        self._done_fd = done_fd
         self._position = position
         self._out = out
         self._floor = floor_realtime_us
         self._poll = poll_seconds
         self._heartbeat = heartbeat_seconds
         self._max_message = max_message_bytes
-        self._files = fileset.FileSet(root_fd, max_files=max_files, tick=self._beat)
         self._bad: dict[fileset.Identity, _Bad] = {}
         self._reports = fileset.Reports()
-        self._reader: _reader._Reader | None = None
+        self._reader: FdJournal | None = None
         self._filter: ResumeFilter | None = None
         self._logged: set[str] = set()
         self._skipped = 0
 
     def run(self) -> None:
         while True:
-            exited = self._exited(0)
-            self._scan(final=exited)
+            done = self._done(0)
+            self._refresh()
             self._report()
             self._pump()
-            if exited:
+            if done:
                 self._out.add(protocol.encode_json(protocol.END, self._end()))
                 self._out.flush()
                 return
             self._idle()
 
     def _idle(self) -> None:
-        """Waits a poll interval, heartbeating; returns at once when the container exits."""
+        """Waits a poll interval, heartbeating; returns at once when told the container exited."""
         deadline = time.monotonic() + self._poll
         while True:
             self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
             self._out.flush()
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._exited(min(remaining, self._heartbeat)):
+            if remaining <= 0 or self._done(min(remaining, self._heartbeat)):
                 return
 
     def _end(self) -> dict[str, object]:
@@ -148,56 +144,47 @@ class Worker:
         drained = InnerPosition(self._position.cursor, self._position.machine_id, True)
         return {"position": drained.to_json()}
 
-    def _exited(self, timeout: float) -> bool:
-        if self._pidfd is None:
+    def _done(self, timeout: float) -> bool:
+        """Whether the bridge said the file set is final (it closed our stdin)."""
+        if self._done_fd is None:
             if timeout:
                 time.sleep(timeout)
             return False
-        return bool(select.select([self._pidfd], [], [], timeout)[0])
+        return bool(select.select([self._done_fd], [], [], timeout)[0])
 
     def _beat(self) -> None:
-        """A heartbeat, when one is due: called from long loops (a big listing, a catch-up)."""
+        """A heartbeat, when one is due: called from long loops (a catch-up, file checks)."""
         if time.monotonic() - self._out.last_sent >= self._heartbeat:
             self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
             self._out.flush()
 
-    # -- the file set --------------------------------------------------------------------
+    # -- the files -----------------------------------------------------------------------
 
-    def _scan(self, final: bool) -> None:
-        changed = self._files.scan(final)
-        changed_bad = any(self._changed(ident) for ident in self._bad)
-        if changed or changed_bad or (self._reader is None and self._files.held):
+    def _refresh(self) -> None:
+        """Rebuilds the reader when a refused file changed, or when there is none yet."""
+        if self._reader is None or any(self._changed(ident) for ident in self._bad):
             self._rebuild()
 
     def _report(self) -> None:
-        """One LOG frame per kind of file problem whose count changed (`fileset.Reports`)."""
-        reports = self._reports
-        for kind in ("file", "names", "max_files"):
-            reports.update(kind, self._files.problems.get(kind))
+        """One LOG frame when the count of refused files changed (`fileset.Reports`)."""
         bad = fileset.Tally()
         for ident, why in self._bad.items():
-            held = self._files.held.get(ident)
-            if held is not None:
-                bad.add(f"{held.name.path}: {why.why}")
-        reports.update("bad", bad)
-        for kind, count, new, message in reports.due(time.monotonic()):
+            bad.add(f"{self._files[ident].name.path}: {why.why}")
+        self._reports.update("bad", bad)
+        for kind, count, new, message in self._reports.due(time.monotonic()):
             data = {"level": "warning", "kind": kind, "msg": message, "count": count, "new": new}
             self._out.add(protocol.encode_json(protocol.LOG, data))
 
     def _changed(self, ident: fileset.Identity) -> bool:
-        held = self._files.held.get(ident)
-        if held is None:
-            return False
-        st = os.fstat(held.fd)
+        st = os.fstat(self._files[ident].fd)
         bad = self._bad[ident]
         return (st.st_size, st.st_mtime_ns) != (bad.size, bad.mtime_ns)
 
     def _rebuild(self) -> None:
         self._close_reader()
-        held = self._files.held
-        for ident in [i for i in self._bad if i not in held or self._changed(i)]:
+        for ident in [i for i in self._bad if self._changed(i)]:
             del self._bad[ident]
-        files = [h for ident, h in held.items() if ident not in self._bad]
+        files = [h for ident, h in self._files.items() if ident not in self._bad]
         reader = self._open(files)
         if reader is None:
             return
@@ -205,18 +192,18 @@ class Worker:
         self._reader = reader
         self._filter = resume(reader, self._position, self._floor)
 
-    def _open(self, files: list[fileset.Held]) -> _reader._Reader | None:
+    def _open(self, files: list[fileset.Held]) -> FdJournal | None:
         if not files:
             return None
         try:
-            return _reader._Reader(0, files=[_path(h) for h in files])
+            return FdJournal([h.fd for h in files])
         except (OSError, ValueError):
             pass
         good = []
         for held in files:  # find the files sd-journal refuses, one by one
             self._beat()
             try:
-                _reader._Reader(0, files=[_path(held)]).close()
+                FdJournal([held.fd]).close()
                 good.append(held)
             except (OSError, ValueError) as exc:
                 st = os.fstat(held.fd)
@@ -250,8 +237,7 @@ class Worker:
                 cursor = reader._get_cursor()
             except OSError as exc:
                 self._log("warning", "next", f"reading the journal failed: {exc}; reopening")
-                self._close_reader()
-                self._files.forget_listing()  # rebuilt at the next scan
+                self._close_reader()  # rebuilt at the next poll
                 break
             if self._filter is not None:
                 try:
@@ -266,7 +252,7 @@ class Worker:
             self._send(reader, cursor)
         out.flush()
 
-    def _send(self, reader: _reader._Reader, cursor: str) -> None:
+    def _send(self, reader: FdJournal, cursor: str) -> None:
         try:
             data = reader._get_all()
             realtime = reader._get_realtime()
@@ -316,9 +302,9 @@ class Worker:
         self._out.add(protocol.encode_json(protocol.LOG, data))
 
 
-def _path(held: fileset.Held) -> str:
-    """What sd-journal is given: the fd's magic link, which opens the file itself."""
-    return f"/proc/self/fd/{held.fd}"
+def _identity(fd: int) -> fileset.Identity:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _past(position: InnerPosition | None, cursor: str) -> InnerPosition:
@@ -337,38 +323,63 @@ def _die_with_parent(parent: int) -> None:
 
 def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="inner-journal-worker")
-    parser.add_argument("--root-fd", type=int, required=True)
-    parser.add_argument("--pidfd", type=int)
+    parser.add_argument("--files", type=str, required=True)  # JSON: [[fd, path], ...]
     parser.add_argument("--position", type=str)
     parser.add_argument("--floor-realtime-us", type=int, default=0)
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--heartbeat", type=float, default=1.0)
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
-    parser.add_argument("--max-files", type=int, default=128)
     parser.add_argument("--memory-limit", type=int, default=512 << 20)
     parser.add_argument("--parent", type=int, default=0)
+    parser.add_argument("--again", action="store_true")  # exec'd again to shed capabilities
     return parser.parse_args(argv)
+
+
+def held_files(spec: str) -> list[fileset.Held]:
+    """`--files`: what the bridge opened, as fds and the names they had in the container."""
+    files = []
+    for fd, path in json.loads(spec):
+        base, _, rest = str(path).rpartition("/")
+        base, _, machine = base.rpartition("/")
+        files.append(fileset.Held(int(fd), containment.JournalName(base, machine, rest)))
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _options(argv)
     _die_with_parent(args.parent)
+    try:
+        filtered = sandbox.confine()
+    except sandbox.CapsetRefused:
+        if args.again or os.geteuid() == 0:
+            print("inner-journal-worker: cannot drop its capabilities", file=sys.stderr)
+            return 3
+        # the ambient set is clear now: exec'd again, a process not root holds nothing
+        argv = sys.argv[1:] if argv is None else argv
+        module = "bridge.sources.inner_journal.worker"
+        os.execv(sys.executable, [sys.executable, "-I", "-m", module, *argv, "--again"])
+    except OSError as exc:  # never parse a container's bytes unconfined
+        print(f"inner-journal-worker: cannot confine itself: {exc}", file=sys.stderr)
+        return 3
     out_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print (ours or a library's) must not corrupt the frames
     if args.memory_limit:
         resource.setrlimit(resource.RLIMIT_DATA, (args.memory_limit, args.memory_limit))
     position = InnerPosition.from_json(json.loads(args.position)) if args.position else None
+    files = held_files(args.files)
+    out = Output(out_fd)
     worker = Worker(
-        args.root_fd,
-        args.pidfd,
+        files,
         position,
-        Output(out_fd),
+        out,
+        done_fd=0,
         floor_realtime_us=args.floor_realtime_us,
         poll_seconds=args.poll,
         heartbeat_seconds=args.heartbeat,
         max_message_bytes=args.max_message_bytes,
-        max_files=args.max_files,
     )
+    if not filtered:
+        worker._log("warning", "sandbox", "no syscall filter on this architecture")
     try:
         worker.run()
     except BrokenPipeError:  # the bridge closed its end: nobody is listening any more

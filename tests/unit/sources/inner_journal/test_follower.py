@@ -410,7 +410,7 @@ def test_too_many_files_keeps_the_newest_and_leaks_no_fd(root: Path, follow) -> 
         if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).endswith(".journal")
     ]
     run.finish()
-    assert len(journals) == 4, journals  # two held by the worker, the same two by sd-journal
+    assert len(journals) == 4, journals  # two the bridge passed, their duplicates in sd-journal
     assert run.follower.stats.problems == {"max_files": 3}  # the three oldest left out
 
 

@@ -25,7 +25,7 @@ from bridge.core.inner import InnerBatch
 from bridge.core.queue import PendingQueue
 from bridge.service.telemetry import Telemetry
 from bridge.sinks.journald.writer import JournalWriter
-from bridge.sources.inner_journal.follower import FollowerStats
+from bridge.sources.inner_journal.options import FollowerStats
 from bridge.sources.inner_journal.position import Gap, InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerGap, decode_native
 from bridge.sources.inner_journal.reader import (

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bridge.sources.inner_journal import protocol
+import pytest
+
+from bridge.sources.inner_journal import InnerJournalFollower, protocol
+from bridge.sources.inner_journal.containment import JournalName
+from bridge.sources.inner_journal.fileset import Held
 from bridge.sources.inner_journal.worker import Worker
 
 MID = "0123456789abcdef0123456789abcdef"
@@ -35,54 +40,55 @@ class Capture:
 
 
 def test_thousands_of_hostile_names_make_one_line_per_kind_not_one_per_name_per_poll(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """r26: past 1,024 names every name was logged again on every poll."""
     directory = tmp_path / "var/log/journal" / MID
     directory.mkdir(parents=True)
     for i in range(3000):
         (directory / f"h{i:05d}.journal").symlink_to("/etc/shadow")
-    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    follower = InnerJournalFollower(fd, name="hostile")
+    per_poll = []
     try:
-        out = Capture()
-        worker = Worker(fd, None, None, out)  # type: ignore[arg-type]
-        per_poll = []
         for poll in range(3):
             if poll:  # the container changes a name on every poll
                 os.rename(directory / f"h{poll:05d}.journal", directory / f"r{poll}.journal")
-            out.frames.clear()
-            worker._scan(final=False)
-            worker._report()
-            per_poll.append(out.logs())
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                follower._scan()
+            per_poll.append([r.getMessage() for r in caplog.records])
     finally:
-        os.close(fd)
-    first = {str(log["kind"]): log for log in per_poll[0]}
-    assert sorted(first) == ["file", "names"]
-    assert first["file"]["count"] == 256 and "256 journal file names refused" in str(
-        first["file"]["msg"]
-    )
+        follower.close()
+    assert len(per_poll[0]) == 2, per_poll[0]  # refused names; more names than are opened
+    assert "256 journal file names refused" in " ".join(per_poll[0])
     assert per_poll[1:] == [[], []]
+    assert follower.stats.problems == {"file": 256, "names": 1}
 
 
-def test_heartbeats_keep_flowing_through_a_scan_of_many_machine_directories(
+def test_hundreds_of_files_sd_journal_refuses_are_one_line_and_heartbeats_flow(
     tmp_path: Path,
 ) -> None:
-    for m in range(400):
-        directory = tmp_path / "var/log/journal" / f"{m:032x}"
-        directory.mkdir(parents=True)
-        for i in range(25):
-            (directory / f"h{i}.journal").symlink_to("/etc/shadow")
-    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    files = []
+    for i in range(300):
+        path = tmp_path / f"bad{i}.journal"
+        path.write_bytes(b"LPKSHHRH" + bytes(300))
+        name = JournalName("var/log/journal", MID, path.name)
+        files.append(Held(os.open(path, os.O_RDONLY | os.O_CLOEXEC), name))
+    out = Capture()
+    worker = Worker(files, None, out, heartbeat_seconds=0.0)  # type: ignore[arg-type]
     try:
-        out = Capture()
-        worker = Worker(fd, None, None, out, heartbeat_seconds=0.0)  # type: ignore[arg-type]
-        started = time.monotonic()
-        worker._scan(final=False)
-        took = time.monotonic() - started
+        worker._refresh()
+        worker._report()
+        worker._refresh()
+        worker._report()
     finally:
-        os.close(fd)
-    beats = [k for k, _ in out.frames if k == protocol.HEARTBEAT]
-    assert len(beats) >= 8192 // 256 - 1  # one at least every 256 names when they are due
-    assert took < 5.0
+        for held in files:
+            os.close(held.fd)
+    [log] = out.logs()
+    assert log["kind"] == "bad" and log["count"] == 300
+    assert str(log["msg"]).startswith("300 journal files that cannot be read")
+    assert sum(k == protocol.HEARTBEAT for k, _ in out.frames) >= 300  # one per file tried
 
 
 def test_the_worker_process_imports_none_of_the_bridge_s_services() -> None:
