@@ -97,6 +97,7 @@ class InnerJournalFollower:
         self._final = False  # the container exited and its file set was looked at a last time
         self._respawn = False  # the file set changed: the worker is to be started anew
         self._next_poll = 0.0
+        self._entries_at_start = 0
         self._failures = 0  # consecutive, without progress
         self._retry_at = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -160,7 +161,9 @@ class InnerJournalFollower:
                 if self._respawn:  # the same slot, a new file set; not a failure
                     self._respawn = False
                     self._kill(release=False)
-                elif self._budget is not None and self._budget.should_yield(self._ticket):
+                elif self._budget is not None and self._budget.should_yield(
+                    self._ticket, idle=self.stats.entries == self._entries_at_start
+                ):
                     self.stats.turns += 1  # others wait: their turn; ours comes again
                     self._kill()
         finally:
@@ -289,7 +292,11 @@ class InnerJournalFollower:
             select.select([self._wake_r], [], [], wait)  # stop() cuts the backoff short
             return False
         budget = self._budget
-        if budget is not None and not budget.acquire(self._ticket, lambda: self._stopping):
+        # a first worker, or one whose predecessor read entries, goes before idle ones
+        productive = self.stats.starts == 0 or self.stats.entries > self._entries_at_start
+        if budget is not None and not budget.acquire(
+            self._ticket, lambda: self._stopping, productive=productive
+        ):
             return False
         try:
             self._poll()
@@ -305,6 +312,7 @@ class InnerJournalFollower:
             if budget is not None:
                 budget.release(self._ticket)
             raise
+        self._entries_at_start = self.stats.entries
         if self._final:
             self._say_final()
         self._frames = protocol.FrameReader(self._options.max_message_bytes)

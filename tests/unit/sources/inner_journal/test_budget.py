@@ -131,3 +131,57 @@ def test_more_journals_than_slots_are_all_read_in_turns(tmp_path: Path) -> None:
     assert most <= 1
     assert sum(r.follower.stats.turns for r in runs) >= 2
     assert all(r.follower.stats.restarts == 0 for r in runs)  # a turn is not a failure
+
+
+def test_a_journal_in_use_goes_before_idle_ones_and_nobody_waits_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget = WorkerBudget(1, turn_seconds=1.0)
+    holder, idle, busy = budget.ticket(), budget.ticket(), budget.ticket()
+    assert budget.acquire(holder, lambda: False)
+    order: list[int] = []
+
+    def wait(ticket: int, productive: bool) -> None:
+        if budget.acquire(ticket, lambda: False, productive=productive):
+            order.append(ticket)
+            budget.release(ticket)
+
+    threads = [
+        threading.Thread(target=wait, args=(idle, False)),
+        threading.Thread(target=wait, args=(busy, True)),
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    budget.release(holder)
+    for thread in threads:
+        thread.join(5)
+    assert order == [busy, idle]  # the idle one asked first, the busy one went first
+
+    monkeypatch.setattr(budget_module, "AGED_TURNS", 0)  # everyone has waited long enough
+    assert budget.acquire(holder, lambda: False)
+    order.clear()
+    threads = [
+        threading.Thread(target=wait, args=(idle, False)),
+        threading.Thread(target=wait, args=(busy, True)),
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    budget.release(holder)
+    for thread in threads:
+        thread.join(5)
+    assert order == [idle, busy]  # left behind too long: first in line again
+
+
+def test_an_idle_holder_yields_sooner() -> None:
+    budget = WorkerBudget(1, turn_seconds=10.0, idle_seconds=0.2)
+    holder, waiter = budget.ticket(), budget.ticket()
+    assert budget.acquire(holder, lambda: False)
+    thread = threading.Thread(target=budget.acquire, args=(waiter, lambda: False))
+    thread.start()
+    time.sleep(0.3)
+    assert budget.should_yield(holder, idle=True)
+    assert not budget.should_yield(holder, idle=False)
+    budget.release(holder)
+    thread.join(2)
