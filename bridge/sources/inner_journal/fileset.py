@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from bridge.sources.inner_journal import containment
 
-MAX_LISTED = 8192  # names looked at per scan, all directories together
+MAX_LISTED = 2048  # names looked at per scan, all directories together (journald keeps ~100)
 RELOG_SECONDS = 60.0  # a kind whose count changes is reported again at most this often
 _EXAMPLES = 3
 _ACTIVE = re.compile(r"(system|user-[0-9]+)\.journal")

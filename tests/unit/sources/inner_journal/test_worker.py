@@ -63,7 +63,7 @@ def test_thousands_of_hostile_names_make_one_line_per_kind_not_one_per_name_per_
     assert len(per_poll[0]) == 2, per_poll[0]  # refused names; more names than are opened
     assert "256 journal file names refused" in " ".join(per_poll[0])
     assert per_poll[1:] == [[], []]
-    assert follower.stats.problems == {"file": 256, "names": 1}
+    assert follower.stats.problems == {"file": 256, "names": 2}
 
 
 def test_hundreds_of_files_sd_journal_refuses_are_one_line_and_heartbeats_flow(
