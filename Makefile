@@ -1,7 +1,9 @@
 # journald-bridge. On a fresh Debian 12 machine, as root: `make run` or `make test`.
-.PHONY: setup setup-test run test unit integration lint bench clean wheels install uninstall
+.PHONY: setup setup-test run test unit integration lint bench clean wheels install uninstall deb image
 
 CONFIG ?= config/bridge.toml
+# What `make deb` needs beyond `make setup` (scripts/setup-test.sh installs them too, for the tests).
+DEB_TOOLS = debhelper dh-virtualenv lintian python3.11-venv python3.11-dev
 PYTEST ?= .venv/bin/pytest
 
 # What the bridge needs to run; `make run` installs nothing else.
@@ -32,7 +34,7 @@ test: setup-test
 	$(PYTEST) tests
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # Wheels of the bridge and every dependency, for an offline `deploy/install.sh install --wheels wheels`.
 wheels: setup
@@ -43,6 +45,18 @@ install: wheels
 
 uninstall:
 	deploy/install.sh uninstall
+
+# dist/journald-bridge_<version>_amd64.deb (bridge/__init__.py's version) with Debian's tooling
+# (debhelper, dh-virtualenv), lintian clean. The dependencies' wheels and the built packages are
+# cached in ~/.cache/journald-bridge-build.
+deb:
+	@EXTRA_PACKAGES="$(DEB_TOOLS)" scripts/setup.sh
+	scripts/build-deb.sh dist
+
+# journald-bridge:<version>: that package on debian:bookworm-slim (deploy/container/Dockerfile).
+# Where no registry is reachable, `make setup-test` makes the base locally.
+image: deb
+	scripts/build-image.sh "$$(scripts/build-deb.sh dist)"
 
 # The benchmark on the real dockerd, Podman and journald; writes bench/results.md (about 20 minutes).
 bench: setup-test

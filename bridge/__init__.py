@@ -14,6 +14,10 @@ The folders are the pipeline, and imports only run down it:
     config        the typed config, loaded in one place (imports core only)
     telemetry     every metric, fed by named events; every layer reports to it as it logs,
                   and it imports nothing of the bridge (so no import runs upward)
+
+`__version__` is the project's one version: setuptools reads it for the wheel (pyproject's
+dynamic version), `make deb` and `make image` for the package version and the image tag, and
+CHANGELOG.md's newest section must name it (tests/unit/test_version.py).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
-from bridge.config import KUBERNETES_SOURCE, Config, ConfigError, load_config
+from bridge.config import EX_CONFIG, KUBERNETES_SOURCE, Config, ConfigError, load_config
 from bridge.core.queue import PendingQueue
 from bridge.core.state import DEFAULT_ENGINE, State, StateError, StateStore
 from bridge.service.http import StatusServer
@@ -101,6 +101,9 @@ class Bridge:
         if early_stop:
             self._stop.set()
         try:
+            log.info("journald-bridge %s starting", __version__)
+            if not self._serve_status():
+                return EX_CONFIG  # nothing started yet: nothing to stop
             if self._startup():
                 self._main_loop()
             self._shutdown()
@@ -120,13 +123,30 @@ class Bridge:
 
     # --- start-up -------------------------------------------------------------------------
 
+    def _serve_status(self) -> bool:
+        """Binds and starts the status endpoint; False, after one error line, when it cannot.
+
+        A taken port, a name that does not resolve or a certificate that does not load is the
+        operator's to fix: a restart meets the same error, so the bridge exits EX_CONFIG, which
+        the unit's RestartPreventExitStatus= names, like a bad config file.
+        """
+        cfg = self.config.metrics
+        if not cfg.enabled:
+            return True
+        try:
+            self.http = StatusServer.from_config(cfg, self.registry, self.readiness)
+        except (OSError, ValueError) as exc:
+            # socket.gaierror and ssl.SSLError are OSErrors; ValueError: the password file,
+            # read at validation, cannot be read now.
+            reason = getattr(exc, "strerror", None) or exc
+            log.error("metrics: cannot serve %s: %s", cfg.url, reason)
+            return False
+        self.http.start()
+        log.info("metrics on %s", cfg.url)
+        return True
+
     def _startup(self) -> bool:
         cfg = self.config
-        log.info("journald-bridge %s starting", __version__)
-        if cfg.metrics.enabled:
-            self.http = StatusServer.from_config(cfg.metrics, self.registry, self.readiness)
-            self.http.start()
-            log.info("metrics on %s", cfg.metrics.url)
         if not self._wait_for("journal socket " + cfg.journal.socket, self._connect_journal):
             return False
         try:

@@ -346,9 +346,12 @@ class TransformsConfig(_Section):
 
 class InnerJournalConfig(_Section):
     """Containers that keep a journal of their own (systemd inside): mirrored by default, on
-    local engines; a container opts out with the label journald-bridge.inner_journal=false."""
+    local engines; a container opts out with the label journald-bridge.inner_journal=false.
+    `max_workers`: reader processes at once, all containers together (about 10 MiB each);
+    more containers with a journal than that are read in turns."""
 
     enabled: bool = True
+    max_workers: Annotated[int, Field(ge=1, le=1024)] = 16
 
 
 class KubernetesConfig(_Section):

@@ -18,10 +18,11 @@ SOURCES = ("api", "files", "inner_journal")  # where a container's lines are rea
 # What went wrong reading an inner journal: its root could not be opened ("open"); the worker
 # stalled, sent garbage or ended ("stall", "protocol", "exit"); what the worker reported: a file
 # refused by containment ("file"), one sd-journal cannot open ("bad"), an unreadable entry
-# ("entry"), a read that failed mid-journal ("next"), too many files ("max_files").
+# ("entry"), a read that failed mid-journal ("next"), too many files ("max_files"), too many
+# names in a journal directory ("names").
 INNER_JOURNAL_ERRORS = (
     *("open", "stall", "protocol", "exit"),
-    *("file", "bad", "entry", "next", "max_files"),
+    *("file", "bad", "entry", "next", "max_files", "names"),
 )
 INNER_JOURNAL_GAPS = ("vacuumed", "reset")
 TRANSFORM_STEPS = ("multiline", "json", "priority", "rate_limit")
@@ -185,6 +186,18 @@ class Telemetry:
             ["kind"],
             registry=registry,
         )
+        self._inner_workers = Gauge(
+            f"{ns}_inner_journal_workers",
+            "Inner-journal reader processes, by state: running, or waiting for a slot of the "
+            "[inner_journal] max_workers budget.",
+            ["state"],
+            registry=registry,
+        )
+        self._inner_waits = Counter(
+            f"{ns}_inner_journal_worker_waits",
+            "Times an inner journal had to wait for a reader process slot (the budget was full).",
+            registry=registry,
+        )
         Info(f"{ns}_build", "journald-bridge build.", registry=registry).info(
             {"version": __version__}
         )
@@ -221,6 +234,7 @@ class Telemetry:
             self._inner_gaps.labels(kind)
         for kind in INNER_JOURNAL_ERRORS:
             self._inner_errors.labels(kind)
+        self.inner_journal_workers(0, 0)
         for reason in DROP_REASONS:
             self._dropped.labels(reason)
         # Alerts see the first error only when the series exists before it.
@@ -332,6 +346,13 @@ class Telemetry:
         self._inner_gaps.labels(kind if kind in INNER_JOURNAL_GAPS else "other").inc()
         if lost:
             self._inner_lost.inc(lost)
+
+    def inner_journal_workers(self, running: int, waiting: int) -> None:
+        self._inner_workers.labels("running").set(running)
+        self._inner_workers.labels("waiting").set(waiting)
+
+    def inner_journal_worker_waited(self) -> None:
+        self._inner_waits.inc()
 
     def inner_journal_error(self, kind: str, count: int = 1) -> None:
         if count:

@@ -5,8 +5,11 @@
 #
 #   prometheus, promtool          tests/integration/test_metrics_and_health.py (scrape, alert rule tests)
 #   systemd-journal-remote        tests/integration/test_fleet.py, bench/fleet.py (-remote, -upload)
-#   debootstrap, bridge-test/systemd   test_systemd_unit.py, test_fleet.py (systemd as PID 1)
+#   debootstrap, bridge-test/systemd   test_systemd_unit.py, test_fleet.py, test_package_deb.py
+#   debian:bookworm-slim          the image's base (debootstrap), test_container_image.py
 #   podman, its API service       tests/integration/test_several_engines.py, bench (a second engine)
+#   debhelper, dh-virtualenv, lintian, python3.11-venv, python3.11-dev
+#                                 tests/integration/test_package_deb.py (scripts/build-deb.sh)
 #   a private containerd (CRI)    tests/integration/kubernetes/ (scripts/setup-cri.sh)
 #
 # Podman is test-only: on a real host the bridge never writes /etc/containers/containers.conf
@@ -22,7 +25,9 @@ cd "$(dirname "$0")/.."
 say() { echo "setup-test: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
-packages=(prometheus systemd-journal-remote debootstrap podman containerd busybox-static)
+packages=(prometheus systemd-journal-remote debootstrap podman)
+packages+=(debhelper dh-virtualenv lintian python3.11-venv python3.11-dev)
+packages+=(containerd busybox-static)
 packages+=(${EXTRA_TEST_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
@@ -64,6 +69,19 @@ if ! has_image || ! image_complete; then
     rm -rf "$root"
     # the image it replaced, unless a container still uses it
     [ -z "$old" ] || "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
+fi
+
+# --- the container image's base, for `make image` and its tests ----------------------------------
+# No registry is reachable here: debian:bookworm-slim is made locally, the way Debian's own slim
+# image is (debootstrap's minbase), where that tag is missing; a host that has it keeps its own.
+BASE_IMAGE=debian:bookworm-slim
+if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    say "building $BASE_IMAGE (debootstrap minbase, about a minute)"
+    root=$(mktemp -d)
+    debootstrap --variant=minbase bookworm "$root" >/dev/null || { rm -rf "$root"; say "debootstrap of $BASE_IMAGE failed"; exit 1; }
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+    tar -C "$root" -c . | "$DOCKER" import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+    rm -rf "$root"
 fi
 
 # --- Podman: its containers.conf (where missing), the test image, its API service ---------------

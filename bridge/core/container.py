@@ -95,8 +95,8 @@ class ContainerHandle:
         return self.inner
 
     def refresh_fields(self, info: ContainerInfo, fields: bytes) -> None:
-        # Replacing two attributes; the writer reads `fields` once per batch, so an entry
-        # carries either the old name or the new one, never a mix.
+        # Replacing two attributes; a Batch copies `fields` when its reader makes it, so its
+        # entries carry the fields the container had when they were read, never a mix.
         self.fields = fields
         self.info = info
 

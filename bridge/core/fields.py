@@ -68,6 +68,12 @@ COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 # podman-compose sets these next to the Docker ones; either one fills COMPOSE_*.
 _PODMAN_PROJECT_LABEL = "io.podman.compose.project"
 _PODMAN_SERVICE_LABEL = "io.podman.compose.service"
+COMPOSE_LABELS = (
+    COMPOSE_PROJECT_LABEL,
+    COMPOSE_SERVICE_LABEL,
+    _PODMAN_PROJECT_LABEL,
+    _PODMAN_SERVICE_LABEL,
+)
 
 
 def sanitize_field_name(key: str) -> str | None:

@@ -29,6 +29,13 @@ class Batch:
     # once these records are read: everything of that stream before it is in this batch or
     # an earlier one.
     held: Mapping[int, Position] = field(default_factory=dict)
+    # The container's fields as its reader made the batch, right after reading the records:
+    # the fields their entries carry. A rename refreshes the handle's for the batches read
+    # after it, never for those already queued (a line's name is its name when read).
+    fields: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fields = self.handle.fields
 
 
 @dataclass(slots=True)

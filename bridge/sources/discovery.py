@@ -63,7 +63,7 @@ class Supervisor:
         self._api = ctx.api
         self._telemetry = ctx.telemetry
         self._engine = ctx.engine
-        self._event_metadata = EventMetadata()
+        self._event_metadata = EventMetadata(ctx.config, ctx.name)
         self.name = ctx.name
         self.containers = ContainerTable(
             ctx,
@@ -236,10 +236,11 @@ class Supervisor:
         cid = str((actor if isinstance(actor, dict) else {}).get("ID") or event.get("id") or "")
         self._telemetry.engine_event(self.name, action or "other")
         if cid and action in ("create", "start", "rename") and isinstance(actor, dict):
-            # kept past `destroy` (bounded): the start task may still be queued behind it
             self._event_metadata.remember(cid, actor.get("Attributes"))
         if cid and action:
             self.submit(cid, action)
+        if cid and action == "destroy":  # forgotten after the tasks before it: its start task
+            self._work.submit(cid, functools.partial(self._event_metadata.forget, cid))
 
     def _close_events(self) -> None:
         events, self._events = self._events, None

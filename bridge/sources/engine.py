@@ -215,7 +215,12 @@ class Engine:
         """Containers' own journals, on a local engine (their pids are this host's)."""
         if not cfg.inner_journal.enabled or not self.config.local:
             return None
-        inner = InnerJournals(self._queue, self._telemetry, self._inner_found)
+        inner = InnerJournals(
+            self._queue,
+            self._telemetry,
+            self._inner_found,
+            max_workers=cfg.inner_journal.max_workers,
+        )
         inner.start()
         return inner
 

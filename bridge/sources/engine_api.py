@@ -5,8 +5,9 @@ lives here, so that a reader, the discovery and the engine's start-up classify a
 same way:
 
 - `TRANSIENT_ERRORS`: the connection or the stream failed; the same call may work later.
-- `is_gone(exc)`: the engine answered that the container does not exist (any more); the
-  readers turn that into `ContainerGone`, which ends them for good.
+- `is_gone(exc)`: the engine answered that the container does not exist (any more), as a
+  non-200 answer or as the error Podman writes in the body of a `200 OK` (`EngineErrorBody`);
+  the readers turn that into `ContainerGone`, which ends them for good.
 - `ENGINE_ERRORS`: anything an engine call may raise, for callers that only log and retry.
 - `container_status`: the one question every reader asks, "is it still running?".
 """
@@ -24,7 +25,7 @@ import docker.utils
 import requests
 
 from bridge.config import EngineConfig
-from bridge.sources.api.frames import StreamFormatError
+from bridge.sources.api.frames import EngineErrorBody, StreamFormatError
 
 EngineKind = Literal["docker", "podman"]
 
@@ -44,12 +45,17 @@ class ContainerGone(Exception):
     """The container was removed: its logs cannot be read any more."""
 
 
-def is_gone(exc: docker.errors.APIError) -> bool:
+# Podman answers 500 "... no such container" (or, once its own object of the container is
+# marked removed, "container has already been removed") for a container removed meanwhile.
+_PODMAN_GONE = ("no such container", "has already been removed")
+
+
+def is_gone(exc: docker.errors.APIError | EngineErrorBody) -> bool:
     """The engine's answer means the container no longer exists."""
-    # Podman answers 500 "... no such container" for a container removed meanwhile.
     if exc.status_code in (404, 409):
         return True
-    return exc.status_code == 500 and "no such container" in str(exc.explanation or "").lower()
+    explanation = str(exc.explanation or "").lower()
+    return exc.status_code == 500 and any(s in explanation for s in _PODMAN_GONE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ it; any other line closes it and passes alone (or opens the next record, if it m
 - An open record is closed when `flush_after` seconds pass without a new line, when it reaches
   `max_lines` lines, or when a line would take its message past `max_bytes`: memory held per
   stream is bounded in records as well as bytes, whatever a container prints.
+- A record closed by one of those caps goes on as the next part: a continuation line that
+  follows it (within `flush_after`) opens a record of its own, marked with its part number
+  (`CONTINUED_FIELD`, 2, 3, ...), so a flood of continuation lines costs one entry per
+  `max_lines` lines, not one per line. Nothing is held between parts but that number.
 - No line is lost or reordered within a stream: records leave in the order their lines came.
 - `held_bytes` is the `bridge.core.record.footprint` of the input records held, kept incrementally;
   `held_first()` is, per stream, the position of the first line held.
@@ -35,6 +39,9 @@ PRESETS: dict[str, tuple[str, str]] = {
 }
 
 DEFAULT_MAX_LINES = 500
+# On a record that continues one closed at a cap: its part number (2, 3, ...). CONTAINER_* is
+# a namespace no label or JSON key may write (bridge.core.fields), so a container cannot forge it.
+CONTINUED_FIELD = b"CONTAINER_MULTILINE_PART"
 
 
 @dataclass
@@ -43,6 +50,7 @@ class _Open:
     size: int = 0  # bytes of the merged message
     held: int = 0  # footprint of `records`
     deadline: float = 0.0
+    part: int = 1  # 2, 3, ... when it continues a record closed at a cap
 
 
 def _cost(record: Record) -> int:
@@ -64,6 +72,8 @@ class MultilineMerger:
         self._max_bytes = max_bytes
         self._max_lines = max(max_lines, 2)
         self._open: dict[int, _Open] = {}
+        # per stream, after a record closed at a cap: (its part, until when a line continues it)
+        self._capped: dict[int, tuple[int, float]] = {}
         self._held = 0
         self.merged_records = 0
 
@@ -87,31 +97,49 @@ class MultilineMerger:
         stream = record.stream
         if record.partial is not None:  # pieces of an overlong line are never merged further
             out = self.close(stream)
+            self._capped.pop(stream, None)
             out.append(record)
             return out
         current = self._open.get(stream)
+        capped = self._capped.get(stream)
         message = record.message
-        if (
-            current is not None
-            and self._continuation(message)
-            and current.size + 1 + len(message) <= self._max_bytes
-        ):
+        after_cap = current is None and capped is not None and now < capped[1]
+        if (current is not None or after_cap) and self._continuation(message):
+            if current is None:
+                assert capped is not None
+                del self._capped[stream]
+                self._begin(record, now, capped[0] + 1)
+                return []
+            if current.size + 1 + len(message) > self._max_bytes:
+                out = self.close(stream)
+                self._begin(record, now, current.part + 1)
+                return out
             cost = _cost(record)
             current.records.append(record)
             current.size += 1 + len(message)
             current.held += cost
             self._held += cost
             current.deadline = now + self._flush_after
-            return self.close(stream) if len(current.records) >= self._max_lines else []
+            if len(current.records) < self._max_lines:
+                return []
+            out = self.close(stream)
+            self._capped[stream] = (current.part, current.deadline)
+            return out
         starts = bool(self._start(message))
         out = self.close(stream)
+        self._capped.pop(stream, None)
         if starts:
-            cost = _cost(record)
-            self._open[stream] = _Open([record], len(message), cost, now + self._flush_after)
-            self._held += cost
+            self._begin(record, now, 1)
         else:
             out.append(record)
         return out
+
+    def _begin(self, record: Record, now: float, part: int) -> None:
+        cost = _cost(record)
+        self._open[record.stream] = _Open(
+            [record], len(record.message), cost, now + self._flush_after, part
+        )
+        self._held += cost
 
     def next_deadline(self) -> float | None:
         return min((o.deadline for o in self._open.values()), default=None)
@@ -153,6 +181,8 @@ class MultilineMerger:
                 last.last,
             )
             self.merged_records += 1
+        if current.part > 1:
+            merged.extra_fields += ((CONTINUED_FIELD, b"%d" % current.part),)
         self._forget(stream, current)
         return [merged]
 

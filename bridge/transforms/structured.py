@@ -71,7 +71,7 @@ class JsonParser:
                     priority = level
                     used.add(key)
                     break
-        fields = tuple(self._fields(data, used))
+        fields = record.extra_fields + tuple(self._fields(data, used))  # an earlier step's too
         record.message, record.priority, record.extra_fields = message, priority, fields
         return record
 

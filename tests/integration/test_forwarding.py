@@ -87,6 +87,40 @@ def test_a_rename_applies_to_the_following_lines(bridge, journald, containers, d
     }
 
 
+def test_lines_queued_at_a_rename_keep_the_name_they_were_read_under(bridge, journald, containers):
+    old, new, burst = f"old-{containers.label}", f"new-{containers.label}", 20_000
+    bridge.start()
+    journald.freeze()  # the writer stalls: the burst is read, and waits in the bridge's queue
+    try:
+        c = containers.run(
+            f"seq {burst} | sed 's/^/before /'; "
+            "while [ ! -e /go ]; do sleep 0.1; done; echo after; sleep 30",
+            name=old,
+        )
+
+        def burst_queued() -> bool:  # the queue stopped growing: the reader has read it all
+            pending = bridge.metric("journald_bridge_pending_bytes")
+            time.sleep(1)
+            return pending > 0 and bridge.metric("journald_bridge_pending_bytes") == pending
+
+        wait_until(burst_queued, 60, "the burst in the queue")
+        c.rename(new)
+        wait_until(lambda: f"renamed to {new}" in bridge.log(), 20, "the rename event")
+        c.exec_run(["sh", "-c", ": > /go"])
+        wait_until(lambda: b"after" in c.logs(), 20, "the line after the rename")
+    finally:
+        journald.thaw()
+    entries = wait_until(
+        lambda: len(e := journald.entries(CONTAINER_ID_FULL=c.id)) > burst and e, 120, "all lines"
+    )
+    names: dict[bytes, list[bytes]] = {}
+    for entry in entries:
+        names.setdefault(entry["CONTAINER_NAME"], []).append(entry["MESSAGE"])
+    assert names.keys() == {old.encode(), new.encode()}
+    assert names[old.encode()] == [b"before %d" % i for i in range(1, burst + 1)]
+    assert names[new.encode()] == [b"after"]
+
+
 @pytest.mark.parametrize("driver", ["local", "json-file"])
 def test_message_bytes_arrive_byte_for_byte(bridge, journald, containers, driver):
     bridge.start()

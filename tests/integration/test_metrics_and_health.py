@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import dockerd
-from tests.integration.conftest import free_port, wait_until
+from tests.integration.conftest import BRIDGE, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +200,33 @@ def test_grafana_dashboard_is_valid_json_over_known_metrics():
     dashboard = json.loads((DEPLOY.parent / "grafana" / "journald-bridge.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert exprs and all("journald_bridge_" in e or "process_" in e for e in exprs)
+
+
+@pytest.mark.parametrize("under_systemd", [False, True], ids=["terminal", "journal-stream"])
+def test_a_taken_metrics_port_ends_start_up_with_one_line_and_exit_78(tmp_path, under_systemd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = tmp_path / "bridge.toml"
+        config.write_text(
+            f'[journal]\nsocket = "{tmp_path}/journal.socket"\n'
+            f'[state]\ndirectory = "{tmp_path}/state"\n[metrics]\nlisten = "{listen}"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        if under_systemd:  # stderr is then the journal: one entry per line, `<N>` its priority
+            env["JOURNAL_STREAM"] = "8:12345"
+        run = subprocess.run(
+            [BRIDGE, "run", "--config", str(config)], env=env, capture_output=True, timeout=60
+        )
+    err = run.stderr.decode()
+    assert run.returncode == 78, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    problems = [line for line in lines if "starting" not in line]
+    assert len(lines) == 2 and len(problems) == 1, err
+    line = f"metrics: cannot serve http://{listen}/metrics: Address already in use"
+    if under_systemd:
+        assert problems == ["<3>" + line]
+    else:
+        assert problems[0].endswith(" ERROR " + line)

@@ -315,3 +315,26 @@ def test_a_remote_engine_over_tls_and_a_wrong_ca(bridge, journald, containers, r
 def client_host_name(remote: RemoteDockerd) -> bytes:
     with remote.client() as client:
         return str(client.info()["Name"]).encode()
+
+
+def test_podman_rm_containers_read_through_the_api_end_without_a_stream_error(
+    bridge, journald, podman
+):
+    # Podman answers a logs request for a container being removed with `200 OK` and its JSON
+    # error as the body: the reader must take it for the removal it reports.
+    bridge.configure(engines=[{**PODMAN, "source": "api"}], docker={"enabled": False})
+    bridge.start()
+    started = [
+        podman.run("echo gone-at-once", name=f"prm{i}-{bridge.port}", auto_remove=True)
+        for i in range(20)
+    ]
+    wait_until(
+        lambda: (
+            bridge.metric("journald_bridge_containers_attached") == 0
+            and bridge.metric("journald_bridge_container_detach_total") >= len(started)
+        ),
+        60,
+        "every reader to end",
+    )
+    log = "\n".join(line for line in bridge.log().splitlines() if " DEBUG " not in line)
+    assert "bad frame header" not in log and "EngineErrorBody" not in log, log

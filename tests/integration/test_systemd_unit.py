@@ -8,21 +8,19 @@ container's own journald.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import IMAGE, TEST_LABEL, wait_until
+from tests.integration.systemd_box import run, systemd_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
 UNIT = ROOT / "deploy" / "journald-bridge.service"
-SYSTEMD_IMAGE = "bridge-test/systemd:latest"
 
 # Hardening options of the unit that cannot work inside this test container, with the reason.
 # (None so far: every option of the unit is in force in the test.) They would be switched off
@@ -34,46 +32,6 @@ UNSUPPORTED_IN_CONTAINER: dict[str, str] = {}
 TEST_DROPIN = "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=3s\n" + "".join(
     f"{option.split('=')[0]}=\n" for option in UNSUPPORTED_IN_CONTAINER
 )
-
-
-def run(*args: str, check: bool = True, timeout: float = 120) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result.stdout
-
-
-class SystemdContainer:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def exec(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        return run("docker", "exec", self.name, *args, check=check, timeout=timeout)
-
-    def succeeds(self, *args: str) -> bool:
-        return (
-            subprocess.run(["docker", "exec", self.name, *args], capture_output=True).returncode
-            == 0
-        )
-
-    def show(self, prop: str) -> str:
-        return self.exec("systemctl", "show", "-p", prop, "--value", "journald-bridge").strip()
-
-    def write(self, path: str, text: str) -> None:
-        subprocess.run(
-            ["docker", "exec", "-i", self.name, "sh", "-c", f"cat > {path}"],
-            input=text,
-            text=True,
-            check=True,
-        )
-
-    def journal(self, **matches: str) -> list[dict[str, str]]:
-        out = self.exec(
-            "journalctl", "-o", "json", "--no-pager", *(f"{k}={v}" for k, v in matches.items())
-        )
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -96,55 +54,8 @@ def wheels(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def systemd_box(wheels):
-    name = f"jb-systemd-{uuid.uuid4().hex[:8]}"
-    run(
-        "docker",
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--cap-add",
-        "SYS_ADMIN",
-        # what the unit asks for, as a host's systemd has them to give
-        "--cap-add",
-        "DAC_READ_SEARCH",
-        "--cap-add",
-        "SYS_PTRACE",
-        "--security-opt",
-        "seccomp=unconfined",
-        "--security-opt",
-        "apparmor=unconfined",
-        "--network",
-        "none",
-        "--tmpfs",
-        "/run",
-        "--tmpfs",
-        "/run/lock",
-        "--cgroupns=host",
-        "-v",
-        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        "-v",
-        f"{ROOT}:/src:ro",
-        "-v",
-        f"{wheels}:/wheels:ro",
-        SYSTEMD_IMAGE,
-        "/lib/systemd/systemd",
-    )
-    box = SystemdContainer(name)
-    try:
-        wait_until(
-            lambda: (
-                box.exec("systemctl", "is-system-running", check=False).strip()
-                in ("running", "degraded")
-            ),
-            60,
-            "systemd to boot",
-        )
+    with systemd_container(f"{ROOT}:/src:ro", f"{wheels}:/wheels:ro") as box:
         yield box
-    finally:
-        run("docker", "rm", "-f", name, check=False)
 
 
 def test_unit_passes_the_security_threshold():

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import time
 from pathlib import Path
 
 from bridge.app import Bridge
-from bridge.config import Config, load_config
+from bridge.config import EX_CONFIG, Config, load_config
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
@@ -44,12 +46,31 @@ def test_a_second_stop_signal_abandons_the_drain(tmp_path):
     assert handle.committed == {}  # not written: read again at the next start
 
 
-def _config(tmp_path: Path) -> Config:
+def test_a_taken_metrics_port_is_one_error_line_and_exit_78(tmp_path, caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        bridge = Bridge(_config(tmp_path, metrics={"listen": listen}))
+        with caplog.at_level(logging.INFO):
+            assert bridge.run() == EX_CONFIG
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in errors] == [
+        f"metrics: cannot serve http://{listen}/metrics: Address already in use"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
+    # Nothing was started, so nothing is stopped: no "stopping" lines, no state file.
+    assert "stopping" not in caplog.text
+    assert not bridge.writer.alive
+    assert not (tmp_path / "state").exists()
+
+
+def _config(tmp_path: Path, metrics: dict[str, object] | None = None) -> Config:
     return Config.model_validate(
         {
             "journal": {"socket": str(tmp_path / "missing"), "resume_from_journal": False},
             "state": {"directory": str(tmp_path / "state")},
-            "metrics": {"enabled": False},
+            "metrics": metrics or {"enabled": False},
         }
     )
 

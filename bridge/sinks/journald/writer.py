@@ -1,5 +1,10 @@
 """The loop that moves lines: the single thread that takes batches off the queue, runs each
 container's transforms, writes the entries to journald, and only then commits positions.
+
+An entry carries the container's fields as they were when its lines were read (`Batch.fields`),
+not as they are when it is sent: lines queued behind a burst keep the name they were read
+under when a rename comes meanwhile. What the transforms hold across batches was read under
+the fields of the last batch they took; a batch under other fields releases it first.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ class JournalWriter:
         self._held: dict[ContainerHandle, int] = {}  # bytes held by each one's transforms
         self._held_growth = 0  # change of the above since the queue was last told
         self._series: dict[ContainerHandle, tuple[str, str, str]] = {}  # per-container labels
+        # Per container with transforms, the fields of the last batch they took: those of what
+        # they hold.
+        self._held_fields: dict[ContainerHandle, bytes] = {}
         self._last_error_log = -math.inf
 
     @property
@@ -122,7 +130,7 @@ class JournalWriter:
 
     def _write(self, items: list[Item]) -> None:
         """Writes the batches of several containers with one send, in queue order."""
-        staged: list[tuple[ContainerHandle, list[Record]]] = []
+        staged: list[tuple[ContainerHandle, list[Record], bytes]] = []
         holds: dict[ContainerHandle, Mapping[int, Position]] = {}
         inner: list[InnerBatch] = []  # another stream: its order against stdout's is free
         for item in items:
@@ -136,14 +144,19 @@ class JournalWriter:
                 staged, holds = [], {}
                 self._end(handle, item.finished_at)
                 continue
-            records = item.records
+            records, fields = item.records, item.fields
             chain = self._current_chain(handle)
             if chain is not None:
-                records = chain.process(records, time.monotonic())
+                now = time.monotonic()
+                held_fields = self._held_fields.get(handle, fields)
+                if held_fields != fields:  # renamed: what they hold goes out as it was read
+                    staged.append((handle, chain.tick(now, final=True), held_fields))
+                self._held_fields[handle] = fields
+                records = chain.process(records, now)
                 self._telemetry.multiline_records(chain.take_merged_count())
                 if chain.next_deadline() is not None:
                     self._timed.add(handle)
-            staged.append((handle, records))
+            staged.append((handle, records, fields))
             holds[handle] = item.held
         self._send_many(staged, inner)
         self._settle_all(holds)
@@ -156,6 +169,7 @@ class JournalWriter:
         handle.finished_at = finished_at
         if handle.removed:
             self._held.pop(handle, None)
+            self._held_fields.pop(handle, None)
             labels = self._series.pop(handle, None)
             if labels is not None:
                 self._telemetry.container_removed(labels)
@@ -166,6 +180,7 @@ class JournalWriter:
         if new is not False:
             if handle.chain is not None:
                 self._send(handle, handle.chain.tick(time.monotonic(), final=True))
+            self._held_fields.pop(handle, None)
             handle.chain = new
             handle.next_chain = False
             self._settle(handle)
@@ -193,7 +208,8 @@ class JournalWriter:
                 self._timed.discard(handle)
 
     def _send(self, handle: ContainerHandle, records: list[Record]) -> None:
-        self._send_many([(handle, records)])
+        """Sends what the container's transforms released."""
+        self._send_many([(handle, records, self._held_fields.get(handle, handle.fields))])
         self._settle(handle)
 
     def _settle_all(self, holds: dict[ContainerHandle, Mapping[int, Position]]) -> None:
@@ -213,14 +229,14 @@ class JournalWriter:
 
     def _send_many(
         self,
-        staged: list[tuple[ContainerHandle, list[Record]]],
+        staged: list[tuple[ContainerHandle, list[Record], bytes]],
         inner: Sequence[InnerBatch] = (),
     ) -> None:
         datagrams: list[bytes] = []
         spans: list[tuple[ContainerHandle, list[Record], int, int]] = []
-        for handle, records in staged:
+        for handle, records, fields in staged:
             if records:
-                start, fields = len(datagrams), handle.fields
+                start = len(datagrams)
                 datagrams += [encode_record(r, fields) for r in records if r.dropped is None]
                 spans.append((handle, records, start, len(datagrams)))
         inner_spans: list[tuple[InnerBatch, int, int]] = []

@@ -7,7 +7,9 @@ or the container restarted) means reopen at the cursor; stopped means one more p
 follow, so that nothing the follow stream missed at the stop is lost; removed means done.
 
 Errors are transient (connection refused, broken stream, 5xx: retry with backoff) or permanent
-for this container (404/409: it is gone). Either way only this container is affected.
+for this container (404/409: it is gone). An error the engine writes as the body of a `200 OK`
+(Podman, for a container being removed) is classified the same way. Either way only this
+container is affected.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bridge.core.timestamps import TimestampParser, format_since
 from bridge.sources.api.frames import (
     SYSTEM_ERROR,
     ChunkedDecoder,
+    EngineErrorBody,
     FrameParser,
     RawStreamParser,
     StreamFormatError,
@@ -106,7 +109,7 @@ class ApiReader(ReaderThread):
                     log.info("container %s: reading again", self.name)
                     failing_since, backoff = None, 0.1
                 self._read(follow=running)
-            except docker.errors.APIError as exc:
+            except (docker.errors.APIError, EngineErrorBody) as exc:
                 if is_gone(exc):
                     raise ContainerGone from exc
                 failing_since = self._transient(exc, failing_since)
@@ -175,8 +178,7 @@ class ApiReader(ReaderThread):
         )
         for body in self._body(response):
             self._put(self._records(parser.feed(body), cursor_filter))
-        if isinstance(parser, RawStreamParser):
-            self._put(self._records(parser.flush(), cursor_filter))
+        self._put(self._records(parser.flush(), cursor_filter))
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter

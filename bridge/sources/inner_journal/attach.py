@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from bridge.core.container import ContainerHandle
 from bridge.core.queue import PendingQueue
+from bridge.sources.inner_journal import budget
 from bridge.sources.inner_journal.reader import InnerJournalReader
 from bridge.sources.inner_journal.watch import InnerJournalWatch
 from bridge.telemetry import Telemetry
@@ -32,10 +33,14 @@ class InnerJournals:
         queue: PendingQueue,
         telemetry: Telemetry,
         found: Callable[[str, int], None],
+        *,
+        max_workers: int = budget.DEFAULT_SLOTS,
     ) -> None:
-        """`found(container_id, pid)` is called on the watch thread: it must hand over."""
+        """`found(container_id, pid)` is called on the watch thread: it must hand over.
+        `max_workers` bounds the worker processes of all engines together (`budget`)."""
         self._queue = queue
         self._telemetry = telemetry
+        self._budget = budget.shared(telemetry, max_workers)
         self._watch = InnerJournalWatch(found, telemetry)
         self._lock = threading.Lock()
         self._readers: dict[str, InnerJournalReader] = {}
@@ -71,7 +76,12 @@ class InnerJournals:
             if old is not None and old.wake():
                 return
             reader = InnerJournalReader(
-                handle, self._queue, self._telemetry, pid, floor_realtime_us=floor_us
+                handle,
+                self._queue,
+                self._telemetry,
+                pid,
+                floor_realtime_us=floor_us,
+                budget=self._budget,
             )
             self._readers[handle.id] = reader
         log.info("container %s: following its own journal", handle.info.name)

@@ -28,8 +28,10 @@ import errno
 import os
 import platform
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from bridge.sources.inner_journal import header
 
 # linux/openat2.h
 RESOLVE_NO_XDEV = 0x01
@@ -237,13 +239,78 @@ class JournalName:
         return f"{self.base}/{self.machine_id}/{self.name}"
 
 
-def journal_names(root_fd: int, limit: int = 4096) -> list[JournalName]:
-    """Every journal file name under /var/log/journal and /run/log/journal, sorted.
+@dataclass(frozen=True, slots=True)
+class JournalListing:
+    """What one bounded look at a root's journal directories found.
 
-    Missing or unreadable directories count as empty. At most `limit` names are looked at per
-    directory, so a directory stuffed with millions of entries costs bounded time.
+    `unlisted` counts directories that held more names than were looked at (over the limit
+    per directory, or past the scan's total): their other names were not seen.
     """
-    return sorted(_journal_names(root_fd, limit), key=lambda j: (j.base, j.machine_id, j.name))
+
+    names: list[JournalName]
+    unlisted: int = 0
+
+
+def list_journals(
+    root_fd: int,
+    *,
+    per_dir: int = 4096,
+    total: int = 8192,
+    tick: Callable[[], None] | None = None,
+) -> JournalListing:
+    """Every journal file name under /var/log/journal and /run/log/journal, sorted, within
+    bounds: at most `per_dir` names looked at per directory and `total` in all (the machine
+    directories' names included), so a root stuffed with millions of names costs bounded time.
+    `tick` is called every 256 names (the worker heartbeats from it)."""
+    budget = [total]
+    unlisted = 0
+    found: list[JournalName] = []
+    for base in JOURNAL_BASES:
+        machines, cut = _bounded(root_fd, base, per_dir, budget, tick)
+        unlisted += cut
+        for machine in machines:
+            if not is_machine_dir(machine):
+                continue
+            if budget[0] <= 0:
+                unlisted += 1
+                continue
+            names, cut = _bounded(root_fd, f"{base}/{machine}", per_dir, budget, tick)
+            unlisted += cut
+            found.extend(JournalName(base, machine, n) for n in names if is_journal_file(n))
+    found.sort(key=lambda j: (j.base, j.machine_id, j.name))
+    return JournalListing(found, unlisted)
+
+
+def _bounded(
+    root_fd: int, path: str, per_dir: int, budget: list[int], tick: Callable[[], None] | None
+) -> tuple[list[str], int]:
+    """The names of one directory, at most `per_dir` and what is left of `budget[0]` (spent
+    here); and 1 when the directory had more, else 0. Missing or unreadable: empty."""
+    limit = min(per_dir, budget[0])
+    names: list[str] = []
+    try:
+        fd = open_dir(root_fd, path)
+    except OSError:
+        return names, 0
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if len(names) >= limit:
+                    return names, 1
+                names.append(entry.name)
+                budget[0] -= 1
+                if tick is not None and budget[0] % 256 == 0:
+                    tick()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return names, 0
+
+
+def journal_names(root_fd: int, limit: int = 4096) -> list[JournalName]:
+    """Every journal file name (`list_journals` with `limit` names per directory)."""
+    return list_journals(root_fd, per_dir=limit, total=limit * 4).names
 
 
 def _journal_names(root_fd: int, limit: int) -> Iterator[JournalName]:
@@ -262,14 +329,31 @@ def _names(root_fd: int, path: str, limit: int) -> list[str]:
         return []
 
 
-def has_inner_journal(root_fd: int) -> bool:
-    """Whether the container has journal files of its own: cheap, bounded, never raises.
+def has_inner_journal(root_fd: int, max_checked: int = 8) -> bool:
+    """Whether the container has a journal file of its own that sd-journal could read: cheap,
+    bounded, never raises.
 
     An empty /var/log/journal does not count: Debian images with systemd installed have one
-    whether or not journald ever runs there. Stops at the first journal file; looks at no more
-    than 64 names per directory.
+    whether or not journald ever runs there. Neither does a file that is only named like a
+    journal: the first `max_checked` names must show a sound header (`header.problem`, pure
+    Python) before one counts, so a worker process is started for real journals only. Looks at
+    no more than 64 names per directory.
     """
-    return next(_journal_names(root_fd, 64), None) is not None
+    for checked, name in enumerate(_journal_names(root_fd, 64)):
+        if checked >= max_checked:
+            return False
+        try:
+            fd, _ = open_regular(root_fd, name.path)
+        except OSError:
+            continue
+        try:
+            if header.read_problem(fd) is None:
+                return True
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return False
 
 
 @contextlib.contextmanager

@@ -6,17 +6,25 @@ journal was read to the end, one `InnerEnd`. Invariants:
 
 - Nothing of the journal is parsed in the bridge process: the worker (`worker.py`, started as
   `python -I -m ...`, no fork of this threaded process) parses, and the bridge only reads bounded
-  frames (`protocol.FrameReader`). A worker that exits, sends a malformed frame or falls silent
-  for `stall_seconds` while the bridge waits for it is killed and started again after a backoff
-  (`backoff_seconds`, doubling up to the second value, reset by progress); every such event is
-  counted in `stats`. The time the consumer spends away does not count as silence: a worker
-  blocked on a full pipe is the bridge's doing.
+  frames (`protocol.FrameReader`). The bridge opens the files, inside the container's root, and
+  passes them as fds (`fileset`, polled every `poll_seconds` and at once when the container's
+  process exits); the worker holds no capability and may open nothing (`sandbox`). A changed
+  file set is a new worker, not a failure; once the container has exited and the set was
+  looked at a last time, the worker's stdin is closed: it reads to the end and sends its END.
+- A worker that exits, sends a malformed frame or falls silent for `stall_seconds` while the
+  bridge waits for it is killed and started again after a backoff (`backoff_seconds`, doubling
+  up to the second value, reset by progress); every such event is counted in `stats`. The time
+  the consumer spends away does not count as silence: a worker blocked on a full pipe is the
+  bridge's doing.
 - A new worker resumes after the last entry this follower yielded (`position`), not after the
   last committed one: entries already yielded are the consumer's. A bridge restart resumes from
   the committed position the integrator passes in.
 - `more_ready` tells a consumer that gathers events into batches when to hand them on: it is
   False after the last event of what the worker has sent so far (the next one may be a poll
   interval away), True while events already read follow the one just yielded.
+- With a `budget`, a worker starts only once it has a slot (FIFO, shared by all containers),
+  and one that has had its turn while others wait is stopped and queued again
+  (`budget.WorkerBudget`): neither is a failure, and the next worker resumes as after a restart.
 - The follower owns the root fd and the pidfd it is given and closes them in `close()`.
   `stop()` may be called from any thread and makes the iteration end soon; `close()` belongs to
   the iterating thread (or to whoever holds the follower once that thread is done).
@@ -33,12 +41,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from bridge.sources.inner_journal import containment, protocol
-from bridge.sources.inner_journal.fields import DEFAULT_MAX_MESSAGE_BYTES
+from bridge.sources.inner_journal import containment, fileset, protocol
+from bridge.sources.inner_journal.budget import WorkerBudget
+from bridge.sources.inner_journal.options import DEFAULT_OPTIONS, FollowerStats, WorkerOptions
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEvent
 
@@ -48,40 +56,6 @@ _READ_BYTES = 256 << 10
 _HEALTHY_SECONDS = 60.0  # a worker alive this long resets the backoff even without entries
 _LEVELS = {"warning": logging.WARNING, "error": logging.ERROR, "info": logging.INFO}
 _EVENT_KINDS = frozenset((protocol.ENTRY, protocol.GAP, protocol.END))
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """How a worker reads: directory polls, heartbeats, caps (see `worker` and `fields`)."""
-
-    poll_seconds: float = 1.0
-    heartbeat_seconds: float = 1.0
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_files: int = 128
-    memory_limit_bytes: int = 512 << 20
-
-
-@dataclass
-class FollowerStats:
-    """Counters for the metrics; only the iterating thread writes them.
-
-    `problems` counts what the worker reported, by kind: "file" (a journal name refused by
-    containment: a symlink, not a regular file, not readable), "bad" (a file sd-journal cannot
-    open: corrupt, truncated), "entry" (an entry that could not be read, skipped), "next"
-    (reading failed mid-journal; the reader was rebuilt), "max_files" (more files than
-    `WorkerOptions.max_files`; the oldest were left out).
-    """
-
-    entries: int = 0
-    starts: int = 0
-    restarts: int = 0  # starts after a failure
-    exits: int = 0  # the worker ended on its own (a crash, a kill from outside)
-    stalls: int = 0
-    protocol_errors: int = 0
-    gaps: int = 0
-    lost: int = 0  # entries the gaps say were lost, where the journal knows the number
-    problems: dict[str, int] = field(default_factory=dict)  # worker reports, by kind
-    fields_dropped: dict[str, int] = field(default_factory=dict)  # by reason
 
 
 class _WorkerFailed(Exception):
@@ -101,9 +75,10 @@ class InnerJournalFollower:
         position: InnerPosition | None = None,
         floor_realtime_us: int = 0,
         name: str = "",
-        options: WorkerOptions = WorkerOptions(),
+        options: WorkerOptions = DEFAULT_OPTIONS,
         stall_seconds: float = 10.0,
         backoff_seconds: tuple[float, float] = (0.5, 30.0),
+        budget: WorkerBudget | None = None,
     ) -> None:
         if options.heartbeat_seconds >= stall_seconds:
             raise ValueError("stall_seconds must be longer than the worker's heartbeat interval")
@@ -115,6 +90,14 @@ class InnerJournalFollower:
         self._options = options
         self._stall = stall_seconds
         self._backoff = backoff_seconds
+        self._budget = budget
+        self._ticket = budget.ticket() if budget is not None else 0
+        self._files = fileset.FileSet(root_fd, max_files=options.max_files)
+        self._reports = fileset.Reports()
+        self._final = False  # the container exited and its file set was looked at a last time
+        self._respawn = False  # the file set changed: the worker is to be started anew
+        self._next_poll = 0.0
+        self._entries_at_start = 0
         self._failures = 0  # consecutive, without progress
         self._retry_at = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -175,6 +158,14 @@ class InnerJournalFollower:
                     yield event
                     if isinstance(event, InnerEnd):
                         return
+                if self._respawn:  # the same slot, a new file set; not a failure
+                    self._respawn = False
+                    self._kill(release=False)
+                elif self._budget is not None and self._budget.should_yield(
+                    self._ticket, idle=self.stats.entries == self._entries_at_start
+                ):
+                    self.stats.turns += 1  # others wait: their turn; ours comes again
+                    self._kill()
         finally:
             self._kill()
 
@@ -204,7 +195,9 @@ class InnerJournalFollower:
         if kind == protocol.LOG:
             data = protocol.decode_json(payload)
             problem = str(data.get("kind", "other"))[:32]
-            stats.problems[problem] = stats.problems.get(problem, 0) + 1
+            new = data.get("new", 1)  # a report of a kind's count says by how much it rose
+            new = new if isinstance(new, int) and 0 <= new <= protocol.MAX_COUNT else 1
+            stats.problems[problem] = stats.problems.get(problem, 0) + new
             if data.get("quiet") is not True:
                 level = _LEVELS.get(str(data.get("level")), logging.WARNING)
                 log.log(level, "inner journal of %s: %s", self.name, str(data.get("msg"))[:512])
@@ -222,13 +215,30 @@ class InnerJournalFollower:
         return None  # heartbeat
 
     def _read(self) -> list[tuple[bytes, bytes]]:
-        """The frames the worker sent next; [] when woken by stop()."""
+        """The frames the worker sent next; [] when woken by stop() or when the file set
+        changed. The directories are polled meanwhile (`_poll`)."""
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         out = proc.stdout.fileno()
-        ready = select.select([out, self._wake_r], [], [], self._stall)[0]
-        if not ready:
-            raise _WorkerFailed("stall", f"silent for {self._stall:g} s")
+        silent_until = time.monotonic() + self._stall
+        while True:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._poll()
+                if self._respawn:
+                    return []
+            timeout = min(silent_until, self._next_poll) - now
+            watched = [out, self._wake_r]
+            if self._pidfd is not None and not self._final:  # the exit: look at once
+                watched.append(self._pidfd)
+            ready = select.select(watched, [], [], max(0.0, timeout))[0]
+            if self._pidfd in ready and out not in ready:
+                self._next_poll = 0.0
+                continue
+            if ready:
+                break
+            if time.monotonic() >= silent_until:
+                raise _WorkerFailed("stall", f"silent for {self._stall:g} s")
         if out not in ready:
             return []
         data = os.read(out, _READ_BYTES)
@@ -240,6 +250,40 @@ class InnerJournalFollower:
         except protocol.ProtocolError as exc:
             raise _WorkerFailed("protocol", str(exc)) from None
 
+    # -- the files -------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        """Looks at the journal directories (bounded: `fileset`); a changed file set means a
+        new worker. Once the container has exited, one last look adds files without dropping
+        any (its /run may be gone), and the worker is told the set is final."""
+        self._next_poll = time.monotonic() + self._options.poll_seconds
+        if self._final:
+            return
+        exited = self._pidfd is not None and bool(select.select([self._pidfd], [], [], 0)[0])
+        if self._scan(final=exited):
+            self._respawn = True
+        if exited:
+            self._final = True
+            if not self._respawn:
+                self._say_final()
+
+    def _scan(self, final: bool = False) -> bool:
+        """`FileSet.scan`, and one log line per kind of problem whose count changed."""
+        changed = self._files.scan(final)
+        for kind in ("file", "names", "max_files"):
+            self._reports.update(kind, self._files.problems.get(kind))
+        for kind, _, new, message in self._reports.due(time.monotonic()):
+            self.stats.problems[kind] = self.stats.problems.get(kind, 0) + new
+            log.warning("inner journal of %s: %s", self.name, message[:512])
+        return changed
+
+    def _say_final(self) -> None:
+        """Closes the worker's stdin: the container has exited, read to the end and stop."""
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
     # -- the worker's life -----------------------------------------------------------------
 
     def _start(self) -> bool:
@@ -247,14 +291,30 @@ class InnerJournalFollower:
         if wait > 0:
             select.select([self._wake_r], [], [], wait)  # stop() cuts the backoff short
             return False
-        fds = [self._root_fd] + ([self._pidfd] if self._pidfd is not None else [])
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            pass_fds=fds,
-            close_fds=True,
-        )
+        budget = self._budget
+        # a first worker, or one whose predecessor read entries, goes before idle ones
+        productive = self.stats.starts == 0 or self.stats.entries > self._entries_at_start
+        if budget is not None and not budget.acquire(
+            self._ticket, lambda: self._stopping, productive=productive
+        ):
+            return False
+        try:
+            self._poll()
+            self._respawn = False  # what changed is what this worker gets
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                pass_fds=[held.fd for held in self._files.held.values()],
+                close_fds=True,
+            )
+        except BaseException:
+            if budget is not None:
+                budget.release(self._ticket)
+            raise
+        self._entries_at_start = self.stats.entries
+        if self._final:
+            self._say_final()
         self._frames = protocol.FrameReader(self._options.max_message_bytes)
         self._started_at = time.monotonic()
         self.stats.starts += 1
@@ -269,17 +329,14 @@ class InnerJournalFollower:
             "-I",
             "-m",
             "bridge.sources.inner_journal.worker",
-            f"--root-fd={self._root_fd}",
+            "--files=" + json.dumps([[h.fd, h.name.path] for h in self._files.held.values()]),
             f"--floor-realtime-us={self._floor}",
             f"--poll={self._options.poll_seconds}",
             f"--heartbeat={self._options.heartbeat_seconds}",
             f"--max-message-bytes={self._options.max_message_bytes}",
-            f"--max-files={self._options.max_files}",
             f"--memory-limit={self._options.memory_limit_bytes}",
             f"--parent={os.getpid()}",
         ]
-        if self._pidfd is not None:
-            args.append(f"--pidfd={self._pidfd}")
         if self.position is not None:
             args.append("--position=" + json.dumps(self.position.to_json()))
         return args
@@ -307,15 +364,19 @@ class InnerJournalFollower:
             delay,
         )
 
-    def _kill(self) -> None:
+    def _kill(self, release: bool = True) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdout, proc.stdin):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if release and self._budget is not None:  # after the wait: never more than slots
+            self._budget.release(self._ticket)
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -332,6 +393,7 @@ class InnerJournalFollower:
         self._closed = True
         self._stopping = True
         self._kill()
+        self._files.close()
         for fd in (self._root_fd, self._pidfd, self._wake_r, self._wake_w):
             if fd is not None:
                 with contextlib.suppress(OSError):

@@ -23,7 +23,7 @@ from bridge.core.container import ContainerHandle
 from bridge.core.fields import encode_field
 from bridge.core.inner import InnerEntryLike
 from bridge.sources.inner_journal.fields import INNER_PREFIX, is_pass_through
-from bridge.sources.inner_journal.follower import FollowerStats
+from bridge.sources.inner_journal.options import FollowerStats
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEntry, ProtocolError, decode_native
 from bridge.telemetry import FIELD_CAPS, Telemetry

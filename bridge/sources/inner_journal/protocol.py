@@ -39,6 +39,7 @@ _HEADER = struct.Struct("<cI")
 # lengths of what follows: cursor, machine id, message, native fields
 _ENTRY_HEAD = struct.Struct(f"<QQbH{len(DROP_REASONS)}IHBII")
 _SMALL_FRAME = 64 << 10  # the JSON frames: a log line, a gap, the end
+MAX_COUNT = 1 << 32  # a count in a log frame above this is not believed
 
 
 class ProtocolError(Exception):

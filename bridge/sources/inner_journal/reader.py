@@ -41,12 +41,10 @@ from typing import Protocol
 from bridge.core.container import ContainerHandle
 from bridge.core.inner import InnerPositionLike
 from bridge.core.queue import InnerBatch, PendingQueue
-from bridge.sources.inner_journal.follower import (
-    FollowerStats,
-    InnerJournalFollower,
-    WorkerOptions,
-)
+from bridge.sources.inner_journal.budget import WorkerBudget
+from bridge.sources.inner_journal.follower import InnerJournalFollower
 from bridge.sources.inner_journal.gather import Gatherer, StatsReport, rate_limit_of
+from bridge.sources.inner_journal.options import DEFAULT_OPTIONS, FollowerStats, WorkerOptions
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerEvent, InnerGap
 from bridge.telemetry import Telemetry
@@ -57,7 +55,6 @@ SOURCE = "inner_journal"  # the `source` metric label
 BATCH_BYTES = 256 << 10
 DRAIN_SECONDS = 30.0
 _TURN_POLL = 0.25
-DEFAULT_OPTIONS = WorkerOptions()
 
 
 class Follower(Protocol):
@@ -97,6 +94,7 @@ class InnerJournalReader:
         options: WorkerOptions = DEFAULT_OPTIONS,
         max_inflight_bytes: int | None = None,
         new_follower: FollowerFactory | None = None,
+        budget: WorkerBudget | None = None,
     ) -> None:
         self._handle = handle
         self._queue = queue
@@ -105,6 +103,7 @@ class InnerJournalReader:
         self._stream = handle.inner_stream(start)
         self._floor = floor_realtime_us
         self._options = options
+        self._budget = budget
         # A sixteenth of the queue (4 MiB of the default 64): thousands of entries in flight,
         # yet other containers' lines never wait behind more than that of this one's.
         self._max_inflight = max_inflight_bytes or max(BATCH_BYTES, queue.max_bytes // 16)
@@ -315,4 +314,5 @@ class InnerJournalReader:
             floor_realtime_us=self._floor,
             name=self.name,
             options=self._options,
+            budget=self._budget,
         )

@@ -5,7 +5,8 @@ or never), so a look at `start` is not enough; an inotify watch per container wo
 instances (128 per uid here), and a worker process per container would cost megabytes each for
 the many containers that have no journal. `InnerJournalWatch` keeps one thread that looks
 into each watched container's root (`containment.has_inner_journal`: two bounded directory
-listings, through the root fd, never following a link out of it) on a schedule that backs off
+listings and the headers of at most 8 files, through the root fd, never following a link out
+of it; a file only named like a journal does not count) on a schedule that backs off
 from `first_seconds` to `max_seconds`, and calls `found(container_id, pid)` once journal files
 are there. Invariants:
 

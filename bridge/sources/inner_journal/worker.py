@@ -1,26 +1,28 @@
 """The worker process that reads one container's inner journal: `python -m` this module.
 
-It gets the container's root as an inherited O_PATH fd (and, when there is one, a pidfd of the
-container's first process), opens the journal files only through `containment` (inside that
-root, regular files only), parses them with sd-journal, and writes frames (`protocol`) to fd 1.
-Whatever a hostile journal does to sd-journal -- crash it, make it loop, make it allocate --
-happens in this process, which the bridge kills and restarts (`follower`). Invariants:
+The bridge opens the container's journal files (`fileset`, inside the container's root, pure
+Python) and starts a worker with them as inherited fds (`--files`: fd and name of each). The
+worker confines itself (`sandbox`: no capability, no_new_privs, a syscall filter that refuses
+every path and every other process) before sd-journal sees a byte, then parses the fds
+(`sdjournal`, sd_journal_open_files_fd) and writes frames (`protocol`) to fd 1. Whatever a
+hostile journal does to sd-journal -- crash it, make it loop, make it allocate, take it over --
+happens in this process, which can reach nothing but its fds, and which the bridge kills and
+restarts (`follower`). Invariants:
 
-- sd-journal reads exactly the files opened here: it is given `/proc/self/fd/<fd>` paths, which
-  the kernel resolves to the open file itself (a magic link), never to a name in the container.
-- No inotify: the directories are polled every `--poll` seconds (a listing and nothing else
-  unless it changed), and new entries are found by calling `_next` again, which sees what
+- The file set is fixed for a worker's life: the bridge polls the directories and starts a new
+  worker for a new set (rotation, vacuuming, /run flushed to /var); that one resumes after the
+  last entry sent (`position.resume`), so nothing is sent twice and a lost stretch is announced
+  as a gap.
+- New entries are found by calling `_next` again every `--poll` seconds, which sees what
   journald appended. Heartbeat frames go out at least every `--heartbeat` seconds, from the
-  loop that reads entries, so a worker stuck inside sd-journal falls silent.
-- The file set is re-read when a listing changes (rotation, vacuuming, a new machine-id
-  directory, /run flushed to /var); the reader is rebuilt and resumes after the last entry sent
-  (`position.resume`), so nothing is sent twice and a lost stretch is announced as a gap.
-- A file sd-journal cannot open is left out with one log frame (retried when it changes); an
-  entry that cannot be read is skipped and reported (the first few logged, all counted);
+  loop that reads entries too, so a worker stuck inside sd-journal falls silent.
+- A file sd-journal cannot open is left out (tried again when it changes); the files left out
+  are one log frame with a count (`fileset.Reports`), never one per name the container chose.
+  An entry that cannot be read is skipped and reported (the first few logged, all counted);
   memory is capped with RLIMIT_DATA (file mappings do not count against it, Python's heap and
   sd-journal's decompression buffers do): a 100 MB field is skipped under the default cap.
-- When the container's process has exited (pidfd readable), one last scan adds files without
-  dropping any held, the journal is read to its end, an END frame is sent and the worker exits.
+- stdin is the bridge's word that the container has exited and the file set is final: at its
+  end the journal is read to its end, an END frame is sent and the worker exits.
 """
 
 from __future__ import annotations
@@ -37,11 +39,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from systemd import _reader
-
-from bridge.sources.inner_journal import containment, protocol
+from bridge.sources.inner_journal import containment, fileset, protocol, sandbox
 from bridge.sources.inner_journal.fields import DEFAULT_MAX_MESSAGE_BYTES, map_entry
 from bridge.sources.inner_journal.position import InnerPosition, ResumeFilter, is_cursor, resume
+from bridge.sources.inner_journal.sdjournal import FdJournal
 
 _PR_SET_PDEATHSIG = 1
 _FLUSH_BYTES = 64 << 10
@@ -50,21 +51,13 @@ _LOUD_SKIPS = 10  # unreadable entries logged one by one; the rest are only coun
 _BIG_THRESHOLD = 64  # sd-journal decompresses at most this much over the message cap
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Held:
-    """A journal file this worker holds open (what sd-journal is given is its fd's path)."""
+@dataclass(frozen=True, slots=True)
+class _Bad:
+    """A held file sd-journal refused, as it was then (tried again once it changes)."""
 
-    fd: int
-    name: containment.JournalName
-
-    @property
-    def path(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-
-def _identity(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
+    size: int
+    mtime_ns: int
+    why: str
 
 
 class Output:
@@ -94,57 +87,55 @@ class Output:
 
 
 class Worker:
-    """The loop of one worker process: scan, read, heartbeat, wait; see the module."""
+    """The loop of one worker process: check, read, heartbeat, wait; see the module."""
 
     def __init__(
         self,
-        root_fd: int,
-        pidfd: int | None,
+        files: list[fileset.Held],
         position: InnerPosition | None,
         out: Output,
         *,
+        done_fd: int | None = None,
         floor_realtime_us: int = 0,
         poll_seconds: float = 1.0,
         heartbeat_seconds: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_files: int = 128,
     ) -> None:
-        self._root = root_fd
-        self._pidfd = pidfd
+        self._files = {_identity(h.fd): h for h in files}
+        self._done_fd = done_fd
         self._position = position
         self._out = out
         self._floor = floor_realtime_us
         self._poll = poll_seconds
         self._heartbeat = heartbeat_seconds
         self._max_message = max_message_bytes
-        self._max_files = max_files
-        self._names: tuple[containment.JournalName, ...] | None = None
-        self._held: dict[tuple[int, int], _Held] = {}
-        self._bad: dict[tuple[int, int], tuple[int, int]] = {}  # identity -> (size, mtime_ns)
-        self._reader: _reader._Reader | None = None
+        self._bad: dict[fileset.Identity, _Bad] = {}
+        self._reports = fileset.Reports()
+        self._reader: FdJournal | None = None
         self._filter: ResumeFilter | None = None
         self._logged: set[str] = set()
         self._skipped = 0
 
     def run(self) -> None:
         while True:
-            exited = self._exited(0)
-            self._scan(final=exited)
+            done = self._done(0)
+            self._refresh()
+            self._report()
             self._pump()
-            if exited:
+            if done:
                 self._out.add(protocol.encode_json(protocol.END, self._end()))
                 self._out.flush()
                 return
             self._idle()
 
     def _idle(self) -> None:
-        """Waits a poll interval, heartbeating; returns at once when the container exits."""
+        """Waits a poll interval, heartbeating; returns at once when told the container exited."""
         deadline = time.monotonic() + self._poll
         while True:
             self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
             self._out.flush()
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._exited(min(remaining, self._heartbeat)):
+            if remaining <= 0 or self._done(min(remaining, self._heartbeat)):
                 return
 
     def _end(self) -> dict[str, object]:
@@ -153,65 +144,47 @@ class Worker:
         drained = InnerPosition(self._position.cursor, self._position.machine_id, True)
         return {"position": drained.to_json()}
 
-    def _exited(self, timeout: float) -> bool:
-        if self._pidfd is None:
+    def _done(self, timeout: float) -> bool:
+        """Whether the bridge said the file set is final (it closed our stdin)."""
+        if self._done_fd is None:
             if timeout:
                 time.sleep(timeout)
             return False
-        return bool(select.select([self._pidfd], [], [], timeout)[0])
+        return bool(select.select([self._done_fd], [], [], timeout)[0])
 
-    # -- the file set --------------------------------------------------------------------
+    def _beat(self) -> None:
+        """A heartbeat, when one is due: called from long loops (a catch-up, file checks)."""
+        if time.monotonic() - self._out.last_sent >= self._heartbeat:
+            self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
+            self._out.flush()
 
-    def _scan(self, final: bool) -> None:
-        names = tuple(containment.journal_names(self._root))
-        changed_bad = any(self._changed(ident) for ident in self._bad)
-        if names == self._names and not changed_bad:
-            return
-        self._names = names
-        # after the exit, files no longer listed (a tmpfs detached with its namespace) stay
-        held: dict[tuple[int, int], _Held] = dict(self._held) if final else {}
-        opened: list[_Held] = []
-        for name in names:
-            try:
-                fd, st = containment.open_regular(self._root, name.path)
-            except OSError as exc:
-                self._log("warning", f"file:{name.path}", f"{name.path}: {exc.strerror}; skipped")
-                continue
-            ident = (st.st_dev, st.st_ino)
-            known = self._held.get(ident) or held.get(ident)  # renamed, or a second name
-            if known is not None:
-                os.close(fd)
-                held[ident] = known
-            else:
-                held[ident] = _Held(fd, name)
-                opened.append(held[ident])
-        if len(held) > self._max_files:
-            self._log("warning", "max_files", f"{len(held)} journal files; reading the newest")
-            by_age = sorted(held.items(), key=lambda item: os.fstat(item[1].fd).st_mtime_ns)
-            held = dict(by_age[-self._max_files :])
-        for fresh in opened:
-            if held.get(_identity(fresh.fd)) is not fresh:
-                os.close(fresh.fd)
-        if held.keys() == self._held.keys() and not changed_bad and self._reader is not None:
-            return
-        for ident, old in self._held.items():
-            if ident not in held:
-                os.close(old.fd)
-        self._held = held
-        self._rebuild()
+    # -- the files -----------------------------------------------------------------------
 
-    def _changed(self, ident: tuple[int, int]) -> bool:
-        held = self._held.get(ident)
-        if held is None:
-            return False
-        st = os.fstat(held.fd)
-        return (st.st_size, st.st_mtime_ns) != self._bad[ident]
+    def _refresh(self) -> None:
+        """Rebuilds the reader when a refused file changed, or when there is none yet."""
+        if self._reader is None or any(self._changed(ident) for ident in self._bad):
+            self._rebuild()
+
+    def _report(self) -> None:
+        """One LOG frame when the count of refused files changed (`fileset.Reports`)."""
+        bad = fileset.Tally()
+        for ident, why in self._bad.items():
+            bad.add(f"{self._files[ident].name.path}: {why.why}")
+        self._reports.update("bad", bad)
+        for kind, count, new, message in self._reports.due(time.monotonic()):
+            data = {"level": "warning", "kind": kind, "msg": message, "count": count, "new": new}
+            self._out.add(protocol.encode_json(protocol.LOG, data))
+
+    def _changed(self, ident: fileset.Identity) -> bool:
+        st = os.fstat(self._files[ident].fd)
+        bad = self._bad[ident]
+        return (st.st_size, st.st_mtime_ns) != (bad.size, bad.mtime_ns)
 
     def _rebuild(self) -> None:
         self._close_reader()
-        for ident in [i for i in self._bad if i not in self._held or self._changed(i)]:
+        for ident in [i for i in self._bad if self._changed(i)]:
             del self._bad[ident]
-        files = [h for ident, h in self._held.items() if ident not in self._bad]
+        files = [h for ident, h in self._files.items() if ident not in self._bad]
         reader = self._open(files)
         if reader is None:
             return
@@ -219,23 +192,23 @@ class Worker:
         self._reader = reader
         self._filter = resume(reader, self._position, self._floor)
 
-    def _open(self, files: list[_Held]) -> _reader._Reader | None:
+    def _open(self, files: list[fileset.Held]) -> FdJournal | None:
         if not files:
             return None
         try:
-            return _reader._Reader(0, files=[h.path for h in files])
+            return FdJournal([h.fd for h in files])
         except (OSError, ValueError):
             pass
         good = []
         for held in files:  # find the files sd-journal refuses, one by one
+            self._beat()
             try:
-                _reader._Reader(0, files=[held.path]).close()
+                FdJournal([held.fd]).close()
                 good.append(held)
             except (OSError, ValueError) as exc:
                 st = os.fstat(held.fd)
-                self._bad[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
                 why = getattr(exc, "strerror", None) or str(exc)
-                self._log("warning", f"bad:{st.st_ino}", f"{held.name.path}: {why}; skipped")
+                self._bad[(st.st_dev, st.st_ino)] = _Bad(st.st_size, st.st_mtime_ns, why)
         if not good or len(good) == len(files):  # each file opens alone, not all together
             if good:
                 self._log("warning", "bad:together", "the journal files cannot be read together")
@@ -256,17 +229,15 @@ class Worker:
         count = 0
         while reader is not None:
             count += 1
-            if count % 256 == 0 and time.monotonic() - out.last_sent >= self._heartbeat:
-                out.add(protocol.frame(protocol.HEARTBEAT, b""))
-                out.flush()
+            if count % 256 == 0:
+                self._beat()
             try:
                 if not reader._next(1):
                     break
                 cursor = reader._get_cursor()
             except OSError as exc:
                 self._log("warning", "next", f"reading the journal failed: {exc}; reopening")
-                self._close_reader()
-                self._names = None  # rebuilt at the next scan
+                self._close_reader()  # rebuilt at the next poll
                 break
             if self._filter is not None:
                 try:
@@ -281,7 +252,7 @@ class Worker:
             self._send(reader, cursor)
         out.flush()
 
-    def _send(self, reader: _reader._Reader, cursor: str) -> None:
+    def _send(self, reader: FdJournal, cursor: str) -> None:
         try:
             data = reader._get_all()
             realtime = reader._get_realtime()
@@ -302,9 +273,10 @@ class Worker:
             self._skipped += 1
             self._log(
                 "warning",
-                f"entry:{cursor}",
+                None,
                 f"entry {cursor} unreadable (over the memory cap, or damaged); skipped",
                 quiet=self._skipped > _LOUD_SKIPS,
+                kind="entry",
             )
             if is_cursor(cursor):
                 self._position = _past(self._position, cursor)
@@ -315,16 +287,24 @@ class Worker:
         )
         self._position = position
 
-    def _log(self, level: str, key: str, message: str, quiet: bool = False) -> None:
-        """One LOG frame per problem (`key`); `quiet` ones are counted by the bridge, not logged."""
-        if key in self._logged:
-            return
-        if len(self._logged) >= _MAX_LOG_KEYS:
-            self._logged.clear()  # bounded memory; a problem seen again is reported again
-        self._logged.add(key)
-        kind = key.partition(":")[0]
+    def _log(
+        self, level: str, key: str | None, message: str, quiet: bool = False, kind: str = ""
+    ) -> None:
+        """One LOG frame per problem `key` (None: every time); `quiet` ones are counted by the
+        bridge, not logged. File problems go through `_report` instead: one line per kind."""
+        if key is not None:
+            if key in self._logged:
+                return
+            if len(self._logged) < _MAX_LOG_KEYS:  # full: what is new is reported each time
+                self._logged.add(key)
+        kind = kind or (key or "").partition(":")[0]
         data = {"level": level, "kind": kind, "msg": message, "quiet": quiet}
         self._out.add(protocol.encode_json(protocol.LOG, data))
+
+
+def _identity(fd: int) -> fileset.Identity:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _past(position: InnerPosition | None, cursor: str) -> InnerPosition:
@@ -343,38 +323,63 @@ def _die_with_parent(parent: int) -> None:
 
 def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="inner-journal-worker")
-    parser.add_argument("--root-fd", type=int, required=True)
-    parser.add_argument("--pidfd", type=int)
+    parser.add_argument("--files", type=str, required=True)  # JSON: [[fd, path], ...]
     parser.add_argument("--position", type=str)
     parser.add_argument("--floor-realtime-us", type=int, default=0)
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--heartbeat", type=float, default=1.0)
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
-    parser.add_argument("--max-files", type=int, default=128)
     parser.add_argument("--memory-limit", type=int, default=512 << 20)
     parser.add_argument("--parent", type=int, default=0)
+    parser.add_argument("--again", action="store_true")  # exec'd again to shed capabilities
     return parser.parse_args(argv)
+
+
+def held_files(spec: str) -> list[fileset.Held]:
+    """`--files`: what the bridge opened, as fds and the names they had in the container."""
+    files = []
+    for fd, path in json.loads(spec):
+        base, _, rest = str(path).rpartition("/")
+        base, _, machine = base.rpartition("/")
+        files.append(fileset.Held(int(fd), containment.JournalName(base, machine, rest)))
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _options(argv)
     _die_with_parent(args.parent)
+    try:
+        filtered = sandbox.confine()
+    except sandbox.CapsetRefused:
+        if args.again or os.geteuid() == 0:
+            print("inner-journal-worker: cannot drop its capabilities", file=sys.stderr)
+            return 3
+        # the ambient set is clear now: exec'd again, a process not root holds nothing
+        argv = sys.argv[1:] if argv is None else argv
+        module = "bridge.sources.inner_journal.worker"
+        os.execv(sys.executable, [sys.executable, "-I", "-m", module, *argv, "--again"])
+    except OSError as exc:  # never parse a container's bytes unconfined
+        print(f"inner-journal-worker: cannot confine itself: {exc}", file=sys.stderr)
+        return 3
     out_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print (ours or a library's) must not corrupt the frames
     if args.memory_limit:
         resource.setrlimit(resource.RLIMIT_DATA, (args.memory_limit, args.memory_limit))
     position = InnerPosition.from_json(json.loads(args.position)) if args.position else None
+    files = held_files(args.files)
+    out = Output(out_fd)
     worker = Worker(
-        args.root_fd,
-        args.pidfd,
+        files,
         position,
-        Output(out_fd),
+        out,
+        done_fd=0,
         floor_realtime_us=args.floor_realtime_us,
         poll_seconds=args.poll,
         heartbeat_seconds=args.heartbeat,
         max_message_bytes=args.max_message_bytes,
-        max_files=args.max_files,
     )
+    if not filtered:
+        worker._log("warning", "sandbox", "no syscall filter on this architecture")
     try:
         worker.run()
     except BrokenPipeError:  # the bridge closed its end: nobody is listening any more

@@ -247,3 +247,31 @@ def test_events_for_one_container_run_in_order_off_the_events_thread(supervisor)
         assert time.monotonic() < deadline, "destroy did not follow start"
         time.sleep(0.01)
     sup.stop(1)
+
+
+def test_a_container_gone_before_its_start_task_is_read_by_its_events_metadata_then_forgotten(
+    supervisor, monkeypatch
+):
+    api = FakeAPI([])
+    gone = requests.Response()
+    gone.status_code = 404
+
+    def inspect(cid: str) -> dict[str, Any]:
+        raise docker.errors.NotFound("no such container", response=gone)
+
+    monkeypatch.setattr(api, "inspect_container", inspect)
+    made: list[str] = []
+    sup, _ = supervisor(api)
+    monkeypatch.setattr(
+        sup.containers, "_new_reader", lambda h, s: made.append(h.info.name) or FakeReader(h, s)
+    )
+    cid = f"{7:064x}"
+    attrs = {"name": "job", "image": "busybox", "org.unused": "x" * 4000}
+    for action in ("create", "start", "die", "destroy"):
+        sup._on_event({"Action": action, "Actor": {"ID": cid, "Attributes": attrs}})
+    deadline = time.monotonic() + 5
+    while sup._event_metadata.held_bytes or sup.containers.handle_of(cid) is not None:
+        assert time.monotonic() < deadline, "the events' metadata outlived its container"
+        time.sleep(0.01)
+    assert made == ["job"]
+    sup.stop(1)

@@ -154,7 +154,9 @@ def test_max_lines_comes_from_the_config():
     chain, _, _ = build(TransformsConfig(multiline_max_lines=3), label(multiline="python"))
     lines = [b"Traceback (most recent call last):", b"  a", b"  b", b"  c"]
     out = chain.process([rec(m, i) for i, m in enumerate(lines)], now=0.0)
+    out += chain.tick(0.0, final=True)
     assert [r.message for r in out] == [b"\n".join(lines[:3]), b"  c"]
+    assert out[1].extra_fields == ((b"CONTAINER_MULTILINE_PART", b"2"),)
 
 
 def test_an_unexpected_error_while_building_is_reported_not_raised(monkeypatch):

@@ -129,8 +129,8 @@ def test_held_bytes_and_held_first_follow_the_open_records():
     assert chain.held_bytes == 0 and chain.held_first() == {}
 
 
-def test_a_flood_of_continuation_lines_holds_at_most_max_lines():
-    """r8: 300,000 continuation lines after a Traceback start."""
+def test_a_flood_of_continuation_lines_holds_at_most_max_lines_and_goes_on_in_parts():
+    """r8: 300,000 continuation lines after a Traceback start (once 300,002 entries)."""
     chain, _, _ = build(labels=label(multiline="python"))
     max_lines = TransformsConfig().multiline_max_lines
     bound = max_lines * (1 + RECORD_OVERHEAD_BYTES)
@@ -143,7 +143,7 @@ def test_a_flood_of_continuation_lines_holds_at_most_max_lines():
             lines += 1
     out += len(chain.tick(0.0, final=True))
     assert 0 < peak <= bound
-    assert out == lines + 1 - (max_lines - 1)  # one record of max_lines, the rest alone
+    assert out == -(-(lines + 1) // max_lines)  # records of max_lines lines, not one per line
 
 
 def test_a_catastrophic_label_pattern_runs_in_linear_time():
@@ -170,3 +170,15 @@ def test_records_a_timer_releases_go_through_the_per_line_steps(final):
     (merged,) = chain.tick(0.0 if final else 0.5, final=final)
     assert (merged.message, merged.priority) == (b"ERROR boom\n  at x", 3)
     assert chain.next_deadline() is None
+
+
+def test_a_continued_part_keeps_its_mark_through_the_json_parser():
+    chain, _, _ = build(
+        TransformsConfig(multiline_max_lines=2),
+        label(multiline="custom", multiline_start="^[{]", multiline_continue="^ ", parse="json"),
+    )
+    lines = [b"{", b' "a": 1', b' {"msg": "m", "k": "v", "container_multiline_part": "9"}']
+    out = chain.process([rec(m, i) for i, m in enumerate(lines)], now=0.0)
+    out += chain.tick(0.0, final=True)
+    assert [r.message for r in out] == [b'{\n "a": 1', b"m"]
+    assert out[1].extra_fields == ((b"CONTAINER_MULTILINE_PART", b"2"), (b"K", b"v"))

@@ -4,7 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.record import Record, footprint
-from bridge.transforms.multiline import MultilineMerger
+from bridge.transforms.multiline import CONTINUED_FIELD, MultilineMerger
+from bridge.transforms.regex import compile_trusted
 
 TS = b"2026-11-28T00:13:57.123456789Z"
 PY_TRACE = [
@@ -75,26 +76,79 @@ def test_no_line_is_lost_and_records_respect_the_size_limit(lines, max_bytes):
     assert [r.last for r in out] == sorted(r.last for r in out)
 
 
-def test_a_record_closes_at_max_lines():
+def test_a_record_closes_at_max_lines_and_goes_on_as_a_marked_part():
     merger = MultilineMerger.preset("python", 0.5, 1 << 20, max_lines=3)
-    lines = [PY_TRACE[1], b"  a", b"  b", b"  c", b"  d"]
+    lines = [PY_TRACE[1], b"  a", b"  b", b"  c", b"  d", b"  e", b"  f", b"after"]
     out = []
     for r in records(lines):
         out.extend(merger.push(r, now=0.0))
         assert all(len(o.records) < 3 for o in merger._open.values())
-    assert [r.message for r in out] == [b"\n".join(lines[:3]), b"  c", b"  d"]
-    assert merger.merged_records == 1
+    assert [r.message for r in out] == [
+        b"\n".join(lines[:3]),
+        b"\n".join(lines[3:6]),
+        b"  f",
+        b"after",
+    ]
+    assert [r.extra_fields for r in out] == [
+        (),
+        ((CONTINUED_FIELD, b"2"),),
+        ((CONTINUED_FIELD, b"3"),),
+        (),
+    ]
+    assert [(r.first, r.last) for r in out[:3]] == [
+        ((1, 1), (3, 1)),
+        ((4, 1), (6, 1)),
+        ((7, 1),) * 2,
+    ]
+    assert merger.merged_records == 2
+
+
+def test_a_1000_line_stack_trace_with_the_default_cap_is_two_entries():
+    merger = MultilineMerger.preset("java", 0.5, 1 << 20)
+    lines = [JAVA_TRACE[1]] + [b"\tat com.example.F%d.run(F.java:1)" % i for i in range(999)]
+    out = run(merger, [*lines, JAVA_TRACE[6]])
+    assert [len(r.message.split(b"\n")) for r in out] == [500, 500, 1]
+    assert b"\n".join(r.message for r in out[:2]) == b"\n".join(lines)
+    assert out[1].extra_fields == ((CONTINUED_FIELD, b"2"),)
+
+
+def test_a_part_goes_on_at_the_byte_cap_too():
+    merger = MultilineMerger(compile_trusted("^T"), compile_trusted("^ "), 0.5, 20)
+    a, b, c, d = (b" " + ch * 8 for ch in (b"a", b"b", b"c", b"d"))
+    out = run(merger, [b"T", a, b, c, d, b"x"])
+    assert [r.message for r in out] == [b"T\n" + a, b + b"\n" + c, d, b"x"]
+    assert [r.extra_fields for r in out] == [
+        (),
+        ((CONTINUED_FIELD, b"2"),),
+        ((CONTINUED_FIELD, b"3"),),
+        (),
+    ]
+
+
+def test_after_the_flush_time_a_continuation_line_no_longer_goes_on_a_capped_record():
+    merger = MultilineMerger.preset("python", 0.5, 1 << 20, max_lines=2)
+    out = merger.push(Record(1, PY_TRACE[1], TS, (1, 1), (1, 1)), 0.0)
+    out += merger.push(Record(1, b"  a", TS, (2, 1), (2, 1)), 0.0)
+    out += merger.push(Record(1, b"  late", TS, (3, 1), (3, 1)), 0.6)
+    assert [(r.message, r.extra_fields) for r in out] == [
+        (PY_TRACE[1] + b"\n  a", ()),
+        (b"  late", ()),
+    ]
+    assert merger.held_bytes == 0
 
 
 def test_a_flood_of_continuation_lines_after_a_start_is_bounded():
-    """r8: the merger capped bytes only: 524,001 one-byte records held for one stream."""
+    """A flood of continuation lines: at most max_lines held (r8), and one entry per max_lines
+    lines, not one per line (300,000 lines gave 300,002 entries)."""
     merger = MultilineMerger.preset("python", 0.5, 1 << 20)
     merger.push(Record(1, PY_TRACE[1], TS, (0, 1), (0, 1)), 0.0)
     peak = released = 0
-    for n in range(1, 100_001):
+    for n in range(1, 300_001):
         released += len(merger.push(Record(1, b" ", TS, (n, 1), (n, 1)), 0.0))
         peak = max(peak, len(merger._open[1].records) if 1 in merger._open else 0)
-    assert peak == 499 and released == 100_000 - 499 + 1
+        assert merger.held_bytes == footprint(merger._open[1].records if 1 in merger._open else [])
+    released += len(merger.flush())
+    assert peak == 499 and released == 601  # 300,001 lines: 600 full records and one more
 
 
 @given(

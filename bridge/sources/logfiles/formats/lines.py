@@ -79,6 +79,13 @@ class FileFormat:
     probe: Callable[[bytes, bool], Probed | None]
     # Whether an offset is a line start, given up to 128 KiB before it and after it.
     starts_line: Callable[[bytes, bytes], bool]
+    # For a format whose lines may hold bytes that look like a line start (local: a container's
+    # line can hold whole frames), so that a probe from an arbitrary offset cannot be trusted:
+    # the starts of up to `limit` lines read backwards from the line boundary buf[stop] (the
+    # line that ends there, the one that ends where it starts, ...), fewer where buf does not
+    # hold the next one whole or it is damaged. The search then walks back from the end of the
+    # file instead of probing its middle.
+    starts_before: Callable[[bytes, int, int], list[int]] | None = None
 
 
 class ParserBase:

@@ -19,6 +19,11 @@ order and dockerd always sets the source, so every entry begins `0a 06 "std"`: c
 found with bytes.find, not byte by byte. A line whose bytes themselves look like a whole entry
 (both lengths, a valid protobuf) could be taken for one by a resync; only resyncs can be misled,
 and a container can only mislead them about its own lines.
+
+The resume search must not be misled at all, so it never resyncs: it walks back from a line
+boundary (the end of the file) by the trailing lengths (`starts_before`). From a boundary, the
+4 bytes before it are the real previous entry's length, whatever its line holds: each step
+lands on the real entry's start, so a container's bytes cannot move a resume position.
 """
 
 from __future__ import annotations
@@ -260,6 +265,22 @@ def probe(buf: bytes, aligned: bool) -> Probed | None:
     return None
 
 
+def starts_before(buf: bytes, stop: int, limit: int) -> list[int]:
+    """The starts of up to `limit` entries read backwards by their trailing lengths from the
+    entry boundary buf[stop]; fewer where buf does not hold the next one whole, or its two
+    lengths disagree or pass the cap (damage). Framing only: nothing is decoded."""
+    out: list[int] = []
+    unpack = _LENGTH.unpack_from
+    while stop >= 8 and len(out) < limit:
+        size: int = unpack(buf, stop - 4)[0]
+        start = stop - 8 - size
+        if start < 0 or size > MAX_LINE_BYTES or buf[start : start + 4] != buf[stop - 4 : stop]:
+            break
+        out.append(start)
+        stop = start
+    return out
+
+
 def starts_line(before: bytes, after: bytes) -> bool:
     """An entry starts at the offset: the one after it decodes, or the one before it ends there."""
     if not before:
@@ -267,21 +288,12 @@ def starts_line(before: bytes, after: bytes) -> bool:
     if after:
         found = probe(after, True)
         return found is not None and found[0] == 0
-    if len(before) < 8:
-        return False
-    size: int = _LENGTH.unpack_from(before, len(before) - 4)[0]
-    start = len(before) - 8 - size
-    if start < 0 or frame_end(before, start, len(before)) != len(before):
-        return False
-    try:
-        decode(before, start + 4, len(before) - 4)
-    except ValueError:
-        return False
-    return True
+    starts = starts_before(before, len(before), 1)
+    return bool(starts) and probe(before[starts[0] :], True) is not None
 
 
 def _parser(offset: int) -> LocalParser:
     return LocalParser(offset)
 
 
-LOCAL = FileFormat("local", _parser, probe, starts_line)
+LOCAL = FileFormat("local", _parser, probe, starts_line, starts_before)

@@ -89,10 +89,11 @@ class NumberedFiles(FileSequence):
     def start_at(self, since_ns: int) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`.
 
-        The file: the newest whose first line is stamped at or before `since_ns` (the oldest if
-        none is). In it, a binary search on line timestamps (O(log n) reads; a .gz is read from
-        its start). Every line stamped `since_ns` or later is at or after the position, provided
-        lines are in timestamp order; dockerd stamps each stream on its own, so the caller lowers
+        The file: the newest whose first line is stamped strictly before `since_ns` (the oldest
+        if none is): lines stamped exactly `since_ns` may end the file before it. In it, a binary
+        search on line timestamps (O(log n) reads; a .gz is read from its start). Every line
+        stamped `since_ns` or later is at or after the position, provided lines are in timestamp
+        order; dockerd stamps each stream on its own, so the caller lowers
         `since_ns` by the reorder guard first. The next read() restarts ("start").
         """
         self._refresh()
@@ -102,7 +103,7 @@ class NumberedFiles(FileSequence):
         fallback: Opened | None = None  # the oldest file with a line, or the newest if none has
         for f in self._candidates(listing):
             first = searcher.first_ts(f)
-            if first is not None and first <= since_ns:
+            if first is not None and first < since_ns:
                 target = f
                 break
             if first is not None or fallback is None:

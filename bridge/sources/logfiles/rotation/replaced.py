@@ -84,7 +84,8 @@ class ReplacedFiles(FileSequence):
 
     def start_at(self, since_ns: int) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`: in
-        the newest file whose first line is stamped at or before it (the oldest if none is),
+        the newest file whose first line is stamped strictly before it (the oldest if none is:
+        lines stamped exactly `since_ns` may end the file before it),
         by a binary search. Files before that one are closed. The next read() restarts."""
         self._refresh()
         files = [self._reading] + [f for f, _ in self._queue]
@@ -92,7 +93,7 @@ class ReplacedFiles(FileSequence):
         chosen = 0
         for i, f in enumerate(files):
             first = searcher.first_ts(f)
-            if first is not None and first > since_ns:
+            if first is not None and first >= since_ns:
                 break
             if first is not None:
                 chosen = i

@@ -1,22 +1,39 @@
 """Finding where to start in a log file without reading all of it.
 
-A binary search on line timestamps: probe the middle of the range, find the first line that
-starts after the probe point (after a newline; for `local`, where a well-framed entry decodes),
-and keep the half the line's timestamp says. Then read forward from the last line known to be
-too old. Reads: O(log(size / 64 KiB)) blocks, each 64 KiB (doubled while a line is longer).
+Newline formats (json-file, k8s-file), where a container's bytes never hold a raw newline: a
+binary search on line timestamps. Probe the middle of the range, find the first line that
+starts after the probe point (after a newline), and keep the half the line's timestamp says.
+Then read forward from the last line known to be too old. Reads: O(log(size / 64 KiB)) blocks,
+each 64 KiB (doubled while a line is longer). `lo` only ever moves to the end of a line that
+was read and stamped before `since_ns`, so with lines in timestamp order no line stamped
+`since_ns` or later lies before the answer. Damaged lines are skipped by the probes.
 
-Invariant that makes it correct: `lo` only ever moves to the end of a line that was read and
-stamped before `since_ns`, so with lines in timestamp order no line stamped `since_ns` or later
-lies before the answer. Damaged lines are skipped by the probes and do not mislead them.
+`local`, where a line may hold bytes that frame and decode like entries: a probe from an
+arbitrary offset can land on a container's forged entry, so there is none. The search walks
+back from the end of the file, entry by entry, by the trailing lengths (`starts_before`), to
+the last entry stamped before `since_ns`, decoding one entry in `_STRIDE` on the way. Each step
+from a boundary lands on the previous real entry's start, whatever the lines hold, so the
+answer is always an offset that an aligned parse from the file's start reaches. It reads the
+bytes after the answer, which the reader then reads anyway, and no more. Where timestamps step
+back before the answer (a clock step among lines already forwarded), it is still right: only
+lines after it are looked at. (A step back among the lines after it needs the position's
+offset, not its timestamp.) If the walk cannot go on (a damaged entry, or the last one still
+being written), it parses forward from the file's start.
+Limit: an entry being written at the very moment the file's size is taken, whose cut-off bytes
+end like a frame, could start the walk off a boundary.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
 
 from bridge.sources.logfiles.formats.lines import MAX_LINE_BYTES, FileFormat, Probed
 from bridge.sources.logfiles.rotation.identity import Opened
 
 BLOCK_BYTES = 64 * 1024
 _PROBE_LIMIT = 2 * MAX_LINE_BYTES  # a probe gives up on a line longer than this
+_STRIDE = 32  # lines walked back over by their framing alone before one is decoded
 
 
 class Searcher:
@@ -41,6 +58,8 @@ class Searcher:
     def search(self, f: Opened, since_ns: int) -> int:
         """The offset of the first line stamped `since_ns` or later in a plain file (or where
         the next line will start, if there is none)."""
+        if self._fmt.starts_before is not None:
+            return self._walk_back(f, since_ns, self._fmt.starts_before)
         lo, hi = 0, f.size()
         while hi - lo > self._block:
             mid = (lo + hi) // 2
@@ -76,3 +95,39 @@ class Searcher:
                 if line.ts_ns >= since_ns:
                     return start
                 start = line.end
+
+    def _walk_back(
+        self, f: Opened, since_ns: int, starts_before: Callable[[bytes, int, int], list[int]]
+    ) -> int:
+        end = f.size()  # a line boundary: the end of the file, then the start of each line
+        base, buf = end, b""  # buf holds the file's bytes from `base`; `end` lies within
+        while end > 0:
+            starts = starts_before(buf, end - base, _STRIDE)
+            if not starts:
+                if base == 0 or end - base > _PROBE_LIMIT:
+                    return self._scan(f, 0, since_ns)  # damaged, or the last entry is unfinished
+                # read on backwards: a block, or as much again while one entry needs it
+                start = max(0, base - max(self._block, end - base))
+                more = f.pread(start, base - start)
+                self.reads += 1
+                if len(more) != base - start:
+                    return self._scan(f, 0, since_ns)  # truncated meanwhile
+                buf = more + buf[: end - base]
+                base = start
+                continue
+            # Only the earliest line of a stride is decoded, unless the place is within it:
+            # then its lines are, from the top, down to the first stamped before `since_ns`.
+            bounds = [end - base, *starts]
+            first = self._fmt.probe(buf[bounds[-1] : bounds[-2]], True)
+            if first is None:
+                return self._scan(f, 0, since_ns)  # framed, but not an entry: damage
+            if first[2] >= since_ns:
+                end = base + bounds[-1]
+                continue
+            for stop, start in itertools.pairwise(bounds):
+                found = self._fmt.probe(buf[start:stop], True)
+                if found is None:
+                    return self._scan(f, 0, since_ns)
+                if found[2] < since_ns:
+                    return base + stop
+        return 0

@@ -84,7 +84,12 @@ class FileSequence:
         advanced = self._advance()
         self.exhausted = not advanced
         f = self._reading
-        return self._chunk(f, f.read(max_bytes) if advanced else b"")
+        data = f.read(max_bytes) if advanced else b""
+        if advanced and not data:
+            # An empty file (rotated before anything was written to it) is no end: read on,
+            # through as many such files as the set holds.
+            return self.read(max_bytes)
+        return self._chunk(f, data)
 
     # -- for the subclasses ----------------------------------------------------------------
 

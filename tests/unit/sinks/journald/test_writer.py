@@ -389,3 +389,70 @@ def test_a_wall_clock_step_back_does_not_stop_rate_limited_lines(monkeypatch):
     queue.put(Batch(h, [rec(1, b"after", T + 1)], 1))
     assert writer.drain_and_stop(5)
     assert [d.split(b"\n", 1)[0] for d in sock.sent] == [b"MESSAGE=before", b"MESSAGE=after"]
+
+
+def renamed(h: ContainerHandle, name: str) -> None:
+    """What a rename event does to the handle (handles.py: refresh)."""
+    info = ContainerInfo(id=h.id, name=name, image_name="img", image_id="sha256:b")
+    h.refresh_fields(info, encode_pairs([("CONTAINER_NAME", name)]))
+
+
+def names(sent: list[bytes]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for datagram in sent:
+        if datagram.startswith(b"MESSAGE\n"):  # a value with a line break: length-prefixed
+            size = int.from_bytes(datagram[8:16], "little")
+            message = datagram[16 : 16 + size]
+        else:
+            message = datagram.split(b"\n", 1)[0].removeprefix(b"MESSAGE=")
+        name = datagram.split(b"CONTAINER_NAME=", 1)[1].split(b"\n", 1)[0]
+        out.append((message, name))
+    return out
+
+
+def test_lines_queued_before_a_rename_keep_the_name_they_were_read_under():
+    h = handle()
+    queue, sock = PendingQueue(1 << 20), FakeSocket()
+    writer = JournalWriter(queue, sock, Telemetry(CollectorRegistry()), lambda: None)
+    # A burst is queued (the writer has not taken it yet), then the container is renamed, then
+    # its reader reads on.
+    queue.put(Batch(h, [rec(1, b"burst %d" % i, T + i) for i in range(3)], 3))
+    queue.put(Batch(h, [rec(1, b"burst 3", T + 3)], 1))
+    renamed(h, "api")
+    queue.put(Batch(h, [rec(1, b"after", T + 4)], 1))
+    writer.start()
+    assert writer.drain_and_stop(5)
+    assert names(sock.sent) == [
+        (b"burst 0", b"web"),
+        (b"burst 1", b"web"),
+        (b"burst 2", b"web"),
+        (b"burst 3", b"web"),
+        (b"after", b"api"),
+    ]
+    assert h.committed == {1: (T + 4, 1)}
+
+
+def test_a_record_the_transforms_hold_across_a_rename_keeps_the_old_name():
+    h = chained({"journald-bridge.multiline": "python"})
+    before = Batch(h, [rec(2, TRACEBACK[0], T), rec(2, TRACEBACK[1], T + 1)], 2)
+    renamed(h, "api")
+    after = Batch(h, [rec(2, TRACEBACK[2], T + 2), rec(1, b"out", T + 3)], 2)
+    writer, _, sock, _ = run_writer([before, after, EndOfStream(h, "")])
+    assert writer.drain_and_stop(5)
+    # The open traceback was read under "web": it goes out whole-so-far under that name, before
+    # what was read under "api" (its last line among it: a rename splits a record).
+    assert names(sock.sent) == [
+        (TRACEBACK[0] + b"\n" + TRACEBACK[1], b"web"),
+        (TRACEBACK[2], b"api"),
+        (b"out", b"api"),
+    ]
+    assert h.committed == {1: (T + 3, 1), 2: (T + 2, 1)}
+
+
+def test_what_time_releases_from_the_transforms_keeps_the_name_it_was_read_under():
+    h = chained({"journald-bridge.multiline": "python"})
+    writer, queue, sock, _ = run_writer([Batch(h, [rec(2, TRACEBACK[0], T)], 1)], 0.1)
+    renamed(h, "api")  # no batch after it: the record is closed by its timeout, or the end
+    queue.put(EndOfStream(h, ""))
+    assert writer.drain_and_stop(5)
+    assert names(sock.sent) == [(TRACEBACK[0], b"web")]

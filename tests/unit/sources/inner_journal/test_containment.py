@@ -245,11 +245,57 @@ def test_journal_names_and_detection(mode: str, root: tuple[Path, int], host: Pa
     (path / "run/log/journal" / MID).mkdir(parents=True)
     for name in ("system.journal", "user-1000@x.journal~", ".#system.journalXYZ", "notes.txt"):
         (path / "run/log/journal" / MID / name).touch()
+    assert not has_inner_journal(fd)  # named like journals, but empty: no worker for those
+    (path / "run/log/journal" / MID / "system.journal").write_bytes(sound_header())
     assert has_inner_journal(fd)
     assert [n.path for n in journal_names(fd)] == [
         f"run/log/journal/{MID}/system.journal",
         f"run/log/journal/{MID}/user-1000@x.journal~",
     ]
+
+
+def sound_header(size: int = 4096) -> bytes:
+    """The smallest file whose header passes `header.problem`: an empty journal."""
+    head = (
+        b"LPKSHHRH" + bytes(80) + (208).to_bytes(8, "little") + (size - 208).to_bytes(8, "little")
+    )
+    return head.ljust(size, b"\0")
+
+
+def test_a_file_only_named_like_a_journal_is_not_one(mode: str, root: tuple[Path, int]) -> None:
+    """r29: a 13-byte file bought a container a worker process; hostile look-alikes too."""
+    path, fd = root
+    directory = path / "var/log/journal" / MID
+    directory.mkdir(parents=True)
+    (directory / "x.journal").write_bytes(b"not a journal")
+    assert not has_inner_journal(fd)
+    (directory / "y.journal").write_bytes(b"LPKSHHRH" + bytes(300))  # the magic, and no header
+    (directory / "fifo.journal").parent.mkdir(exist_ok=True)
+    os.mkfifo(directory / "fifo.journal")  # never opened for reading: no hang
+    (directory / "z.journal").symlink_to("/var/log/journal")
+    assert not has_inner_journal(fd)
+    (directory / "system.journal").write_bytes(sound_header())
+    assert has_inner_journal(fd)
+
+
+def test_only_the_first_few_look_alikes_are_read(
+    root: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, fd = root
+    directory = path / "var/log/journal" / MID
+    directory.mkdir(parents=True)
+    for i in range(30):
+        (directory / f"a{i:02d}.journal").write_bytes(b"junk")
+    opened = []
+    real_open = containment.open_regular
+
+    def counting(root_fd: int, name: str) -> tuple[int, os.stat_result]:
+        opened.append(name)
+        return real_open(root_fd, name)
+
+    monkeypatch.setattr(containment, "open_regular", counting)
+    assert not has_inner_journal(fd, max_checked=8)
+    assert len(opened) == 8
 
 
 def test_detection_of_a_real_process_root() -> None:

@@ -9,7 +9,6 @@ from bridge.config import TransformsConfig
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
-from bridge.sources.inner_journal.follower import FollowerStats
 from bridge.sources.inner_journal.gather import (
     ENTRY_OVERHEAD_BYTES,
     Gatherer,
@@ -19,6 +18,7 @@ from bridge.sources.inner_journal.gather import (
     inner_container_fields,
     rate_limit_of,
 )
+from bridge.sources.inner_journal.options import FollowerStats
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEntry, decode_native
 from bridge.telemetry import Telemetry

@@ -23,7 +23,7 @@ from bridge.core.cursor import Cursor
 from bridge.core.fields import ContainerInfo, encode_pairs
 from bridge.core.queue import InnerBatch, PendingQueue
 from bridge.sinks.journald.writer import JournalWriter
-from bridge.sources.inner_journal.follower import FollowerStats
+from bridge.sources.inner_journal.options import FollowerStats
 from bridge.sources.inner_journal.position import Gap, InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerGap, decode_native
 from bridge.sources.inner_journal.reader import InnerJournalReader

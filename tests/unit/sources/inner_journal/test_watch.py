@@ -66,10 +66,30 @@ def watch() -> Iterator[tuple[InnerJournalWatch, Found, CollectorRegistry]]:
     instance.join(5)
 
 
-def journal_file(root: Path) -> None:
+def journal_file(root: Path, content: bytes | None = None) -> None:
+    """A journal file: by default an empty journal (a sound header and nothing else)."""
     directory = root / "var/log/journal" / MACHINE
     directory.mkdir(parents=True)
-    (directory / "system.journal").write_bytes(b"")
+    if content is None:
+        size = 4096
+        content = b"LPKSHHRH" + bytes(80) + (208).to_bytes(8, "little")
+        content = (content + (size - 208).to_bytes(8, "little")).ljust(size, b"\0")
+    (directory / "system.journal").write_bytes(content)
+
+
+def test_a_file_only_named_like_a_journal_is_not_found(container, watch) -> None:
+    """r29: a 13-byte file named like a journal bought a container a worker process."""
+    instance, found, _ = watch
+    proc, root = container()
+    journal_file(root, b"not a journal")
+    assert instance.watch("c1", proc.pid)
+    assert not found.event.wait(0.5)
+    (root / "var/log/journal" / MACHINE / "system.journal").unlink()
+    journal_file_again = root / "var/log/journal" / MACHINE / "user-1000.journal"
+    journal_file_again.write_bytes(
+        b"LPKSHHRH" + bytes(80) + (208).to_bytes(8, "little") + bytes(4000)
+    )
+    assert found.event.wait(5)
 
 
 def test_a_journal_that_appears_later_is_found_once(container, watch) -> None:

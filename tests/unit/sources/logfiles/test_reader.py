@@ -13,7 +13,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -291,27 +290,19 @@ def test_a_restart_from_any_line_repeats_and_loses_nothing(log, data):
     assert run.sample("rotation_gaps_total") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known: an empty rotated file reads as the end for now")
 def test_an_empty_rotated_file_does_not_end_a_removed_containers_read(tmp_path):
-    """Reading on from a final file to an empty one gives an empty chunk, which the reader takes
-    as "at the end for now"; for a removed (or stopped) container that ends the read, and the
-    newer files are never read. dockerd and conmon write right after they rotate, so no
-    rotated file of theirs is empty; a live container's reader only waits a little longer."""
+    """An empty rotated file is read through, not taken for "at the end for now" (which would
+    end a removed container's read before its newer files)."""
     recs = [Rec(STDOUT, T0, b"one"), Rec(STDOUT, T0 + 1, b"two")]
     run = read(write_rotated(str(tmp_path), recs, [1, 1]))
     assert [r.message for r in run.records] == [b"one", b"two"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known: start_at skips lines stamped `since` in an older file"
-)
 def test_a_restart_at_a_timestamp_two_files_share_loses_nothing(tmp_path):
-    """start_at takes the newest file whose first line is stamped at or before `since`; lines
-    stamped `since` in the file before it are then behind the start. The cursor filter skips
-    the cursor's k lines at that timestamp among the ones it does see: a line is lost, and the
-    other stream, whose skipped line it never sees, counts a rotation gap. conmon stamps all
-    lines of one read alike and may rotate between them; the cursor's `since` is such a
-    timestamp when both streams are recent."""
+    """Lines stamped `since` can end the file before the one whose first line is stamped
+    `since` (conmon stamps all lines of one read alike and may rotate between them): start_at
+    takes the newest file whose first line is strictly before `since`, so the cursor filter sees
+    every line at that timestamp and skips exactly the cursor's k."""
     recs = [
         Rec(STDERR, T0, b"x"),
         Rec(STDOUT, T0, b"a"),

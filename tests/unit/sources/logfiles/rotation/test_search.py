@@ -14,6 +14,7 @@ from bridge.core.record import STDERR, STDOUT
 from bridge.sources.logfiles.formats import FORMATS
 from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
 from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.formats.local import LOCAL
 from bridge.sources.logfiles.rotation.identity import Opened
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
 from bridge.sources.logfiles.rotation.search import BLOCK_BYTES, Searcher
@@ -97,6 +98,67 @@ def test_in_a_sorted_file_it_is_the_first_line_at_or_after_since(tmp_path, steps
     assert at == (path.stat().st_size if first is None else first)
 
 
+# What a hostile container writes into a `local` log: lines that are whole frames, or runs of
+# them, stamped at will (far past, far future), alone or amid other bytes.
+_forged_entry = st.builds(
+    lambda ts, msg: local_frames([Rec(STDOUT, ts, msg)]),
+    st.integers(min_value=1, max_value=253402300799 * NS),
+    st.binary(max_size=12),
+)
+_forged_line = st.one_of(
+    st.lists(_forged_entry, min_size=1, max_size=4).map(b"".join),
+    st.tuples(st.binary(max_size=6), _forged_entry, st.binary(max_size=6)).map(b"".join),
+    st.binary(max_size=30),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=30), st.booleans(), _forged_line),
+        min_size=1,
+        max_size=80,
+    ),
+    st.integers(min_value=0, max_value=1500),
+    st.sampled_from([16, 64, 4096]),
+)
+def test_local_lines_that_hold_forged_frames_never_move_the_answer(tmp_path, lines, since, block):
+    """Whatever the lines hold, the answer is a real entry's start (or the end), and no real
+    line stamped at or after `since` lies before it."""
+    ts, recs = 0, []
+    for step, stderr, message in lines:
+        ts += step
+        recs.append(Rec(STDERR if stderr else STDOUT, T0 + ts, message))
+    path = tmp_path / "forged.log"
+    path.write_bytes(encode("local", recs))
+    at, _ = search(path, LOCAL, T0 + since, block=block)
+    offsets = starts("local", recs)
+    first = next((o for r, o in zip(recs, offsets, strict=True) if r.ts_ns >= T0 + since), None)
+    assert at == (path.stat().st_size if first is None else first)
+
+
+def test_local_a_clock_step_back_among_forwarded_lines_does_not_move_the_answer(tmp_path):
+    # stamped 100..199, then the clock steps back: 50..149 (the last forwarded is 149), then on
+    recs = [Rec(STDOUT, T0 + t * NS // 1000, b"a%d" % t) for t in range(100, 200)]
+    recs += [Rec(STDOUT, T0 + t * NS // 1000, b"b%d" % t) for t in range(50, 300)]
+    path = tmp_path / "step.log"
+    path.write_bytes(encode("local", recs))
+    at, _ = search(path, LOCAL, T0 + 150 * NS // 1000, block=256)
+    assert path.read_bytes()[at:].startswith(encode("local", [recs[200]]))  # b150
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x00\x00\x01\x00\n\x06stdout"])
+def test_local_damage_or_an_unfinished_last_entry_parses_from_the_start(tmp_path, tail):
+    recs = [Rec(STDOUT, T0 + i, b"m%d" % i) for i in range(200)]
+    data = encode("local", recs)
+    cut = starts("local", recs)[120]
+    damaged = data[:cut] + b"\x00\x00\x00\x09garbage!!" + data[cut:] if not tail else data
+    path = tmp_path / "damaged-local.log"
+    path.write_bytes(damaged + tail)
+    at, _ = search(path, LOCAL, T0 + 150, block=256)
+    assert path.read_bytes()[at:].startswith(encode("local", [recs[150]]))
+
+
 def test_damaged_lines_do_not_mislead_it(tmp_path):
     recs = [Rec(STDOUT, T0 + i, b"m%d" % i) for i in range(200)]
     data = encode("json-file", recs)
@@ -108,7 +170,9 @@ def test_damaged_lines_do_not_mislead_it(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_50_mb_file_is_searched_in_o_log_n_reads(tmp_path, fmt, capsys):
+def test_50_mb_file_is_searched_in_o_log_n_reads_or_reads_only_what_follows(tmp_path, fmt, capsys):
+    """Newline formats: O(log n) reads. local walks back: it reads the bytes after the answer
+    (which the reader reads next anyway) and no more."""
     # 50 MB of lines of 115-140 bytes, one stamped every millisecond; every fifth on stderr
     one = len(encode(fmt, [Rec(STDOUT, T0, b"%060d" % 0)]))
     count = 50_000_000 // one
@@ -124,6 +188,8 @@ def test_50_mb_file_is_searched_in_o_log_n_reads(tmp_path, fmt, capsys):
         at, reads = search(path, FORMATS[fmt], T0 + i * NS // 1000)
         took = time.perf_counter() - t
         assert at == offsets[i]
+        if fmt == "local":
+            bound = math.ceil((size - at) / BLOCK_BYTES) + 2
         assert reads <= bound, (reads, bound)
         with capsys.disabled():
             print(
