@@ -63,7 +63,8 @@ class Engine:
         optional: bool = False,
     ) -> None:
         """`optional`: the default engine, not configured explicitly. While its socket does not
-        exist it is off (one info line), not down: a Kubernetes node has no dockerd."""
+        exist and it has never been up, it is off (one info line), not down: a Kubernetes node
+        has no dockerd. Once it was up, losing it is reported as for any engine."""
         self.config = engine
         self.optional = optional
         self._absent = False  # optional, and its unix socket does not exist (yet)
@@ -99,8 +100,10 @@ class Engine:
 
     def down_reason(self) -> str | None:
         """None while forwarding; else why not, in a few words."""
-        if self.up or (self.optional and self._absent):
+        if self.up:
             return None
+        if self.optional and self._absent and self.supervisor is None:
+            return None  # never up, no socket: off (once up, a lost dockerd is an outage)
         return self._error if self.supervisor is None else "reconnecting"
 
     @property
