@@ -103,7 +103,14 @@ class Supervisor:
     def start(self, journal: Readback | None) -> None:
         """Attaches to every container; raises if dockerd cannot be reached."""
         self._subscribe()
-        self.attach_all(journal)
+        try:
+            self.attach_all(journal)
+        except BaseException:
+            # Not connected until the retry's subscription: /readyz must not say "up" meanwhile.
+            self._close_events()
+            self.connected = False
+            self._telemetry.engine_connected(self.name, False)
+            raise
         self._thread.start()
         self._resync_thread.start()
 

@@ -275,3 +275,27 @@ def test_a_container_gone_before_its_start_task_is_read_by_its_events_metadata_t
         time.sleep(0.01)
     assert made == ["job"]
     sup.stop(1)
+
+
+def test_a_start_up_attach_that_fails_leaves_the_engine_not_connected(supervisor):
+    """dockerd gone between the events subscription and the listing: until the retry
+    subscribes again, the engine is down (/readyz), not "up" with nothing attached."""
+
+    class Events:
+        closed = False
+
+        def close(self) -> None:
+            Events.closed = True
+
+    class Dying(FakeAPI):
+        def events(self, **_: Any) -> Events:
+            return Events()
+
+        def containers(self, all: bool = False) -> list[dict[str, Any]]:
+            raise requests.exceptions.ConnectionError("dockerd stopped")
+
+    sup, registry = supervisor(Dying([]))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sup.start(None)
+    assert not sup.connected and Events.closed
+    assert registry.get_sample_value("journald_bridge_engine_up", {"engine": "docker"}) == 0
