@@ -14,6 +14,7 @@
     api/            the API source: ApiReader and the stream's decoders
     logfiles/       the log-file source: the engine's own files, read on the host
     inner_journal/  the inner-journal source: a container's own journal (systemd inside)
+    kubernetes/     the kubelet's pod logs (/var/log/pods) on the log-file tailer, CRI metadata
 
 No source imports a sink: everything leaves through core's PendingQueue.
 """
