@@ -95,8 +95,11 @@ class Engine:
 
     @property
     def up(self) -> bool:
+        """Forwarding: connected, and every container listed at start-up considered (until
+        then a container that starts and is removed at once could be missed by a client that
+        took /readyz at its word)."""
         supervisor = self.supervisor
-        return supervisor is not None and supervisor.connected
+        return supervisor is not None and self._attached and supervisor.connected
 
     def down_reason(self) -> str | None:
         """None while forwarding; else why not, in a few words."""
@@ -104,7 +107,9 @@ class Engine:
             return None
         if self.optional and self._absent and self.supervisor is None:
             return None  # never up, no socket: off (once up, a lost dockerd is an outage)
-        return self._error if self.supervisor is None else "reconnecting"
+        if self.supervisor is None:
+            return self._error
+        return "reconnecting" if self._attached else "attaching"
 
     @property
     def attached(self) -> int:
