@@ -11,11 +11,10 @@ forgotten; Podman keeps none on disk (`on_disk` is None).
 
 Invariants: at most `_MAX_WAITING` containers' descriptors wait (the oldest unclaimed are closed
 past that); a descriptor is closed exactly once, by whoever holds it last (here, the
-container's Replacements, or the reader's file set). Docker: the first file a container's
-reader has not claimed is the one kept, since newer ones are reached from it by name. Podman
-(`layout.replaced`): replaced files keep no name, so every file after the first goes to the
-container's Replacements (rotation/replaced.py, bounded), before and after the claim, and its
-file set reads them in order.
+container's Replacements, or the reader's file set). Every file after a container's first
+goes to its Replacements (rotation/replaced.py, bounded), before and after the claim, and its
+file set reads them in order: Podman's replaced files keep no name, and dockerd deletes a
+rotated file two rotations later, within milliseconds under a fast writer.
 """
 
 from __future__ import annotations
@@ -127,19 +126,17 @@ class LogFileSource:
         if fmt is None or path is None:
             log.info("container %s: log driver %s has no file to read", info.name, info.log_driver)
             return None
-        replacements: Replacements | None = None
         with self._lock:  # one step: a file the watcher opens meanwhile goes to Replacements
             entry = self._waiting.pop(info.id, None)
             self._claimed.add(info.id)
-            if self.layout.replaced:
-                replacements = entry.replacements if entry is not None else None
-                replacements = replacements or self._new_replacements(info.id)
-                self._replacements[info.id] = replacements
+            replacements = entry.replacements if entry is not None else None
+            replacements = replacements or self._new_replacements(info.id)
+            self._replacements[info.id] = replacements
         fd = entry.log.fd if entry is not None else None
         try:
-            if replacements is not None:
+            if self.layout.replaced:
                 return ReplacedFiles(path, fmt, fd=fd, replacements=replacements)
-            return NumberedFiles(path, fmt, fd=fd)
+            return NumberedFiles(path, fmt, fd=fd, replacements=replacements)
         except OSError as exc:
             if fd is not None:
                 close_quietly(fd)
@@ -154,7 +151,8 @@ class LogFileSource:
             replacements = self._replacements.pop(container_id, None)
         if replacements is not None:
             replacements.close()
-            self._keep_current(container_id)
+            if self.layout.replaced:
+                self._keep_current(container_id)
 
     def _keep_current(self, cid: str) -> None:
         """Podman: a container started again appends to the same ctr.log (conmon opens it
@@ -229,12 +227,11 @@ class LogFileSource:
             if cid in self._claimed or cid in self._waiting:
                 replacements = self._replacements.get(cid) or self._waiting_replacements(cid)
                 if replacements is not None:
-                    replacements.offer(log_file.fd)  # Podman: a replaced file has no name
+                    replacements.offer(log_file.fd)
                 else:
-                    close_quietly(log_file.fd)  # Docker: reached by name from the first
+                    close_quietly(log_file.fd)
                 return
-            replacements = self._new_replacements(cid) if self.layout.replaced else None
-            self._waiting[cid] = _Waiting(now, log_file, replacements)
+            self._waiting[cid] = _Waiting(now, log_file, self._new_replacements(cid))
             expired = self._expired(now)
         for old in expired:
             old.close()

@@ -17,11 +17,19 @@ Invariants:
   here, dockerd's rotations recycled the same six inodes), or by those bytes alone for a file
   compressed since (a new inode). The first line's nanosecond timestamp makes them unique. A
   reader behind by several rotations goes through each file still there, in order.
-- At most two files are held open: the one being read and, once that one is final, the newest
-  (the file at the path then), held until the reader gets to it, so that the last lines of a
-  `--rm` container outlive its directory. A file deleted while held loses nothing; one deleted
-  before the reader got to it is a gap, counted and reported (`gaps`, `on_gap`). Where the
-  names no longer prove what came next, a gap is reported too: never a silent one.
+- With the watcher's `Replacements` (every file created at the path, opened at its creation,
+  oldest first), the files after the first come from there, not from names: the *chain*.
+  dockerd deletes a file two rotations after creating it, within milliseconds under a fast
+  writer, long before a reader behind gets to it; held since its creation, it loses nothing.
+  Names are used only to start in a rotated file (start_at, resume) and where the watcher
+  missed a file (it may still have a name); the set joins the chain again at the first file
+  of it reached by name.
+- Without them (no watch), at most two files are held open: the one being read and, once that
+  one is final, the newest (the file at the path then), held until the reader gets to it, so
+  that the last lines of a `--rm` container outlive its directory. A file deleted while held
+  loses nothing; one deleted before the reader got to it is a gap, counted and reported
+  (`gaps`, `on_gap`). Where the names no longer prove what came next, a gap is reported too:
+  never a silent one.
 - A file truncated in place (same inode, smaller than the offset reached) is read again from 0.
   Truncation followed by writes past that offset before the next read cannot be told apart.
 
@@ -49,6 +57,7 @@ from bridge.sources.logfiles.rotation.identity import (
     Listed,
     Opened,
 )
+from bridge.sources.logfiles.rotation.replaced import Replacements
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
 
@@ -64,9 +73,11 @@ class NumberedFiles(FileSequence):
         fmt: FileFormat,
         *,
         fd: int | None = None,
+        replacements: Replacements | None = None,
         on_gap: Callable[[str], None] | None = None,
     ) -> None:
-        """`fd`, if given, is the current file opened earlier; the set owns it from now on.
+        """`fd`, if given, is the current file opened earlier; the set owns it from now on, and
+        the files in `replacements` (the watcher's) come after it.
 
         Starts at offset 0 of the current file. Raises OSError if there is no file to read.
         """
@@ -75,16 +86,31 @@ class NumberedFiles(FileSequence):
         self._names = _Names(path)
         self._newest: Opened | None = None  # the current file, while a rotated one is read
         self._next: Fingerprint | None = None  # the file after _reading, when known and not _newest
+        self._replacements = replacements
+        self._chain: list[tuple[Opened, bool]] = []  # handed over, oldest first; gap before it
+        # The file read is the one just before _chain[0]: the watcher's first file is.
+        self._chained = fd is not None and replacements is not None
+        self._gap_next = False
 
     def close(self) -> None:
         super().close()
         if self._newest is not None:
             self._newest.close()
             self._newest = None
+        for f, _ in self._chain:
+            f.close()
+        self._chain = []
+        if self._replacements is not None:
+            self._replacements.close()
 
     def settle(self) -> bool:
-        """Rotated files keep their names here: nothing is waiting to be handed over."""
-        return False
+        """Before the log is taken as ended: lets the watcher hand over what the kernel has
+        announced. True when a newer file turned up (read on)."""
+        if self._replacements is None:
+            return False  # rotated files keep their names: nothing waits to be handed over
+        self._replacements.settle(1.0)
+        self._take()
+        return bool(self._chain)
 
     def start_at(self, since_ns: int) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`.
@@ -172,9 +198,15 @@ class NumberedFiles(FileSequence):
 
     def _refresh(self) -> None:
         """While the file read is the newest held, notices the path naming another file: the
-        one read is then final, and the new one is opened at once and held."""
+        one read is then final, and the new one is opened at once and held (unless the watcher
+        hands it over: then it is in the chain)."""
+        self._take()
         f = self._reading
-        if self._newest is not None or f.final:
+        if self._chained:
+            if self._chain and not f.final:
+                f.final = True  # dockerd renames the file away before it creates the next
+            return
+        if self._newest is not None or f.final or self._live():
             return  # behind: the newest is held already, and the listing leads to it
         try:
             st = os.stat(self._path)
@@ -195,6 +227,44 @@ class NumberedFiles(FileSequence):
 
     def _advance(self) -> bool:
         """At the end of a final file, moves to the one after it; False if there is none yet."""
+        self._take()
+        if self._chained:
+            if not self._chain:
+                if self._live():
+                    return False  # the watcher hands the next one over when it comes
+                self._chained = False
+            else:
+                new, gap = self._chain[0]
+                missed, whole = self._missed_by_name(new) if gap else (None, False)
+                if missed is not None:
+                    self._chain[0] = (new, False)  # `missed` is the file before `new`
+                self._set_reading(missed or new, [], advancing=True)
+                self._chained = True  # (a file found by name is the one just before the chain)
+                if gap and not whole:
+                    self._gap(f"a log file of {self._path} was rotated away before it was opened")
+                else:
+                    self._restart = "rotated"
+                return True
+        return self._advance_by_name()
+
+    def _missed_by_name(self, after: Opened) -> tuple[Opened | None, bool]:
+        """The file the watcher could not open before `after` replaced it at the path, if a
+        name still leads to it: the one listed just before `after` (rotated files keep names
+        for a while). And whether it follows the file just read: only the names can prove it
+        (the watcher may have missed several)."""
+        listing = self._names.listing()
+        k = next((k for k, e in enumerate(listing) if e.id == after.id), None)
+        if k is None or k + 1 >= len(listing):
+            return None, False  # `after` is gone from the names: so is every file before it
+        listed = listing[k + 1]
+        if listed.id == self._reading.id:
+            return None, True  # nothing was missed after all
+        if listed.gz:
+            return None, False
+        whole = k + 2 < len(listing) and listing[k + 2].id == self._reading.id
+        return self._names.open(listed), whole
+
+    def _advance_by_name(self) -> bool:
         old = self._reading
         me = Fingerprint(old.id, old.head(FINGERPRINT_BYTES))
         for _ in range(_LISTING_TRIES):
@@ -217,7 +287,7 @@ class NumberedFiles(FileSequence):
                 target = listing[j]
             elif newest is not None and self._next is not None and self._next.id == newest.id:
                 target = None
-            elif newest is None and not listing:
+            elif newest is None and not listing and not self._chain:
                 return False  # nothing newer: the log ends here (the directory is gone)
             else:
                 # Gone from the names, and so is the file known to come next (or none was
@@ -227,6 +297,10 @@ class NumberedFiles(FileSequence):
             if target is not None and target.n == 0 and unlisted:
                 target = None  # the held newest was replaced since: it comes first
             new = newest if target is None else self._held(target) or self._names.open(target)
+            if new is None and target is None and self._chain:
+                new = self._chain[0][0]  # no name leads on: the oldest file handed over
+                if self._chain[0][1] and not gap:
+                    gap = f"a log file after {old.name} was rotated away before it was opened"
             if new is None:
                 continue  # the listing went stale under us: look again
             new.offset = 0
@@ -253,7 +327,8 @@ class NumberedFiles(FileSequence):
             old.close()
         self._reading = new
         self._newest = keep
-        if new.final and keep is None:  # rotated already: hold the current file from now on
+        self._join_chain()
+        if new.final and keep is None and not self._live():  # hold the current file from now on
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 current = Opened.open(self._path, 0, False)
                 if current.id == new.id:
@@ -279,6 +354,39 @@ class NumberedFiles(FileSequence):
         # (a prefix, if it is the current file and shorter than the fingerprint yet)
         return Fingerprint(listed.id, self._names.head(listed, FINGERPRINT_BYTES))
 
+    # -- the chain: the files the watcher handed over -----------------------------------------
+
+    def _live(self) -> bool:
+        """Whether the watcher hands over every new file (it watches the log's directory)."""
+        return self._replacements is not None and self._replacements.live()
+
+    def _take(self) -> None:
+        if self._replacements is None:
+            return
+        taken, late_gap = self._replacements.take()
+        # late: the watcher missed a file after the newest one taken; the next comes after a gap
+        self._gap_next = self._gap_next or late_gap
+        for h in taken:
+            try:
+                f = Opened.adopt(h.fd, self._path)
+            except OSError:
+                os.close(h.fd)
+                continue
+            self._chain.append((f, h.gap_before or self._gap_next))
+            self._gap_next = False
+        self._join_chain()
+
+    def _join_chain(self) -> None:
+        """The file read is in the chain: what is before it there is behind the reader."""
+        for j, (f, _) in enumerate(self._chain):
+            if f.id == self._reading.id:
+                for g, _ in self._chain[: j + 1]:
+                    if g is not self._reading:
+                        g.close()
+                del self._chain[: j + 1]
+                self._chained = True
+                return
+
     # -- identities ------------------------------------------------------------------------
 
     def _find(self, listing: list[Listed], known: Fingerprint) -> int | None:
@@ -301,7 +409,7 @@ class NumberedFiles(FileSequence):
         """The held file a listed one is: the same inode, or a .gz copy of its contents."""
         if listed is None:
             return None
-        for f in (self._reading, self._newest):
+        for f in (self._reading, self._newest, *(f for f, _ in self._chain)):
             if f is not None and f.id == listed.id:
                 return f
         for f in (self._reading, self._newest):

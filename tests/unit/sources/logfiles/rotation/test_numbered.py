@@ -307,3 +307,84 @@ def test_a_newest_file_that_rotated_while_held_still_leads_to_the_files_after_it
         got = [x.message for x in r.lines]
         assert got[-30:] == names(30, 10)
         assert r.restarts[-3:] == ["rotated"] * 3 and fs.gaps == 0
+
+
+# -- the chain: every file handed over by the watcher at its creation ------------------------
+
+
+class Watcher:
+    """What the watcher does for a Docker log: each new file at the path opened at once and
+    offered; a file gone before it could be opened reported as missed."""
+
+    def __init__(self, log: Writer) -> None:
+        from bridge.sources.logfiles.rotation.replaced import Replacements
+
+        self.log = log
+        self.replacements = Replacements(live=lambda: True)
+        self.first = os.open(log.path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def rotate(self, missed_before: bool = False) -> None:
+        """A new file, opened at once; `missed_before`: the one before it was not (the watcher
+        notices that after it has handed this one over, as watch.py does)."""
+        self.log.rotate()
+        self.replacements.offer(os.open(self.log.path, os.O_RDONLY | os.O_CLOEXEC))
+        if missed_before:
+            self.replacements.missed()
+
+
+def test_files_deleted_before_the_reader_got_to_them_are_read_from_the_chain(tmp_path):
+    d = tmp_path / "c0ffee"
+    d.mkdir()
+    log = Writer(str(d / "c0ffee-json.log"), max_files=2)  # dockerd deletes two rotations on
+    w = Watcher(log)
+    with open_set(log, fd=w.first, replacements=w.replacements) as fs:
+        r = Reader(fs)
+        log.lines(3)
+        assert r.drain() == names(3)
+        for _ in range(6):  # each file gone long before the reader looks again
+            log.lines(4)
+            w.rotate()
+        log.lines(2)
+        r.drain()
+        assert [x.message for x in r.lines] == names(3 + 6 * 4 + 2)
+        assert fs.gaps == 0
+        assert r.restarts == ["start"] + ["rotated"] * 6
+
+
+def test_a_file_the_watcher_missed_is_found_by_name_while_it_has_one(tmp_path):
+    d = tmp_path / "c0ffee"
+    d.mkdir()
+    log = Writer(str(d / "c0ffee-json.log"), max_files=3)
+    w = Watcher(log)
+    with open_set(log, fd=w.first, replacements=w.replacements) as fs:
+        r = Reader(fs)
+        log.lines(2)
+        w.rotate()
+        log.lines(2)
+        log.rotate()  # not opened in time: the watcher's open found the next file
+        log.lines(2)
+        w.rotate(missed_before=True)
+        log.lines(1)
+        r.drain()
+        assert [x.message for x in r.lines] == names(7)
+        assert fs.gaps == 0
+
+
+def test_a_file_the_watcher_missed_and_no_name_leads_to_is_a_gap_never_a_silent_one(tmp_path):
+    d = tmp_path / "c0ffee"
+    d.mkdir()
+    log = Writer(str(d / "c0ffee-json.log"), max_files=2)
+    w = Watcher(log)
+    with open_set(log, fd=w.first, replacements=w.replacements) as fs:
+        r = Reader(fs)
+        log.lines(2)
+        w.rotate()
+        log.lines(2)
+        log.rotate()
+        log.lines(2)  # lost: in a file rotated, then deleted, and never opened
+        log.rotate()
+        log.lines(1)  # in a file never opened either, but still named P.1
+        w.rotate(missed_before=True)
+        r.drain()
+        assert [x.message for x in r.lines] == names(4) + names(7)[-1:]
+        assert fs.gaps == 1 and r.restarts == ["start", "rotated", "gap", "rotated"]
