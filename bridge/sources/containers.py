@@ -53,6 +53,12 @@ class Reader(Protocol):
     def started(self) -> bool: ...
     @property
     def finished(self) -> bool: ...
+    @property
+    def attached(self) -> bool:
+        """Whether it reads the container's log now: started, not finished, and reading
+        something (what the status's and the log's count of attached containers counts)."""
+        ...
+
     def start(self) -> None: ...
     def wake(self) -> bool: ...
     def container_stopped(self) -> None: ...
@@ -113,7 +119,7 @@ class ContainerTable:
     @property
     def attached(self) -> int:
         with self._lock:
-            return sum(1 for r in self._readers.values() if not r.finished)
+            return sum(1 for r in self._readers.values() if r.attached)
 
     def readers(self) -> list[Reader]:
         """Every reader, inner-journal ones included (to stop and join them all)."""

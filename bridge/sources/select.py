@@ -74,12 +74,16 @@ class SourceSelector:
 
 
 class Unreadable:
-    """The reader of a container that `source = files` cannot read: it reads nothing."""
+    """The reader of a container that `source = files` cannot read: it reads nothing, so it
+    is never attached (the status and /readyz's count would claim a container that is not
+    forwarded), and never finished (the periodic listing must not retry it every time)."""
+
+    attached = False
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.started = False
-        self.finished = False  # never: the periodic listing must not retry it every time
+        self.finished = False
 
     def start(self) -> None:
         self.started = True

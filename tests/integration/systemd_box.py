@@ -10,7 +10,7 @@ import contextlib
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tests.integration.conftest import wait_until
 
@@ -58,8 +58,9 @@ class SystemdContainer:
 
 
 @contextlib.contextmanager
-def systemd_container(*mounts: str) -> Iterator[SystemdContainer]:
-    """Boots one; `mounts` are `-v` arguments beyond the docker socket and the cgroup tree."""
+def systemd_container(*mounts: str, extra: Sequence[str] = ()) -> Iterator[SystemdContainer]:
+    """Boots one; `mounts` are `-v` arguments beyond the docker socket and the cgroup tree,
+    `extra` more `docker run` arguments."""
     name = f"jb-systemd-{uuid.uuid4().hex[:8]}"
     volumes = [arg for mount in mounts for arg in ("-v", mount)]
     run(
@@ -91,6 +92,7 @@ def systemd_container(*mounts: str) -> Iterator[SystemdContainer]:
         "-v",
         "/var/run/docker.sock:/var/run/docker.sock",
         *volumes,
+        *extra,
         SYSTEMD_IMAGE,
         "/lib/systemd/systemd",
     )

@@ -3,11 +3,18 @@
 The container has no network: the bridge is installed there by deploy/install.sh from wheels
 built on this host, and reads the host's dockerd through the mounted socket. Its journal is the
 container's own journald.
+
+Inner journals need an engine of the box's own: the bridge opens `/proc/<pid>/root` with the
+pid its engine reports, and the host's dockerd reports pids of the host's PID namespace, which
+the box (systemd as PID 1 has a namespace of its own) cannot see. So the box also runs a dockerd
+of its own, from the host's binaries (vfs on a tmpfs, no networking; NET_ADMIN only so that its
+runc can bring up a container's loopback), with one container that runs journald alone.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,9 +59,34 @@ def wheels(tmp_path_factory) -> Path:
     return directory
 
 
+# The box's own engine (see the module): the host's binaries, its socket in the docker group.
+ENGINE_BINARIES = ("dockerd", "containerd", "containerd-shim-runc-v2", "runc", "docker")
+INNER_SOCKET = "unix:///run/inner-docker.sock"
+INNER_DOCKERD = (
+    "systemd-run --unit inner-dockerd /usr/local/bin/dockerd --host " + INNER_SOCKET + " -G docker"
+    " --bridge none --iptables=false --ip-masq=false --ip-forward=false --userland-proxy=false"
+    " --storage-driver vfs --exec-root /run/inner-docker --pidfile /run/inner-docker.pid"
+)
+# An image of journald alone, from the box's own files: `docker import` of the binaries, their
+# libraries, a machine id and a root user.
+JOURNALD_IMAGE = f"""set -e
+bins="/usr/lib/systemd/systemd-journald /usr/bin/systemd-cat /bin/cat /bin/sh"
+files=$( (echo $bins; for b in $bins; do ldd $b | grep -o '/[^ ]*'; done) | sort -u)
+rm -rf /tmp/img && mkdir -p /tmp/img/etc /tmp/img/run /tmp/img/proc /tmp/img/dev /tmp/img/sys
+systemd-id128 new > /tmp/img/etc/machine-id
+echo root:x:0:0:root:/root:/bin/sh > /tmp/img/etc/passwd
+echo root:x:0: > /tmp/img/etc/group
+tar -C / -chf /tmp/img.tar $(echo $files | sed 's#^/##; s# /# #g')
+tar -C /tmp/img -rf /tmp/img.tar .
+docker -H {INNER_SOCKET} import /tmp/img.tar jb-journald:1 >/dev/null
+"""
+
+
 @pytest.fixture(scope="module")
 def systemd_box(wheels):
-    with systemd_container(f"{ROOT}:/src:ro", f"{wheels}:/wheels:ro") as box:
+    engine = [f"{shutil.which(b)}:/usr/local/bin/{b}:ro" for b in ENGINE_BINARIES]
+    extra = ["--cap-add", "NET_ADMIN", "--tmpfs", "/var/lib/docker:exec"]
+    with systemd_container(f"{ROOT}:/src:ro", f"{wheels}:/wheels:ro", *engine, extra=extra) as box:
         yield box
 
 
@@ -148,3 +180,56 @@ def test_the_service_under_systemd(systemd_box, containers, docker_client):
     assert not box.succeeds("test", "-e", "/opt/journald-bridge")
     assert not box.succeeds("test", "-e", "/etc/systemd/system/journald-bridge.service")
     assert box.succeeds("test", "-e", "/etc/journald-bridge/bridge.toml")  # the config is kept
+
+
+def worker_status(box, bridge_pid: str) -> dict[str, str]:
+    """/proc/<pid>/status of the bridge's inner-journal worker, as name -> value."""
+    script = (
+        # [.]: this shell's own command line does not match
+        "for p in /proc/[0-9]*; do grep -qa 'inner_journal[.]worker' $p/cmdline 2>/dev/null"
+        " && cat $p/status && exit 0; done; exit 1"
+    )
+    out = box.exec("sh", "-c", script, check=False)
+    status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+    assert status.get("PPid", "").strip() == bridge_pid, out
+    return {k: v.strip() for k, v in status.items()}
+
+
+def test_an_inner_journal_under_the_unit_by_a_worker_without_capabilities(systemd_box, label):
+    box = systemd_box
+    inner = ["docker", "-H", INNER_SOCKET]
+    box.exec("/src/deploy/install.sh", "install", "--wheels", "/wheels")
+    box.exec("sh", "-c", INNER_DOCKERD)
+    try:
+        wait_until(lambda: box.succeeds(*inner, "version"), 30, "the box's dockerd")
+        box.exec("sh", "-c", JOURNALD_IMAGE)
+        box.exec(
+            *inner, "run", "-d", "--name", "jb-journald", "--label", f"{TEST_LABEL}={label}",
+            "--network", "none", "--security-opt", "apparmor=unconfined",
+            "jb-journald:1", "/usr/lib/systemd/systemd-journald",
+        )  # fmt: skip
+        box.write(
+            "/etc/journald-bridge/bridge.toml",
+            f'[filter]\ninclude_labels = ["{TEST_LABEL}={label}"]\n[docker]\nenabled = false\n'
+            f'[[engines]]\nname = "inner"\nhost = "{INNER_SOCKET}"\n',
+        )
+        box.exec("systemctl", "restart", "journald-bridge")
+        box.exec(*inner, "exec", "jb-journald", "sh", "-c", "echo hello | systemd-cat -t innerapp")
+        (entry,) = wait_until(
+            lambda: box.journal(SYSLOG_IDENTIFIER="innerapp", CONTAINER_STREAM="journal"),
+            60,
+            "the inner journal's line",
+        )
+        assert entry["MESSAGE"] == "hello" and entry["CONTAINER_NAME"] == "jb-journald"
+        assert entry["CONTAINER_ENGINE"] == "inner" and entry["INNER_TRANSPORT"] == "stdout"
+        assert entry["_SYSTEMD_UNIT"] == "journald-bridge.service"
+
+        # the worker parses container-written bytes with nothing to escalate with
+        status = worker_status(box, box.show("MainPID"))
+        assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0" * 16, status
+        assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", status
+    finally:
+        box.exec("systemctl", "stop", "journald-bridge", check=False)
+        box.exec(*inner, "rm", "-f", "jb-journald", check=False)
+        box.exec("systemctl", "stop", "inner-dockerd", check=False)
+        box.exec("/src/deploy/install.sh", "uninstall", check=False)

@@ -14,6 +14,14 @@ Invariants:
   (core/fields.py protects `CONTAINER_*` and `JOURNALD_BRIDGE_*`).
 - Read after `JournalPositions.sync` (the marker is stored once everything sent before it is):
   then nothing the previous run sent is missing from what this reads.
+- A position read back is `drained` when its entry is the inner journald's "Journal stopped"
+  (`MESSAGE_ID` SD_MESSAGE_JOURNAL_STOP with the trusted `_TRANSPORT=driver`, forwarded as
+  `INNER_TRANSPORT`): journald writes nothing after it, so that journal was forwarded to its
+  end, as the worker's drained end says while the bridge runs. Without it, a crash after a
+  container stop (before the state file was saved) left a tmpfs journal that starts empty at
+  the next start looking like a lost one (a "reset" gap). No process in the container can
+  write `_TRANSPORT=driver`; the one case it misleads is a journal whose journald restarted
+  and whose every file was then removed before the bridge came back (a gap not counted).
 - What it returns is the position's JSON (`InnerPosition.to_json` form); the source side parses
   it (`InnerPosition.from_json`, `reader.resume_position`): sinks do not import sources.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 from collections.abc import Collection
 
 from systemd import journal
@@ -34,6 +43,7 @@ log = logging.getLogger(__name__)
 _LOOK_BACK = 16  # entries without a usable cursor skipped before giving up (none are expected)
 _MAX_CURSOR = 512
 _ID128 = re.compile(r"[0-9a-f]{32}")
+JOURNAL_STOP_ID = "d93fb3c9c24d451a97cea615ce59c00b"  # sd-messages.h SD_MESSAGE_JOURNAL_STOP
 
 
 class InnerJournalPositions:
@@ -105,7 +115,16 @@ def entry_inner_position(entry: dict[str, object]) -> dict[str, object] | None:
     machine = _text(entry.get("INNER_MACHINE_ID"))  # the inner _MACHINE_ID: informative only
     if machine is not None and _ID128.fullmatch(machine):
         position["machine_id"] = machine
+    if _is_journal_stop(entry):
+        position["drained"] = True
     return position
+
+
+def _is_journal_stop(entry: dict[str, object]) -> bool:
+    """Whether the entry is its journald's last ("Journal stopped"; see the module)."""
+    raw = entry.get("MESSAGE_ID")  # python-systemd's reader makes it a UUID
+    message_id = raw.hex if isinstance(raw, uuid.UUID) else _text(raw)
+    return message_id == JOURNAL_STOP_ID and _text(entry.get("INNER_TRANSPORT")) == "driver"
 
 
 def _text(value: object) -> str | None:

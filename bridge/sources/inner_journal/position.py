@@ -4,6 +4,8 @@ A position is the inner journal's cursor of the last entry consumed (`s=<seqnum 
 b=<boot id>;m=<monotonic>;t=<realtime>;x=<xor hash>`, all hex), the machine id of the journal
 directory it came from, and whether the journal was read to its end after the container exited
 (`drained`: then a journal that starts empty at the next start, on tmpfs, has lost nothing).
+After a crash, the host journal says `drained` too when the last entry forwarded was the inner
+journald's own "Journal stopped" (sinks/journald/inner_readback.py).
 
 Resuming (`resume`): seek to the cursor; if the entry there is exactly the cursor's
 (`test_cursor`), everything after it is new. Otherwise the entry is gone (vacuumed, rotated

@@ -135,6 +135,10 @@ class InnerJournalReader:
         with self._lock:
             return self._finished
 
+    @property
+    def attached(self) -> bool:
+        return self.started and not self.finished
+
     def start(self) -> None:
         self._thread.start()
 

@@ -29,6 +29,7 @@ import os
 import platform
 import struct
 
+_PR_CAPBSET_READ = 23
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
@@ -97,9 +98,7 @@ def _prctl(option: int, arg: int = 0) -> int:
 
 def drop_capabilities() -> None:
     """Clears every capability set this process may clear (see the module)."""
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last = int(f.read())
-    for cap in range(last + 1):
+    for cap in range(last_capability() + 1):
         if _prctl(_PR_CAPBSET_DROP, cap) != 0 and ctypes.get_errno() not in (
             errno.EPERM,
             errno.EINVAL,
@@ -114,6 +113,18 @@ def drop_capabilities() -> None:
             _check(-1, "capset")
         if held():
             raise CapsetRefused(err, "capset refused while capabilities are held")
+
+
+def last_capability() -> int:
+    """The kernel's highest capability number, asked of the kernel itself: the unit's
+    `ProcSubset=pid` hides /proc/sys (and its kernel/cap_last_cap) from the bridge and its
+    workers. PR_CAPBSET_READ answers EINVAL past the last one, whatever the caller holds."""
+    last = -1
+    while last < 63 and _prctl(_PR_CAPBSET_READ, last + 1) >= 0:
+        last += 1
+    if last < 0:
+        _check(-1, "PR_CAPBSET_READ")
+    return last
 
 
 def held() -> bool:

@@ -16,6 +16,7 @@ from bridge.sources.discovery import Supervisor
 from bridge.sources.engine_api import ContainerStatus
 from bridge.sources.filters import ContainerFilter
 from bridge.sources.handles import HandleFactory
+from bridge.sources.select import Unreadable
 from bridge.telemetry import Telemetry
 
 OLD = time.time() - 60  # created long enough ago for its events to have arrived
@@ -64,6 +65,10 @@ class FakeReader:
         self.name = handle.info.name
         self.started = self.finished = self.stopped = False
 
+    @property
+    def attached(self) -> bool:
+        return self.started and not self.finished
+
     def start(self) -> None:
         if FakeReader.fail_starts:
             FakeReader.fail_starts -= 1
@@ -85,7 +90,9 @@ class FakeReader:
 
 @pytest.fixture
 def supervisor():
-    def make(api: FakeAPI, config: Config | None = None) -> tuple[Supervisor, CollectorRegistry]:
+    def make(
+        api: FakeAPI, config: Config | None = None, new_reader: Any = FakeReader
+    ) -> tuple[Supervisor, CollectorRegistry]:
         config = config or Config()
         registry = CollectorRegistry()
         ctx = EngineContext(
@@ -99,7 +106,7 @@ def supervisor():
             points=State(first_run_ns=0).points("docker", 0),
             config=lambda: config,
         )
-        sup = Supervisor(ctx, ContainerFilter(config.filter), FakeReader)
+        sup = Supervisor(ctx, ContainerFilter(config.filter), new_reader)
         return sup, registry
 
     yield make
@@ -127,6 +134,26 @@ def test_the_listing_attaches_a_container_whose_events_were_missed(supervisor, c
     assert "a docker event was missed" in caplog.text
     sup.resync()  # known now: nothing more to do
     assert resynced(registry) == 2
+
+
+def test_only_readers_that_read_count_as_attached(supervisor):
+    """A container `source = files` cannot read gets a placeholder that reads nothing: the
+    status and the start-up log must not count it, and the listing must not retry it."""
+    unreadable = f"{1:064x}"
+
+    def new_reader(handle: Any, status: ContainerStatus | None) -> Any:
+        return (
+            Unreadable(handle.info.name) if handle.id == unreadable else FakeReader(handle, status)
+        )
+
+    sup, registry = supervisor(FakeAPI([container(1), container(2)]), new_reader=new_reader)
+    sup.attach_all(None)
+    assert sup.attached == 1
+    placeholder = readers(sup)[unreadable]
+    sup.resync()
+    assert readers(sup)[unreadable] is placeholder and resynced(registry) == 0
+    readers(sup)[f"{2:064x}"].finished = True
+    assert sup.attached == 0
 
 
 def test_a_container_just_created_is_left_to_its_events(supervisor):

@@ -7,6 +7,7 @@ a forger side by side.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import pytest
 from systemd import journal
 
 from bridge.sinks.journald.inner_readback import (
+    JOURNAL_STOP_ID,
     InnerJournalPositions,
     entry_inner_position,
     last_inner_position,
 )
+from bridge.sources.inner_journal.position import ResumeFilter, resume_position
 from tests.unit.sources.inner_journal.journals import entry, needs_journal_remote, write
 
 CID = "c" * 64
@@ -120,4 +123,43 @@ def test_unusable_fields_give_no_position():
     assert entry_inner_position({"JOURNALD_BRIDGE_INNER_CURSOR": "x" * 600}) is None
     assert entry_inner_position(
         {"JOURNALD_BRIDGE_INNER_CURSOR": "c", "INNER_MACHINE_ID": "not-an-id"}
+    ) == {"cursor": "c"}
+
+
+@needs_journal_remote
+def test_the_inner_journalds_stop_message_forwarded_last_is_a_drained_end(opened):
+    """A crash after a container stop, before the state file was saved: the host journal
+    alone says its journal was forwarded to its end, so a tmpfs journal that starts empty at
+    the next start is no gap."""
+    stop = {"MESSAGE": "Journal stopped", "MESSAGE_ID": JOURNAL_STOP_ID}
+    reader = opened(
+        [
+            host(1),
+            host(2, INNER_TRANSPORT="driver", **stop),
+            host(3, container=OTHER, INNER_TRANSPORT="journal", **stop),  # forged from inside
+        ]
+    )
+    stopped = last_inner_position(reader, CID, BRIDGE_UID)
+    assert stopped == {"cursor": cursor(2), "machine_id": MACHINE, "drained": True}
+    forged = last_inner_position(reader, OTHER, BRIDGE_UID)
+    assert forged is not None and "drained" not in forged
+
+    restarted = f"s={'9' * 32};i=1;b={'2' * 32};m=10;t=10;x=1"  # a new journal, same boot
+    for read_back, gap in ((stopped, None), (forged, "reset")):
+        resumed = ResumeFilter(resume_position(None, read_back))
+        assert resumed.admit(restarted)
+        assert (resumed.gap.kind if resumed.gap else None) == gap
+
+
+def test_a_stop_message_id_in_any_form_counts_only_from_journald_itself():
+    base = {"JOURNALD_BRIDGE_INNER_CURSOR": "c", "INNER_TRANSPORT": b"driver"}
+    for message_id in (JOURNAL_STOP_ID, JOURNAL_STOP_ID.encode(), uuid.UUID(JOURNAL_STOP_ID)):
+        assert entry_inner_position({**base, "MESSAGE_ID": message_id}) == {
+            "cursor": "c",
+            "drained": True,
+        }
+    assert entry_inner_position({**base, "MESSAGE_ID": "0" * 32}) == {"cursor": "c"}
+    assert entry_inner_position({**base, "MESSAGE_ID": [b"\xff"]}) == {"cursor": "c"}
+    assert entry_inner_position(
+        {**base, "MESSAGE_ID": JOURNAL_STOP_ID, "INNER_TRANSPORT": "stdout"}
     ) == {"cursor": "c"}

@@ -130,15 +130,24 @@ print(json.dumps({"messages": messages, "worker": status, "bridge": mine}))
 
 @needs_journal_remote
 @pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+    os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"),
+    reason="needs root, setpriv and unshare",
 )
-def test_under_the_unit_s_filter_the_worker_sheds_its_capabilities_by_exec(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proc_sys", ["shown", "hidden"])
+def test_under_the_unit_s_filter_the_worker_sheds_its_capabilities_by_exec(
+    tmp_path: Path, proc_sys: str
+) -> None:
+    """`hidden`: the unit's ProcSubset=pid leaves /proc/sys out (the worker once read the
+    number of capabilities there, and under the unit every worker exited at once)."""
     root = tmp_path / "root"
     write(journal_dir(root) / "system.journal", [entry(1)])
     os.chmod(tmp_path, 0o700)  # only CAP_DAC_READ_SEARCH gets nobody in
     caps = "+dac_read_search,+sys_ptrace"
+    hide = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount -t tmpfs none /proc/sys && exec "$@"', "hide"]  # fmt: skip
     done = subprocess.run(
         [
+            *(hide if proc_sys == "hidden" else []),
             "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
             f"--inh-caps={caps}", f"--ambient-caps={caps}", "--",
             sys.executable, "-I", "-c", AS_THE_UNIT, str(root),
