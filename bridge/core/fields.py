@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from bridge.core.units import NO_UNIT, UNIT_FIELD, UnitClaim, unit_claim
+
 MAX_FIELD_NAME = 64
 
 # Fields the bridge owns: no label, env var or parsed key may ever produce one of these.
@@ -46,6 +48,7 @@ FIXED_FIELDS = frozenset(
         "JOURNALD_BRIDGE_CURSOR",
         "CONTAINER_ENGINE",
         "CONTAINER_ENGINE_HOST",
+        UNIT_FIELD,
     }
 )
 # INNER_*: an inner journal's fields (inner_journal/fields.py); KUBERNETES_*: the Kubernetes
@@ -123,6 +126,8 @@ class ContainerInfo:
     # The source's own fields, after CONTAINER_ENGINE (KUBERNETES_*): names it owns, never a
     # label's; values checked by the source.
     source_fields: tuple[tuple[str, str], ...] = ()
+    # The systemd unit its labels say runs it (CONTAINER_SYSTEMD_UNIT); engine containers only.
+    unit: UnitClaim = NO_UNIT
 
     @property
     def short_id(self) -> str:
@@ -157,6 +162,7 @@ class ContainerInfo:
             created_ns=created_ns,
             engine=engine,
             engine_host=engine_host,
+            unit=unit_claim(labels),
         )
 
     @property
@@ -290,6 +296,8 @@ def container_fields_counted(
     ]
     if info.engine_host:
         fields.append(("CONTAINER_ENGINE_HOST", info.engine_host))
+    if info.unit.name:
+        fields.append((UNIT_FIELD, info.unit.name))
     fields.extend(info.source_fields)
     compose = [
         (name, value)
