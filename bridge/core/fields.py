@@ -2,7 +2,8 @@
 
 `ContainerInfo` is what the bridge knows about a container (from inspect and events);
 `container_fields` turns it into the fixed fields every entry of that container carries,
-pre-encoded once so that the hot path only concatenates bytes.
+pre-encoded once so that the hot path only concatenates bytes. An engine container's unit
+(CONTAINER_SYSTEMD_UNIT) is checked in core/units.py.
 
 Labels, environment and JSON keys are the container's to choose, so:
 - a name they produce is sanitized and never `is_protected` (trusted `_*` fields, the fields
