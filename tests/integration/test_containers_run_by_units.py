@@ -23,7 +23,6 @@ under that systemd with its socket in the same directory.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,14 +95,18 @@ def test_a_docker_run_unit(docker_box: SystemdContainer, bridge: Bridge, label: 
         run("docker", "rm", "-f", name, check=False)
     forwarded = sorted(e["MESSAGE"].decode() for e in entries)
     assert forwarded == sorted([*LINES, "stopped"])
-    copies = unit_copies(box, unit)
-    print(f"{style}: {len(forwarded)} lines forwarded, {len(copies)} copied by the CLI")
-    if style == "attached":
-        assert sorted(copies) == forwarded  # every line twice in one journal
+    if style == "attached":  # every line twice in one journal
+        copies = wait_until(
+            lambda: sorted(unit_copies(box, unit)) == forwarded and forwarded,
+            10,
+            "the CLI's copies in the unit's journal",
+        )
     else:
+        copies = unit_copies(box, unit)
         assert copies == []
         assert all(e["CONTAINER_SYSTEMD_UNIT"] == unit.encode() for e in entries)
         assert len(bridge.journald.entries(CONTAINER_SYSTEMD_UNIT=unit)) == len(entries)
+    print(f"{style}: {len(forwarded)} lines forwarded, {len(copies)} copied by the CLI")
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +187,10 @@ def test_quadlet_units_on_podman_5(
     assert unit_copies(box, file_unit) == []  # k8s-file: the unit's journal has none of them
 
     # The journald-driver container: conmon wrote each line once; the bridge skipped it.
-    time.sleep(1)
+    wait_until(
+        lambda: f"jd-{label} (" in bridge.log() and "already writes to the journal" in bridge.log(),
+        30,
+        "the bridge to skip the journald-driver container",
+    )
     assert bridge.journald.entries(CONTAINER_NAME=f"jd-{label}") == []
     assert sorted(unit_copies(box, journald_unit)) == sorted(LINES)
-    assert "its log driver already writes to the journal" in bridge.log()
