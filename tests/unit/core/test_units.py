@@ -93,3 +93,19 @@ def test_no_label_forwarded_as_a_field_can_set_the_unit_or_what_journalctl_trust
     assert got[UNIT_FIELD] == "web.service"
     assert {"_SYSTEMD_UNIT", "UNIT", "OBJECT_SYSTEMD_UNIT"}.isdisjoint(got)
     assert got["PODMAN_SYSTEMD_UNIT"] == "web.service"  # forwarded as asked, harmless
+
+
+def test_only_an_engine_container_is_looked_at():
+    """A pod's labels (the Kubernetes source builds its ContainerInfo itself) name no unit."""
+    pod = ContainerInfo(id="p" * 64, name="web", image_name="i", image_id="", labels={})
+    labelled = ContainerInfo(
+        id="p" * 64,
+        name="web",
+        image_name="i",
+        image_id="",
+        labels={"PODMAN_SYSTEMD_UNIT": "web.service"},
+    )
+    for info in (pod, labelled):
+        assert info.unit == UnitClaim()
+        pairs = container_fields(info, TagTemplate("{{.Name}}"), MetadataSelection())
+        assert UNIT_FIELD not in dict(pairs)
