@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import IMAGE, TEST_LABEL, Bridge, wait_until
+from tests.integration.engines import BUILD_SCRIPT
 from tests.integration.systemd_box import (
     ENGINE_OPTIONS,
     SystemdContainer,
@@ -40,7 +41,6 @@ from tests.integration.systemd_box import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).parents[2]
 SCRIPT = "trap 'echo stopped; exit 0' TERM; seq 1 3; echo oops >&2; sleep 120 & wait"
 LINES = ["1", "2", "3", "oops"]
 
@@ -113,7 +113,7 @@ def test_a_docker_run_unit(docker_box: SystemdContainer, bridge: Bridge, label: 
 def quadlet_box() -> Iterator[tuple[SystemdContainer, str]]:
     """Debian 13's systemd and Podman 5; storage and API socket shared with the host (not
     under /tmp: Debian 13's systemd mounts a tmpfs there)."""
-    image = run(str(ROOT / "scripts" / "build-trixie-engines.sh"), timeout=600).strip()
+    image = run(str(BUILD_SCRIPT), timeout=600).strip()
     shared = Path(f"/var/lib/journald-bridge-tests/podman5-{uuid.uuid4().hex[:8]}")
     shared.mkdir(parents=True)
     socket = f"{shared}/podman.sock"
