@@ -11,6 +11,8 @@
 #   debhelper, dh-virtualenv, lintian, python3.11-venv, python3.11-dev
 #                                 tests/integration/test_package_deb.py (scripts/build-deb.sh)
 #   a private containerd (CRI)    tests/integration/kubernetes/ (scripts/setup-cri.sh)
+#   bridge-test/trixie-engines    Debian 13's Docker 26 and Podman 5, each run in a container, as
+#                                 engines of the tests (scripts/build-trixie-engines.sh)
 #
 # Podman is test-only: on a real host the bridge never writes /etc/containers/containers.conf
 # nor starts an engine. Here containers start only with that file's ulimits (the VM cannot set
@@ -110,6 +112,9 @@ if ! curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/nul
     curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null \
         || { say "podman system service did not start"; exit 1; }
 fi
+
+# --- Debian 13's engines (Docker 26, Podman 5), for the tests per engine version -----------------
+scripts/build-trixie-engines.sh >/dev/null
 
 # --- a private containerd with its CRI plugin, for the Kubernetes source's tests -----------------
 # Its own root, state and sockets under /var/lib/journald-bridge-cri: never Docker's containerd.

@@ -2,7 +2,8 @@
 
 `ContainerInfo` is what the bridge knows about a container (from inspect and events);
 `container_fields` turns it into the fixed fields every entry of that container carries,
-pre-encoded once so that the hot path only concatenates bytes.
+pre-encoded once so that the hot path only concatenates bytes. An engine container's unit
+(CONTAINER_SYSTEMD_UNIT) is checked in core/units.py.
 
 Labels, environment and JSON keys are the container's to choose, so:
 - a name they produce is sanitized and never `is_protected` (trusted `_*` fields, the fields
@@ -18,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from bridge.core.units import NO_UNIT, UNIT_FIELD, UnitClaim, unit_claim
 
 MAX_FIELD_NAME = 64
 
@@ -46,6 +49,7 @@ FIXED_FIELDS = frozenset(
         "JOURNALD_BRIDGE_CURSOR",
         "CONTAINER_ENGINE",
         "CONTAINER_ENGINE_HOST",
+        UNIT_FIELD,
     }
 )
 # INNER_*: an inner journal's fields (inner_journal/fields.py); KUBERNETES_*: the Kubernetes
@@ -123,6 +127,8 @@ class ContainerInfo:
     # The source's own fields, after CONTAINER_ENGINE (KUBERNETES_*): names it owns, never a
     # label's; values checked by the source.
     source_fields: tuple[tuple[str, str], ...] = ()
+    # The systemd unit its labels say runs it (CONTAINER_SYSTEMD_UNIT); engine containers only.
+    unit: UnitClaim = NO_UNIT
 
     @property
     def short_id(self) -> str:
@@ -157,6 +163,7 @@ class ContainerInfo:
             created_ns=created_ns,
             engine=engine,
             engine_host=engine_host,
+            unit=unit_claim(labels),
         )
 
     @property
@@ -290,6 +297,8 @@ def container_fields_counted(
     ]
     if info.engine_host:
         fields.append(("CONTAINER_ENGINE_HOST", info.engine_host))
+    if info.unit.name:
+        fields.append((UNIT_FIELD, info.unit.name))
     fields.extend(info.source_fields)
     compose = [
         (name, value)

@@ -8,8 +8,9 @@ inspect-like answer is made from it for a container whose log file the bridge ho
 
 Invariants (attributes are the container's, and its image author's, to set):
 - Only what would be used is kept: the name, the image, and the labels something reads (the
-  bridge's own `journald-bridge.*`, compose's, those `forward.labels`/`labels_regex` forward,
-  those the engine's filter rules name), each key and value cut at MAX_VALUE characters.
+  bridge's own `journald-bridge.*`, compose's, `PODMAN_SYSTEMD_UNIT`, those `forward.labels`/
+  `labels_regex` forward, those the engine's filter rules name), each key and value cut at
+  MAX_VALUE characters.
 - All entries together hold at most BUDGET_BYTES (measured as the objects' sizes), one at most
   ENTRY_BYTES; the oldest entries go first.
 - An entry is forgotten once it has answered (the container's handle is built from it and
@@ -28,6 +29,7 @@ from typing import Any
 
 from bridge.config import Config
 from bridge.core.fields import COMPOSE_LABELS
+from bridge.core.units import UNIT_LABELS
 from bridge.transforms.build import LABEL_PREFIX
 
 BUDGET_BYTES = 8 << 20
@@ -48,7 +50,7 @@ def used_labels(config: Config, engine: str) -> Callable[[str], bool]:
     """Whether anything would read a label of a container of `engine` under `config`."""
     fwd = config.forward
     flt = config.filter_for(engine)
-    names = {*COMPOSE_LABELS, *fwd.labels}
+    names = {*COMPOSE_LABELS, *UNIT_LABELS, *fwd.labels}
     names.update(rule.partition("=")[0] for rule in (*flt.include_labels, *flt.exclude_labels))
     pattern = re.compile(fwd.labels_regex) if fwd.labels_regex else None
 

@@ -26,6 +26,7 @@ from bridge.core.fields import (
     encode_pairs,
 )
 from bridge.core.state import ResumePoints
+from bridge.core.units import UNIT_FIELD
 from bridge.sources.inner_journal.position import resume_position
 from bridge.telemetry import Telemetry
 from bridge.transforms import TransformChain, build_chain
@@ -77,6 +78,14 @@ class HandleFactory:
                 cursor = Cursor(time.time_ns())
             else:
                 cursor, tail = Cursor(), backlog
+        if info.unit.refused:  # once per container: a refresh keeps the claim it had
+            log.warning(
+                "container %s: label %s: %s; forwarded without %s",
+                info.name,
+                info.unit.label,
+                info.unit.refused,
+                UNIT_FIELD,
+            )
         handle = ContainerHandle.create(info, self._fields(info), cursor, tail)
         handle.chain = self.chain(handle)
         if saved is not None:

@@ -33,6 +33,7 @@ from docker.transport.unixconn import UnixHTTPConnection
 from systemd import journal
 
 from tests.integration import dockerd
+from tests.integration.engines import ENGINES, Engines, EngineSpec, host_of
 
 pytestmark = pytest.mark.integration
 
@@ -424,18 +425,89 @@ class Containers:
             raise AssertionError(f"dockerd did not answer removing test containers: {exc}") from exc
 
 
-@pytest.fixture(params=["files", "api"])
-def each_source(request: pytest.FixtureRequest, bridge: Bridge) -> str:
+SOURCES = ("files", "api")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Runs each test on the host's dockerd and on the engines its `engines` mark names, and
+    a test that uses `each_source` once per source on each of them.
+
+    `@pytest.mark.engines("docker26", "podman5:files")`: a name alone means every source, a
+    `:source` only that one. Only `engine` or `each_source` parametrized tests see the mark.
+    """
+    marker = metafunc.definition.get_closest_marker("engines")
+    names = ["docker", *(marker.args if marker else ())]
+    cases = []
+    for name in names:
+        engine, _, only = name.partition(":")
+        assert engine in ENGINES and only in ("", *SOURCES), f"unknown engine case {name!r}"
+        cases.extend((engine, source) for source in ((only,) if only else SOURCES))
+    if "each_source" in metafunc.fixturenames:
+        ids = [s if e == "docker" else f"{e}-{s}" for e, s in cases]
+        metafunc.parametrize(("engine", "each_source"), cases, indirect=True, ids=ids)
+    elif marker is not None:
+        engines = list(dict.fromkeys(e for e, _ in cases))
+        metafunc.parametrize("engine", engines, indirect=True)
+
+
+class Engine:
+    """The engine a test runs its containers on: the host's dockerd unless parametrized."""
+
+    def __init__(self, spec: EngineSpec, client: docker.DockerClient) -> None:
+        self.spec = spec
+        self.client = client
+
+    @property
+    def image(self) -> str:
+        return self.spec.image
+
+
+@pytest.fixture(scope="session")
+def contained_engines() -> Iterator[Engines]:
+    """Debian 13's engines, each started on first use (tests/integration/engines.py)."""
+    instance = Engines()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def engine(
+    request: pytest.FixtureRequest,
+    bridge: Bridge,
+    docker_client: docker.DockerClient,
+    contained_engines: Engines,
+) -> Iterator[Engine]:
+    """The test's engine; any but the host's dockerd is the bridge's only engine."""
+    spec = ENGINES[getattr(request, "param", "docker")]
+    if spec.name == "docker":
+        yield Engine(spec, docker_client)
+        return
+    host = host_of(spec, contained_engines)
+    bridge.configure(docker={"enabled": False}, engines=[{"name": spec.name, "host": host}])
+    client = docker.DockerClient(base_url=host, version="1.41", timeout=120, max_pool_size=64)
+    try:
+        yield Engine(spec, client)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def each_source(request: pytest.FixtureRequest, bridge: Bridge, engine: Engine) -> str:
     """Runs a test once per source (the engine's log files, the Engine API stream): a module
-    that must hold for both uses it with `pytestmark = pytest.mark.usefixtures("each_source")`."""
+    that must hold for both uses it with `pytestmark = pytest.mark.usefixtures("each_source")`.
+    (Parametrized by `pytest_generate_tests`, with the engine.)"""
     source = str(request.param)
-    bridge.configure(docker={"source": source})
+    if engine.spec.name == "docker":
+        bridge.configure(docker={"source": source})
+    else:
+        (table,) = bridge.settings["engines"]
+        table["source"] = source
     return source
 
 
 @pytest.fixture
-def containers(docker_client: docker.DockerClient, label: str) -> Iterator[Containers]:
-    instance = Containers(docker_client, label)
+def containers(engine: Engine, label: str) -> Iterator[Containers]:
+    instance = Containers(engine.client, label, image=engine.image)
     yield instance
     instance.cleanup()
 

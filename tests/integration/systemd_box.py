@@ -10,7 +10,7 @@ import contextlib
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from tests.integration.conftest import wait_until
 
@@ -57,10 +57,26 @@ class SystemdContainer:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+# What a container engine inside needs beyond the flags below (reference/machine.md: every
+# capability but CAP_SYS_RESOURCE, which these VMs withhold, and every device).
+ENGINE_OPTIONS = (
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--security-opt",
+    "systempaths=unconfined",
+    "--device-cgroup-rule",
+    "a *:* rwm",
+)
+
+
 @contextlib.contextmanager
-def systemd_container(*mounts: str, extra: Sequence[str] = ()) -> Iterator[SystemdContainer]:
+def systemd_container(
+    *mounts: str, image: str = SYSTEMD_IMAGE, options: tuple[str, ...] = ()
+) -> Iterator[SystemdContainer]:
     """Boots one; `mounts` are `-v` arguments beyond the docker socket and the cgroup tree,
-    `extra` more `docker run` arguments."""
+    `options` more `docker run` options (ENGINE_OPTIONS for an engine inside)."""
     name = f"jb-systemd-{uuid.uuid4().hex[:8]}"
     volumes = [arg for mount in mounts for arg in ("-v", mount)]
     run(
@@ -92,8 +108,8 @@ def systemd_container(*mounts: str, extra: Sequence[str] = ()) -> Iterator[Syste
         "-v",
         "/var/run/docker.sock:/var/run/docker.sock",
         *volumes,
-        *extra,
-        SYSTEMD_IMAGE,
+        *options,
+        image,
         "/lib/systemd/systemd",
     )
     box = SystemdContainer(name)

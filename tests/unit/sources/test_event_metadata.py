@@ -55,6 +55,7 @@ def test_only_the_labels_something_reads_are_kept():
         "skip": "",
         "com.docker.compose.project": "p",
         "io.podman.compose.service": "s",
+        "PODMAN_SYSTEMD_UNIT": "web.service",
         "journald-bridge.multiline": "python",
         "journald-bridge.enable": "true",
         "unrelated": "x" * 1000,

@@ -97,3 +97,14 @@ def test_the_backlog_holds_when_the_journal_cannot_be_read_back():
 def test_a_container_of_unknown_age_is_read_from_its_first_line():
     handle = factory(State(FIRST_RUN)).build(info(0), None)
     assert handle.start == Cursor() and handle.backlog_tail is None
+
+
+def test_a_refused_unit_label_is_one_log_line_and_the_container_is_forwarded(caplog):
+    data = {"Id": "d" * 64, "Name": "/web", "Config": {"Labels": {"journald-bridge.unit": "x\n"}}}
+    handle = factory(State(FIRST_RUN)).build(ContainerInfo.from_inspect(data), NO_ENTRIES)
+    lines = [r.getMessage() for r in caplog.records if "journald-bridge.unit" in r.getMessage()]
+    assert lines == [
+        "container web: label journald-bridge.unit: 'x\\n' is not a systemd unit name;"
+        " forwarded without CONTAINER_SYSTEMD_UNIT"
+    ]
+    assert b"CONTAINER_SYSTEMD_UNIT" not in handle.fields and b"CONTAINER_NAME=web" in handle.fields

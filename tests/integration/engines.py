@@ -1,0 +1,206 @@
+"""The engines the integration tests run on: the host's, and Debian 13's run in containers.
+
+The host has Debian 12's dockerd 20.10 and Podman 4.3.1 (`make setup`, `make setup-test`).
+Debian 13's Docker 26.1 and Podman 5.4 run each in a container of `bridge-test/trixie-engines`
+(scripts/build-trixie-engines.sh) on the host's dockerd, the way a user's host runs them:
+
+- the engine's data root and its socket's directory are bind-mounted at the same paths on the
+  host, so a bridge on the host reads the log files at the paths the engine reports, and talks
+  to the engine on a host socket, as one of its `[[engines]]`;
+- `--pid=host`: the container PIDs the engine reports are the host's, as the inner-journal
+  source needs;
+- every capability but the one these VMs withhold (so no `--privileged`), unconfined seccomp
+  and AppArmor, every device, the host's cgroup tree writable.
+
+With `--pid=host` the host sees the engine's processes, so they run under names the host's own
+tooling never matches: `dockerd-26` (tests/integration/dockerd.py signals every `dockerd`) and
+`podman5 ... system service` (test_several_engines.py stops the host's service by that
+pattern). Each engine is started once per session, when a test first asks for it, and again
+should it have died (a restart of the host's dockerd stops its container); it is removed, with
+its data root, at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+BUILD_SCRIPT = Path(__file__).parents[2] / "scripts" / "build-trixie-engines.sh"
+HOST_IMAGE = "bridge-test/busybox:latest"
+HOST_PODMAN_SOCKET = "/run/podman/podman.sock"
+ENGINE_LABEL = "journald-bridge-test-engine"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine of the tests: `name` is its `[[engines]]` name and the test id."""
+
+    name: str
+    kind: str  # "docker" or "podman"
+    version: str  # what the tests and the README call it
+    contained: bool  # run in a bridge-test/trixie-engines container, else the host's own
+
+    @property
+    def image(self) -> str:
+        """The busybox test image as this engine names it."""
+        return f"localhost/{HOST_IMAGE}" if self.kind == "podman" else HOST_IMAGE
+
+
+ENGINES = {
+    spec.name: spec
+    for spec in (
+        EngineSpec("docker", "docker", "20.10", contained=False),
+        EngineSpec("podman", "podman", "4.3", contained=False),
+        EngineSpec("docker26", "docker", "26.1", contained=True),
+        EngineSpec("podman5", "podman", "5.4", contained=True),
+    )
+}
+
+
+def _run(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} -> {result.returncode}\n{result.stderr.strip()}")
+    return result.stdout
+
+
+@dataclass
+class ContainedEngine:
+    """Docker 26 or Podman 5 in a container of the host's dockerd, its socket on the host."""
+
+    spec: EngineSpec
+    session: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        tag = f"{self.spec.name}-{self.session}"
+        self.container = f"jb-engine-{tag}"
+        self.data_root = Path(f"/var/lib/jb-engines/{tag}")
+        self.socket_dir = Path(f"/run/jb-engines/{tag}")
+        self.socket = self.socket_dir / f"{self.spec.kind}.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _command(self) -> str:
+        d, run = self.data_root, f"/run/jb-{self.spec.name}"
+        if self.spec.kind == "docker":
+            return (
+                "ln -sf /usr/sbin/dockerd /usr/local/bin/dockerd-26 && exec dockerd-26 "
+                f"--data-root {d} --exec-root {run} --pidfile {run}.pid -H {self.host} "
+                "--iptables=false --ip6tables=false --bridge=none --ip-masq=false "
+                f"--cgroup-parent=/jb-{self.spec.name}"
+            )
+        conf = "/etc/containers/containers.conf.d/20-tests.conf"
+        return (
+            f'printf \'[containers]\\nlog_driver = "k8s-file"\\n'
+            f'[engine]\\ncgroup_manager = "cgroupfs"\\nevents_logger = "file"\\n\' > {conf} && '
+            "ln -sf /usr/bin/podman /usr/local/bin/podman5 && exec podman5 "
+            f"--root {d}/storage --runroot {run} --tmpdir {run}/tmp "
+            f"system service --time=0 {self.host}"
+        )
+
+    def start(self) -> None:
+        image = _run(str(BUILD_SCRIPT), timeout=600).strip()
+        self.stop()
+        self.data_root.mkdir(parents=True)
+        self.socket_dir.mkdir(parents=True)
+        _run(
+            "docker", "run", "-d", "--name", self.container, "--label", f"{ENGINE_LABEL}=1",
+            "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+            "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+            "--security-opt", "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm",
+            "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--pid=host", "--network=none", "--tmpfs", "/run", "--tmpfs", "/tmp",
+            "-v", f"{self.data_root}:{self.data_root}", "-v", f"{self.socket_dir}:{self.socket_dir}",
+            "--entrypoint", "/bin/sh", image, "-c", self._command(),
+        )  # fmt: skip
+        try:
+            self._wait_answering(60)
+            with self.client() as client:
+                source = docker.from_env(version="1.41")
+                try:
+                    client.images.load(b"".join(source.images.get(HOST_IMAGE).save(named=True)))
+                finally:
+                    source.close()
+        except BaseException:
+            logs = subprocess.run(["docker", "logs", "--tail", "20", self.container],
+                                  capture_output=True, text=True)  # fmt: skip
+            self.stop()
+            raise AssertionError(f"{self.spec.name} did not start:\n{logs.stderr}") from None
+
+    def _wait_answering(self, timeout: float) -> None:
+        from tests.integration.conftest import wait_until
+
+        wait_until(self.answers, timeout, f"{self.spec.name} to answer on {self.socket}", 0.2)
+
+    def answers(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            with self.client(timeout=5) as client:
+                return bool(client.ping())
+        except Exception:  # refused, reset, a timeout: not answering
+            return False
+
+    @contextlib.contextmanager
+    def client(self, timeout: float = 120) -> Iterator[docker.DockerClient]:
+        client = docker.DockerClient(base_url=self.host, version="1.41", timeout=timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Removes the engine's containers, the engine and its data root."""
+        if self.answers():
+            with contextlib.suppress(Exception), self.client(timeout=60) as client:
+                for c in client.containers.list(all=True):
+                    c.remove(force=True)
+        subprocess.run(["docker", "stop", "-t", "20", self.container], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", self.container], capture_output=True)
+        # the engine's own mounts were in its container's namespace: plain directories now
+        shutil.rmtree(self.data_root, ignore_errors=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class Engines:
+    """The session's contained engines, each started on first use and again should it die."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, ContainedEngine] = {}
+
+    def get(self, spec: EngineSpec) -> ContainedEngine:
+        engine = self.running.get(spec.name)
+        if engine is None or not engine.answers():
+            if engine is not None:
+                engine.stop()
+            engine = ContainedEngine(spec)
+            engine.start()
+            self.running[spec.name] = engine
+        return engine
+
+    def stop(self) -> None:
+        for engine in self.running.values():
+            engine.stop()
+        self.running.clear()
+
+
+def engine_table(spec: EngineSpec, host: str) -> dict[str, Any]:
+    """The bridge's `[[engines]]` table for an engine other than the host's dockerd."""
+    return {"name": spec.name, "host": host}
+
+
+def host_of(spec: EngineSpec, engines: Engines) -> str:
+    if spec.contained:
+        return engines.get(spec).host
+    return f"unix://{HOST_PODMAN_SOCKET}" if spec.kind == "podman" else ""
