@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BRIDGE, wait_until
+from tests.integration.conftest import BRIDGE, line_keys, wait_until
 from tests.integration.test_exactly_once_across_restarts import wait_complete
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,22 +63,33 @@ def test_100_rm_containers_at_once_lose_nothing(bridge, journald, containers, la
     )
 
 
-def test_rotation_by_renaming_under_a_fast_writer(bridge, journald, containers):
-    # 60,000 lines at about 20,000 a second, a 200 KB file every ~0.15 s and only two kept:
-    # the bridge must read each file before dockerd deletes it two rotations later. (A writer
-    # that outruns journald itself, an unpaced `seq`, rotates files away within milliseconds:
-    # then what is lost is counted as a rotation gap, never silent -- see the README.)
+def test_rotation_by_renaming_under_an_unpaced_writer(bridge, journald, containers):
+    # `seq` unpaced into 200 KB files with only two kept: each file lives a few milliseconds
+    # before dockerd deletes it two rotations later. The opener (a process of its own) holds
+    # every file from its creation; a file it could not open in time is a counted gap, never
+    # a silent one, and nothing is repeated.
     bridge.start()
     lines = 60_000
     c = containers.run(
-        f"seq 1 {lines} | sed 's/^/rot-/' | while read -r a; do echo $a; "
-        "case $a in *000) sleep 0.05;; esac; done",
+        f"seq 1 {lines} | sed 's/^/rot-/'",
         log_config={"type": "json-file", "config": {"max-size": "200k", "max-file": "2"}},
     )
     c.wait(timeout=300)
-    counts = wait_complete(journald, c, {f"rot-{i}".encode(): 1 for i in range(1, lines + 1)})
-    assert len(counts) == lines
-    assert bridge.metric("journald_bridge_rotation_gaps_total") == 0
+    expected = {f"rot-{i}".encode(): 1 for i in range(1, lines + 1)}
+
+    def done():
+        counts = line_keys(journald.messages(c.id))
+        gaps = bridge.metric("journald_bridge_rotation_gaps_total")
+        return counts if sum(counts.values()) >= lines or gaps else None
+
+    wait_until(done, 120, "every line, or a counted gap", interval=1)
+    time.sleep(2)  # the rest of a gapped log, and anything repeated late
+    counts = line_keys(journald.messages(c.id))
+    gaps = bridge.metric("journald_bridge_rotation_gaps_total")
+    lost = [k for k in expected if k not in counts]
+    assert {k: n for k, n in counts.items() if n > 1} == {}
+    assert not lost or gaps > 0, f"{len(lost)} lines lost without a rotation gap counted"
+    print(f"unpaced rotation: {lines - len(lost)} of {lines} lines, {gaps:.0f} gaps counted")
 
 
 def test_a_single_file_truncated_in_place_loses_and_repeats_nothing(bridge, journald, containers):

@@ -3,6 +3,8 @@
     layout      where an engine keeps each container's log, and in which format (pure)
     watch       LogFileWatcher, one inotify thread per engine that opens each log file the
                 moment it appears; its contract: OpenedLog, LogFileEvents
+    opener      Opener: a process of its own, at a raised priority, that opens each new log
+                file the moment it appears and passes the descriptor on (SCM_RIGHTS)
     safe_open   opening files in a directory containers write to (regular files only, no
                 symlink, no FIFO), bounded config reads, closing a descriptor handed over
     source      LogFileSource: keeps what the watcher opened until a reader claims it, and

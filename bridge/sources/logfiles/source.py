@@ -30,6 +30,7 @@ from typing import Any
 
 from bridge.core.fields import ContainerInfo
 from bridge.sources.logfiles.layout import DOCKER, Layout, for_engine
+from bridge.sources.logfiles.opener import Opener
 from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
 from bridge.sources.logfiles.rotation.replaced import (
@@ -80,7 +81,9 @@ class LogFileSource:
         layout: Layout = DOCKER,
         max_held_files: int = MAX_FILES,
         max_held_bytes: int = MAX_BYTES,
+        opener: bool = False,
     ) -> None:
+        """`opener`: files are opened by a process of its own (opener.py), not a thread here."""
         self.root = root
         self.layout = layout
         self._telemetry = telemetry
@@ -90,7 +93,9 @@ class LogFileSource:
         self._waiting: dict[str, _Waiting] = {}
         self._claimed: set[str] = set()  # containers whose reader follows their files
         self._replacements: dict[str, Replacements] = {}  # claimed containers' (Podman)
-        self._watcher = LogFileWatcher(root, self, layout=layout)
+        self._watcher = LogFileWatcher(
+            root, self, layout=layout, opener=Opener(root, layout) if opener else None
+        )
 
     @classmethod
     def for_engine(
@@ -104,7 +109,7 @@ class LogFileSource:
         """The source of an engine of this kind ("docker", "podman") from its `/info` answer
         (DockerRootDir, and Podman's storage Driver). Raises KeyError, ValueError."""
         root, layout = str(info["DockerRootDir"]), for_engine(kind, info)
-        return cls(root, telemetry, on_start, layout=layout, **bounds)
+        return cls(root, telemetry, on_start, layout=layout, opener=True, **bounds)
 
     def start(self) -> None:
         self._watcher.start()

@@ -14,14 +14,21 @@ Invariants:
 - A descriptor handed over is the receiver's to close, never the watcher's. Each file is handed
   over once: a second sighting has the same (st_dev, st_ino), which the kernel cannot give to
   another file while the receiver holds the descriptor.
-- Per log name, files are handed over in creation order; one renamed away or removed before it
-  could be opened is reported (on_missed), not chased: it would come after its successor.
+- Per log name, files are handed over in creation order. Where rotation keeps names (dockerd),
+  a file found at the path that is not the one handed over last means a rotation: the file
+  named `.1` then, if it is neither, came in between (opened late: its creation event is still
+  queued) and is handed over first. One gone from every name before it could be opened is
+  reported (on_missed): a count of files handed ahead of their own event tells a late event
+  from a loss.
   conmon's new file renamed over ctr.log is an IN_MOVED_TO like any other.
 - `sync()` returns once every event queued before the call has been handled: a reader about
   to declare a log ended first gets every file the kernel has announced.
 - Untrusted names: only real directories named by 64 lower-case hex digits and the exact log names
   count; files are opened O_NOFOLLOW|O_NONBLOCK and must be regular (a FIFO cannot block the
   thread); config files are bounded. The thread never raises: errors are logged once per kind.
+- With an opener (opener.py: a process of its own), files are opened there, the moment they
+  appear, and taken from it here in its order; this thread still watches for wake-ups and
+  removals. Should the opener go, files are opened here again, after a rescan.
 - Wake-ups are one-shot: IN_MODIFY is in a container's mask only while a reader waits (follow),
   since a watched IN_MODIFY makes every write of the writer (dockerd, conmon) costlier. So no
   unfollow: a wake-up nobody waits for any more is one call, and then IN_MODIFY is off again.
@@ -82,6 +89,30 @@ class OpenedLog:
     hostconfig: bytes | None  # (both None where the layout has no config files: Podman)
 
 
+class OpenerGone(Exception):
+    """The opener process is not there (any more): str() says why, in one line."""
+
+
+class OpenerMessage(Protocol):
+    @property
+    def event(self) -> str: ...
+    @property
+    def fields(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class OpenerLike(Protocol):
+    """What the watcher needs of the opener (opener.py's Opener). Every method but start()
+    runs on the watcher's thread; each raises OpenerGone."""
+
+    def start(self) -> list[OpenerMessage]: ...
+    def fileno(self) -> int: ...
+    def receive(self) -> list[OpenerMessage]: ...
+    def sync(self, timeout: float) -> list[OpenerMessage]: ...
+    def opened(self, message: OpenerMessage) -> OpenedLog: ...  # raises ValueError
+    def close(self) -> None: ...
+
+
 class LogFileEvents(Protocol):
     """Implemented by the receiver (LogFileSource); every method runs on the watcher thread."""
 
@@ -106,6 +137,7 @@ class _Container:
     # in the subdirectory -> ((st_dev, st_ino), whether an event has named it) of the last file
     # handed over
     last: dict[bool, tuple[tuple[int, int], bool]] = field(default_factory=dict)
+    ahead: dict[bool, int] = field(default_factory=dict)  # files handed before their event
 
 
 class LogFileWatcher:
@@ -119,8 +151,11 @@ class LogFileWatcher:
         layout: Layout = DOCKER,
         config_max_bytes: int = CONFIG_MAX_BYTES,
         retry_seconds: float = 1.0,
+        opener: OpenerLike | None = None,
     ) -> None:
         self._layout = layout
+        self._opener = opener
+        self._from_opener: list[OpenerMessage] = []  # received, not handled yet
         self._configs = (*layout.config_files, "", "")[:2]  # "": none (Podman)
         self._top = os.path.join(os.fspath(root), layout.containers)
         self._events = events
@@ -151,6 +186,18 @@ class LogFileWatcher:
         except OSError:
             os.close(self._wake_fd)
             raise
+        if self._opener is not None:
+            try:
+                self._from_opener = self._opener.start()  # the files already there
+                log.info(
+                    "log files of %s are opened by a process of their own (nice %s)",
+                    self._top,
+                    getattr(self._opener, "nice", None),
+                )
+            except OpenerGone as e:
+                log.warning("%s; log files are opened in the bridge", e)
+                self._opener.close()
+                self._opener = None
         self._thread = threading.Thread(target=self._run, name="logfile-watch", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -213,12 +260,21 @@ class LogFileWatcher:
             poller = select.poll()
             poller.register(self._inotify.fileno(), select.POLLIN)
             poller.register(self._wake_fd, select.POLLIN)
+            opener_fd = self._opener.fileno() if self._opener is not None else -1
+            if opener_fd >= 0:
+                poller.register(opener_fd, select.POLLIN)
             while not self._stopping:  # the eventfd: stop() and sync()
                 # Without the root watched, poll() doubles as the retry timer.
-                poller.poll(None if self._root_wd is not None else self._retry_ms)
+                for fd, _ in poller.poll(None if self._root_wd is not None else self._retry_ms):
+                    if fd == opener_fd and self._opener is None:
+                        poller.unregister(fd)  # gone: opened here from now on
                 self._call(self._step)
         finally:
             self._ready.set()
+            if self._opener is not None:
+                self._opener.close()
+            for message in self._from_opener:
+                message.close()
             with self._lock:
                 self._stopping = True
                 self._inotify.close()
@@ -238,6 +294,7 @@ class LogFileWatcher:
             # FIONREAD: one read takes every event queued so far
             for wd, mask, _cookie, name in self._inotify.read(timeout=0):
                 self._call(self._dispatch, int(wd), int(mask), str(name))
+            self._take_opened(sync=bool(barriers))
         finally:
             for done in barriers:
                 done.set()
@@ -372,7 +429,61 @@ class LogFileWatcher:
             )
             self._call(self._events.on_watch_error, name)
 
+    # -- files from the opener -------------------------------------------------------------
+
+    def _take_opened(self, sync: bool = False) -> None:
+        """Hands over what the opener sent; `sync`: first waits for what it owes for the
+        events queued so far (a sync() caller waits for those)."""
+        opener = self._opener
+        if opener is None:
+            return
+        try:
+            self._from_opener += opener.sync(1.0) if sync else opener.receive()
+        except OpenerGone as e:
+            log.warning("%s; log files are opened in the bridge from now on", e)
+            opener.close()
+            self._opener = None
+        messages, self._from_opener = self._from_opener, []
+        for message in messages:
+            self._call(self._opened, message)
+        if self._opener is None:
+            self._rescan()  # what it did not send is opened here (c.last knows what it did)
+
+    def _opened(self, message: OpenerMessage) -> None:
+        fields, event = message.fields, message.event
+        cid = str(fields.get("cid", ""))
+        if event == "open" and self._opener is not None:
+            try:
+                opened = self._opener.opened(message)
+            except ValueError:
+                self._log_once("opener", "the log file opener sent a malformed message")
+                return
+            c = self._containers.get(cid)
+            if c is not None:
+                with contextlib.suppress(OSError):
+                    st = os.fstat(opened.fd)
+                    c.last[bool(fields.get("sub"))] = ((st.st_dev, st.st_ino), opened.created)
+            self._call(self._events.on_open, opened)
+            if c is not None:
+                self._fire(c)  # a new file: a reader waiting at the end of the last one reads on
+            return
+        message.close()
+        if event == "created":
+            self._events.on_created(cid)
+        elif event == "missed":
+            self._events.on_missed(cid)
+        elif event == "open_error":
+            self._events.on_open_error(cid, str(fields.get("path")), str(fields.get("reason")))
+        elif event == "overflow":
+            self._log_once("overflow", "inotify queue overflowed; rescanning %s", self._top)
+            self._events.on_overflow()
+        elif event == "watch_error":
+            self._events.on_watch_error(str(fields.get("errno")))
+
     def _open(self, c: _Container, sub: bool, created: bool) -> None:
+        if self._opener is not None:
+            self._take_opened()  # opened there, the moment it appeared
+            return
         name = self._layout.log_name(c.cid, sub)
         if name is None:
             return  # no log at this level (Podman's is in userdata/)
@@ -389,23 +500,53 @@ class LogFileWatcher:
         if last is not None and last[0] == key:
             # Seen already. The first event naming a file a scan found is that file's own;
             # otherwise an earlier event's open found this newer file, and this event's own
-            # file was rotated away before anyone could open it.
+            # file was rotated away before anyone could open it, unless it was handed over
+            # ahead of its event (`_rotated`).
             os.close(fd)
-            if created and last[1]:
+            if created and last[1] and c.ahead.get(sub, 0) > 0:
+                c.ahead[sub] -= 1
+            elif created and last[1]:
                 self._call(self._events.on_missed, c.cid)
             elif created:
                 self._call(self._events.on_created, c.cid)
             c.last[sub] = (key, last[1] or created)
             return
+        if created and last is not None and not self._layout.replaced:
+            self._rotated(c, sub, path, key, last[0])
         os.set_blocking(fd, True)
         c.last[sub] = (key, created)
-        # The log first, the configs next: the log is what a removal would take away.
+        # The log first, the configs next: the log is what a removal would take away. Only
+        # with a container's first file: a rotation must cost as little as can be.
         kind: LogKind = self._layout.kind(sub)
         config, hostconfig = (
-            read_config(os.path.join(c.path, config), self._config_max) if config else None
+            read_config(os.path.join(c.path, config), self._config_max)
+            if config and last is None
+            else None
             for config in self._configs
         )
         opened = OpenedLog(c.cid, fd, path, kind, created, config, hostconfig)
+        self._call(self._events.on_open, opened)
+
+    def _rotated(
+        self, c: _Container, sub: bool, path: str, key: tuple[int, int], last: object
+    ) -> None:
+        """A new file at the path: if `.1` is neither it nor the one handed over last, it came
+        in between and goes first (see the module docstring). Only while the path still holds
+        `key` are the two names a snapshot: `.1` is then the file just before it."""
+        try:
+            fd, st = open_regular(path + ".1")
+        except OpenFailed:
+            return
+        try:
+            now = os.stat(path)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != key or (st.st_dev, st.st_ino) == last:
+            os.close(fd)
+            return
+        os.set_blocking(fd, True)
+        c.ahead[sub] = c.ahead.get(sub, 0) + 1
+        opened = OpenedLog(c.cid, fd, path, self._layout.kind(sub), True, None, None)
         self._call(self._events.on_open, opened)
 
     def _call(self, fn: Callable[..., object], *args: object) -> None:

@@ -420,7 +420,7 @@ class NumberedFiles(FileSequence):
         return None
 
     def _is_held(self, f: Opened) -> bool:
-        return f is self._reading or f is self._newest
+        return f is self._reading or f is self._newest or any(f is g for g, _ in self._chain)
 
 
 class _Names:

@@ -384,6 +384,25 @@ def test_generations_rotated_away_before_the_open_are_reported(root: Path, rec: 
         assert (o.created, read_all(o.fd)) == (True, b"3")  # the newest, and only once
 
 
+def test_a_file_rotated_on_before_its_event_is_handed_over_from_its_rotated_name(
+    root: Path, rec: Recorder
+) -> None:
+    with watching(root, rec) as w:
+        cid, d = create(root)
+        write_log(json_log(d), b"A")
+        rec.wait(lambda: len(rec.of(cid)) == 1)
+        release = hold_watcher(root, rec)
+        os.rename(json_log(d), d / f"{cid}-json.log.1")
+        write_log(json_log(d), b"B")
+        os.rename(json_log(d), d / f"{cid}-json.log.1")  # max-file=2: A is gone; B is .1
+        write_log(json_log(d), b"C")
+        release.set()
+        rec.wait(lambda: len(rec.of(cid)) == 3)
+        w.sync()
+        assert [read_all(o.fd) for o in rec.of(cid)] == [b"A", b"B", b"C"]  # in order
+        assert rec.count("missed", cid) == 0  # B's own event finds it handed already
+
+
 def test_queue_overflow_rescans_and_misses_nothing(root: Path, rec: Recorder) -> None:
     limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     if limit > 100_000:
