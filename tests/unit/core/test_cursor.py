@@ -76,19 +76,20 @@ def test_a_resumed_filter_reports_the_cursor_until_it_moves():
 
 def test_lines_sharing_a_timestamp_are_numbered():
     f = CursorFilter(Cursor())
-    assert [f.admit(1, 5), f.admit(1, 5), f.admit(1, 6), f.admit(2, 5)] == [1, 2, 1, 1]
+    got = [f.admit(1, 5), f.admit(1, 5), f.admit(1, 6), f.admit(2, 5)]
+    assert got == [(5, 1), (5, 2), (6, 1), (5, 1)]
     assert f.position(1) == (6, 1)
 
 
 def test_floor_drops_older_lines():
     f = CursorFilter(Cursor(floor_ns=100))
     assert f.admit(1, 99) is None
-    assert f.admit(1, 100) == 1
+    assert f.admit(1, 100) == (100, 1)
 
 
 def test_a_vanished_resume_line_is_reported_as_a_gap():
     f = CursorFilter(Cursor(0, {1: (50, 2)}))
-    assert f.admit(1, 60) == 1  # the two lines at 50 were rotated away
+    assert f.admit(1, 60) == (60, 1)  # the two lines at 50 were rotated away
     assert f.gap_streams == {1}
 
 
