@@ -171,9 +171,7 @@ class CursorFilter:
 
     def __init__(self, cursor: Cursor) -> None:
         self._floor = cursor.floor_ns
-        self._state: dict[int, _Stream] = {
-            s: _Stream.resumed(p) for s, p in cursor.streams.items()
-        }
+        self._state: dict[int, _Stream] = {s: _Stream.resumed(p) for s, p in cursor.streams.items()}
         self.gap_streams: set[int] = set()  # streams whose resume line was gone (rotated away)
         self.steps = 0
         self.last_step_ns = 0

@@ -244,3 +244,52 @@ def test_start_at_after_the_directory_is_gone_uses_the_held_file(tmp_path):
     with NumberedFiles(log.path, JSON_FILE, fd=fd) as fs:
         fs.start_at(T0 + 10 * NS // 1000)
         assert Reader(fs).drain() == names(20, 10)
+
+
+MS = NS // 1000
+NEWLINE_FORMATS = sorted(f for f in FORMATS if f != "local")
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.integers(min_value=0, max_value=40) | st.integers(min_value=-5000, max_value=-1),
+        min_size=1,
+        max_size=150,
+    ),
+    st.integers(min_value=-6000, max_value=6000),
+    st.sampled_from(NEWLINE_FORMATS),
+)
+def test_after_a_clock_step_back_it_is_still_the_first_line_at_or_after_since(
+    tmp_path, steps, since, fmt
+):
+    """The wall clock stepped back (negative steps, up to 5 s) while the container wrote: the
+    lines of a step's window, stamped below `since`, must not mislead the binary search past
+    the earlier lines stamped `since` or later (they would be skipped on resume)."""
+    ts, recs = 0, []
+    for i, step in enumerate(steps):
+        ts += step
+        recs.append(Rec(STDOUT, T0 + ts * MS, b"y" * (i % 5)))
+    path = tmp_path / f"stepped-{fmt}.log"
+    path.write_bytes(encode(fmt, recs))
+    at, _ = search(path, FORMATS[fmt], T0 + since * MS, block=48)
+    offsets = starts(fmt, recs)
+    first = next(
+        (o for r, o in zip(recs, offsets, strict=True) if r.ts_ns >= T0 + since * MS), None
+    )
+    assert at == (path.stat().st_size if first is None else first)
+
+
+@pytest.mark.parametrize("fmt", NEWLINE_FORMATS)
+def test_a_step_back_in_a_large_file_is_found_in_a_bounded_scan(tmp_path, fmt):
+    """10,000 lines every 10 ms, then the clock steps back 5 s and 2,000 more follow: resuming
+    at the last line before the step finds it, not a place inside the step's window."""
+    recs = [Rec(STDOUT, T0 + i * 10 * MS, b"%040d" % i) for i in range(10_000)]
+    back = recs[-1].ts_ns - 5 * NS
+    recs += [Rec(STDOUT, back + i * 10 * MS, b"%040d" % (10_000 + i)) for i in range(2_000)]
+    path = tmp_path / f"step-{fmt}.log"
+    path.write_bytes(encode(fmt, recs))
+    since = recs[9_999].ts_ns - 2 * NS  # the reorder guard below the last line before the step
+    at, reads = search(path, FORMATS[fmt], since)
+    assert at == starts(fmt, recs)[9_799]  # stamped exactly `since`
+    assert reads <= 2 * math.ceil(math.log2(path.stat().st_size / BLOCK_BYTES)) + 4
