@@ -313,3 +313,21 @@ def test_a_restart_at_a_timestamp_two_files_share_loses_nothing(tmp_path):
     run = read(write_rotated(str(tmp_path), recs, [2]), written)
     assert [r.message for r in run.records] == [b"b", b"c"]
     assert run.sample("rotation_gaps_total") == 0
+
+
+def test_a_clock_step_back_loses_no_line_live_or_on_a_restart_inside_its_window(tmp_path, caplog):
+    """r27: 100 lines from 10 s, then the clock steps back 3 s and 200 more follow."""
+    ms = 1_000_000
+    recs = [Rec(STDOUT, T0 + 10_000 * ms + i * 20 * ms, b"line %d" % i) for i in range(100)]
+    recs += [Rec(STDOUT, T0 + 9_000 * ms + i * 20 * ms, b"line %d" % (100 + i)) for i in range(200)]
+    path = str(tmp_path / "c-json.log")
+    append(path, recs)
+    run = read(NumberedFiles(path, JSON_FILE))
+    assert [r.message for r in run.records] == [r.message for r in recs]
+    assert run.sample("clock_steps_total", source="files") == 1
+    assert caplog.text.count("stepped back by 2.980 s") == 1
+    # A restart from any line of the window (where the crash left the journal's last entry)
+    for cut in (99, 100, 130, 148, 149, 150, 299):
+        last = run.records[cut].last
+        resumed = read(NumberedFiles(path, JSON_FILE), Cursor(0, {STDOUT: last}))
+        assert [r.message for r in resumed.records] == [r.message for r in recs[cut + 1 :]], cut
