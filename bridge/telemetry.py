@@ -136,6 +136,15 @@ class Telemetry:
             "Resumes that found their position rotated out of Docker's files.",
             registry=registry,
         )
+        self._clock_steps = Counter(
+            f"{ns}_clock_steps",
+            "Steps back of a stream's timestamps (the engine's wall clock was set back), by "
+            "source; the lines are forwarded, none dropped.",
+            ["source"],
+            registry=registry,
+        )
+        for source in ("api", "files"):
+            self._clock_steps.labels(source)
         self._transform_errors = Counter(
             f"{ns}_transform_errors",
             "Bad per-container transform settings (labels), by option.",
@@ -327,6 +336,9 @@ class Telemetry:
 
     def rotation_gap(self) -> None:
         self._rotation_gaps.inc()
+
+    def clock_steps(self, source: str, steps: int) -> None:
+        self._clock_steps.labels(source).inc(steps)
 
     # --- inner journals (sources/inner_journal) ------------------------------------------
 

@@ -60,7 +60,7 @@ class PartialJoiner:
             if complete:
                 return [Record(stream, body, timestamp, position, position)]
             pending = _Pending(
-                timestamp, position, position, f"{self._id_prefix}{position[0]:x}{stream}"
+                timestamp, position, position, f"{self._id_prefix}{position[-2]:x}{stream}"
             )
             self._pending[stream] = pending
         out: list[Record] = []

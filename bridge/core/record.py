@@ -25,7 +25,8 @@ class Record:
 
     `first` and `last` are the positions of the first and last Docker line it holds; the sink
     commits `last` once the entry is in the journal, and writes it into the entry whenever
-    `(SYSLOG_TIMESTAMP, 1)` alone would not say exactly how far it reaches.
+    `(SYSLOG_TIMESTAMP, 1)` alone would not say exactly how far it reaches (lines sharing a
+    stamp, merged lines, a line inside a clock step's window).
     """
 
     stream: int
@@ -40,7 +41,8 @@ class Record:
 
     @property
     def needs_cursor_field(self) -> bool:
-        return self.first != self.last or self.first[1] != 1
+        last = self.last
+        return self.first != last or len(last) != 2 or last[1] != 1
 
 
 # Memory one record holds beyond its message bytes (timestamp, positions, the record itself),

@@ -12,8 +12,11 @@ A file from a newer version is not damage but a downgrade, refused with `StateEr
 
 Versions: 1 had per-stream positions; 2 adds pinned streams (see cursor.py); 3 keys containers
 by engine (`engines.<name>.<container id>`), records when each engine was first read, and keeps
-an inner journal's position per container. Older files are read as they are: their containers
-are the `docker` engine's, whose first run is the bridge's.
+an inner journal's position per container; 4 allows a stream's position inside the window of
+a clock step back (`[hw, k, s, ts, k2]`, core/cursor.py), which a version 3 bridge would take
+for damage and set aside. Older files are read as they are (every position they hold means the
+same in version 4) and written back as 4: their containers are the `docker` engine's, whose
+first run is the bridge's.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from bridge.core.cursor import Cursor
 log = logging.getLogger(__name__)
 
 STATE_FILE = "positions.json"
-_VERSION = 3
-_READABLE_VERSIONS = (1, 2, 3)
+_VERSION = 4
+_READABLE_VERSIONS = (1, 2, 3, 4)
 DEFAULT_ENGINE = "docker"  # the engine of entries written before there were several
 
 
@@ -116,7 +119,7 @@ class State:
             )
         if version not in _READABLE_VERSIONS:
             raise ValueError(f"unknown state file version {str(version)[:20]!r}")
-        if version == 3:
+        if version >= 3:
             engines_raw = _object(data.get("engines", {}), "engines")
         else:
             engines_raw = {DEFAULT_ENGINE: data.get("containers", {})}

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 
 from bridge.core.container import ContainerHandle
-from bridge.core.cursor import Position
+from bridge.core.cursor import CursorFilter, Position
 from bridge.core.partial import PartialJoiner
 from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import Record, footprint
@@ -50,6 +50,7 @@ class ReaderThread:
         self._finished = False
         self._reported: set[str] = set()  # problems already logged for this container
         self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
+        self._steps_seen = 0  # clock steps back the cursor filters have reported
         self._thread = threading.Thread(
             target=self._main, name=f"logs-{handle.info.short_id}", daemon=True
         )
@@ -152,6 +153,20 @@ class ReaderThread:
             log.error(
                 "container %s: dropped a log line that cannot be read (%s)", self.name, reason
             )
+
+    def _clock_stepped(self, cursor_filter: CursorFilter) -> None:
+        """The engine's clock stepped back within a stream: its lines were admitted as the
+        step's window (core/cursor.py), never dropped. Counted, and logged once per step."""
+        steps = cursor_filter.steps - self._steps_seen
+        self._steps_seen = cursor_filter.steps
+        self._telemetry.clock_steps(self.source, steps)
+        log.warning(
+            "container %s: its log's timestamps stepped back by %.3f s%s (the engine's wall "
+            "clock was set back); its lines go on in order, none dropped",
+            self.name,
+            cursor_filter.last_step_ns / 1e9,
+            f" ({steps} steps)" if steps > 1 else "",
+        )
 
     def _rotation_gap(self) -> None:
         if "gap" not in self._reported:

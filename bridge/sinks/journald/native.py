@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from bridge.core.cursor import Position, checked
 from bridge.core.fields import encode_field
 from bridge.core.record import STDERR, Record
 
@@ -46,8 +47,7 @@ def encode_record(record: Record, container_fields: bytes) -> bytes:
         return entry
     parts = [entry]
     if needs_cursor:
-        ts, k = record.last
-        parts.append(b"JOURNALD_BRIDGE_CURSOR=%d:%d\n" % (ts, k))
+        parts.append(b"JOURNALD_BRIDGE_CURSOR=%s\n" % b":".join(b"%d" % n for n in record.last))
     partial = record.partial
     if partial is not None:
         parts.append(
@@ -61,8 +61,11 @@ def encode_record(record: Record, container_fields: bytes) -> bytes:
     return b"".join(parts)
 
 
-def parse_cursor_field(value: bytes | str) -> tuple[int, int]:
-    """Inverse of the JOURNALD_BRIDGE_CURSOR value written by `encode_record`."""
+def parse_cursor_field(value: bytes | str) -> Position:
+    """Inverse of the JOURNALD_BRIDGE_CURSOR value written by `encode_record`: `ts:k`, or a
+    position inside a clock step's window, `hw:k:s:ts:k2` (core/cursor.py). ValueError else."""
     text = value.decode() if isinstance(value, bytes) else value
-    ts, _, k = text.partition(":")
-    return int(ts), int(k)
+    parts = text.split(":")
+    if len(parts) not in (2, 5) or not all(p.isdigit() and len(p) < 20 for p in parts):
+        raise ValueError(f"not a position: {text[:80]!r}")
+    return checked(tuple(int(p) for p in parts))

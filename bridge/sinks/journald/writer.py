@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from bridge.core.container import ChainLike, ContainerHandle
-from bridge.core.cursor import Position
+from bridge.core.cursor import Position, stamp
 from bridge.core.queue import EndOfStream, InnerBatch, Item, PendingQueue
 from bridge.core.record import Record
 from bridge.core.timestamps import NS_PER_SECOND
@@ -328,7 +328,7 @@ class JournalWriter:
         for reason, lines in dropped.items():
             self._telemetry.lines_dropped(reason, lines, container=labels)
         if last_sent is not None:
-            self._telemetry.delivery_lag(time.time() - last_sent.first[0] / NS_PER_SECOND)
+            self._telemetry.delivery_lag(time.time() - stamp(last_sent.first) / NS_PER_SECOND)
         for stream, (lines, nbytes) in counts.items():
             self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
             self.lines_forwarded += lines

@@ -153,6 +153,7 @@ class ApiReader(ReaderThread):
             if since > 0:
                 params["since"] = format_since(since)
             cursor_filter = CursorFilter(cursor)
+        self._steps_seen = 0  # a new filter counts from 0
         log.debug("container %s: reading logs %s from %s", self.name, params, cursor)
         try:
             response = self._api._get(
@@ -178,6 +179,8 @@ class ApiReader(ReaderThread):
         )
         for body in self._body(response):
             self._put(self._records(parser.feed(body), cursor_filter))
+            if cursor_filter.steps != self._steps_seen:
+                self._clock_stepped(cursor_filter)
         self._put(self._records(parser.flush(), cursor_filter))
 
     def _records(
@@ -210,14 +213,13 @@ class ApiReader(ReaderThread):
             except ValueError as exc:
                 self._malformed(f"no valid timestamp: {exc}")
                 continue
-            k = admit(stream, ts_ns)
-            if k is None:
+            position = admit(stream, ts_ns)
+            if position is None:
                 continue
             if idle and payload[-1] == 10:  # a whole line, nothing pending: no joiner needed
-                position = (ts_ns, k)
                 append(Record(stream, payload[space + 1 : -1], timestamp, position, position))
             else:
-                records.extend(joiner.push(stream, timestamp, (ts_ns, k), payload[space + 1 :]))
+                records.extend(joiner.push(stream, timestamp, position, payload[space + 1 :]))
                 idle = joiner.idle
         return records
 

@@ -125,6 +125,8 @@ class FileReader(ReaderThread):
                     self._rotation_gap()
                 if chunk.data:
                     self._put(self._records(parser.feed(chunk.data), cursor_filter))
+                    if cursor_filter.steps != self._steps_seen:
+                        self._clock_stepped(cursor_filter)
                     self._count_malformed(parser)
                     if self._stop.is_set() and not handle.removed:
                         return  # shutdown mid-file: the rest is read at the next start
@@ -184,10 +186,9 @@ class FileReader(ReaderThread):
         idle = joiner.idle
         for line in lines:
             stream = line.stream
-            k = admit(stream, line.ts_ns)
-            if k is None:
+            position = admit(stream, line.ts_ns)
+            if position is None:
                 continue
-            position = (line.ts_ns, k)
             if idle and line.complete:  # a whole line, nothing pending: no joiner needed
                 append(Record(stream, line.message, line.timestamp, position, position))
             else:

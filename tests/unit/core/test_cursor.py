@@ -76,19 +76,20 @@ def test_a_resumed_filter_reports_the_cursor_until_it_moves():
 
 def test_lines_sharing_a_timestamp_are_numbered():
     f = CursorFilter(Cursor())
-    assert [f.admit(1, 5), f.admit(1, 5), f.admit(1, 6), f.admit(2, 5)] == [1, 2, 1, 1]
+    got = [f.admit(1, 5), f.admit(1, 5), f.admit(1, 6), f.admit(2, 5)]
+    assert got == [(5, 1), (5, 2), (6, 1), (5, 1)]
     assert f.position(1) == (6, 1)
 
 
 def test_floor_drops_older_lines():
     f = CursorFilter(Cursor(floor_ns=100))
     assert f.admit(1, 99) is None
-    assert f.admit(1, 100) == 1
+    assert f.admit(1, 100) == (100, 1)
 
 
 def test_a_vanished_resume_line_is_reported_as_a_gap():
     f = CursorFilter(Cursor(0, {1: (50, 2)}))
-    assert f.admit(1, 60) == 1  # the two lines at 50 were rotated away
+    assert f.admit(1, 60) == (60, 1)  # the two lines at 50 were rotated away
     assert f.gap_streams == {1}
 
 
@@ -145,3 +146,118 @@ def test_from_json_refuses_numbers_that_are_not_positions():
     for bad in (float("inf"), -1, 1 << 64, 1.5, True, "12"):
         with pytest.raises(ValueError):
             Cursor.from_json({"floor_ns": 0, "streams": {"1": [bad, 1]}})
+
+
+# --- the wall clock stepping back -----------------------------------------------------------
+
+
+@st.composite
+def stepping_log(draw):
+    """Like `interleaved_log`, but each stream's clock may step back (negative steps), any
+    number of times, also inside the window of an earlier step."""
+    streams = {}
+    for stream in (1, 2):
+        steps = draw(st.lists(st.integers(min_value=-6, max_value=3), max_size=25))
+        ts, lines = 1_000, []
+        for step in steps:
+            ts += step
+            lines.append((stream, ts))
+        streams[stream] = lines
+    order = draw(st.permutations([1] * len(streams[1]) + [2] * len(streams[2])))
+    merged, index = [], {1: 0, 2: 0}
+    for stream in order:
+        merged.append(streams[stream][index[stream]])
+        index[stream] += 1
+    return [(s, ts, n) for n, (s, ts) in enumerate(merged)]
+
+
+def file_from(log, since):
+    """What a file reader reads after its search: every line from the first stamped `since`
+    or later, whatever comes after it (search.py finds that place, steps or not)."""
+    for i, (_, ts, _) in enumerate(log):
+        if ts >= since:
+            return log[i:]
+    return []
+
+
+@given(stepping_log())
+def test_a_live_filter_admits_every_line_whatever_the_clock_does(log):
+    f = CursorFilter(Cursor())
+    positions = {1: [], 2: []}
+    for stream, ts, _ in log:
+        position = f.admit(stream, ts)
+        assert position is not None
+        positions[stream].append(position)
+    for ps in positions.values():
+        assert ps == sorted(set(ps)), "positions must strictly increase along a stream"
+
+
+@given(stepping_log(), st.data())
+def test_resume_inside_or_after_a_step_replays_exactly_the_rest(log, data):
+    consumed = data.draw(st.integers(min_value=0, max_value=len(log)))
+    first = CursorFilter(Cursor())
+    for stream, ts, _ in log[:consumed]:
+        first.admit(stream, ts)
+    cursor = Cursor(0, {s: p for s in (1, 2) if (p := first.position(s)) is not None})
+    cursor = Cursor.from_json(cursor.to_json())  # as the state file keeps it
+    second = CursorFilter(cursor)
+    since = cursor.since_ns(guard_ns=10**6)
+    resumed = [n for s, ts, n in file_from(log, since) if second.admit(s, ts) is not None]
+    assert resumed == [n for _, _, n in log[consumed:]]
+    assert not second.gap_streams
+
+
+@given(stepping_log(), st.lists(st.integers(min_value=0, max_value=60), min_size=1, max_size=4))
+def test_repeated_resumes_through_steps_lose_and_repeat_nothing(log, stops):
+    cursor, done, resumed = Cursor(), 0, []
+    for stop in sorted(stops):
+        f = CursorFilter(cursor)
+        for s, ts, n in file_from(log, cursor.since_ns(guard_ns=10**6)):
+            if done >= stop:
+                break
+            if f.admit(s, ts) is not None:
+                resumed.append(n)
+                done += 1
+        cursor = f.advanced(cursor)
+    f = CursorFilter(cursor)
+    resumed += [n for s, ts, n in file_from(log, cursor.since_ns(guard_ns=10**6)) if f.admit(s, ts)]
+    assert resumed == [n for _, _, n in log]
+
+
+def test_a_step_back_admits_the_lines_and_is_counted():
+    """r27: 100 lines, then the clock steps back 3 s and 200 more follow: none is dropped."""
+    ms = 10**6
+    stamps = [10_000 * ms + i * 20 * ms for i in range(100)]
+    stamps += [9_000 * ms + i * 20 * ms for i in range(200)]
+    f = CursorFilter(Cursor())
+    admitted = [f.admit(1, ts) for ts in stamps]
+    assert None not in admitted
+    assert f.steps == 1 and f.last_step_ns == (11_980 - 9_000) * ms
+    hw = stamps[99]
+    assert admitted[100] == (hw, 1, 1, 9_000 * ms, 1)
+    assert admitted[199] == (hw, 1, 1, 10_980 * ms, 1)  # the window's lines, in order
+    assert admitted[250] == (12_000 * ms, 1)  # the clock caught up: plain positions again
+    assert admitted == sorted(admitted)
+
+
+def test_a_window_position_round_trips_and_is_treated_as_exact_by_since():
+    window = (100, 1, 1, 40, 2)
+    cursor = Cursor(0, {1: window, 2: (90, 1)})
+    assert Cursor.from_json(cursor.to_json()) == cursor
+    assert cursor.in_step()
+    assert cursor.since_ns(guard_ns=5) == 40  # not raised to newest - guard
+
+
+def test_from_json_refuses_a_malformed_window_position():
+    for bad in ([100, 1, 0, 40, 1], [100, 1, 1, 100, 1], [1, 2, 3], [1, 2, 3, 4, 5, 6]):
+        with pytest.raises(ValueError):
+            Cursor.from_json({"floor_ns": 0, "streams": {"1": bad}})
+
+
+def test_merged_prefers_the_later_position_across_a_step():
+    before = Cursor(0, {1: (100, 1)})
+    inside = Cursor(0, {1: (100, 1, 1, 40, 1)})
+    after = Cursor(0, {1: (101, 1)})
+    assert before.merged(inside).streams[1] == (100, 1, 1, 40, 1)
+    assert inside.merged(after).streams[1] == (101, 1)
+    assert inside.merged(before).streams[1] == (100, 1, 1, 40, 1)

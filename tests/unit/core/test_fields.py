@@ -210,3 +210,18 @@ def test_podman_compose_labels_fill_the_compose_fields():
     info = ContainerInfo("b" * 64, "db", "img", "sha256:c", labels=labels, engine="podman")
     fields = dict(container_fields(info, TagTemplate("{{.Name}}"), MetadataSelection()))
     assert (fields["COMPOSE_PROJECT"], fields["COMPOSE_SERVICE"]) == ("shop", "db")
+
+
+def test_no_label_or_variable_can_forge_the_resume_cursor_the_read_back_uses():
+    """The read-back trusts JOURNALD_BRIDGE_CURSOR over SYSLOG_TIMESTAMP: a container that could
+    set it would steer its own resume (skip or repeat lines after a clock step)."""
+    forged = {
+        "JOURNALD_BRIDGE_CURSOR": "99999999999999999:1:1:0:1",
+        "journald-bridge.cursor": "1:1",
+        "journald_bridge_cursor": "1:1",
+        "SYSLOG_TIMESTAMP": "2000-01-01T00:00:00Z",
+    }
+    info = ContainerInfo("a" * 64, "web", "img", "sha256:" + "b" * 64, labels=forged, env=forged)
+    selection = MetadataSelection(labels_regex=re.compile(""), env_regex=re.compile(""))
+    names = {n for n, _ in container_fields(info, TagTemplate("{{.Name}}"), selection)}
+    assert "JOURNALD_BRIDGE_CURSOR" not in names and "SYSLOG_TIMESTAMP" not in names

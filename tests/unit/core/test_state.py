@@ -70,7 +70,7 @@ def test_a_file_owned_by_another_user_is_not_trusted(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_an_older_file_is_the_docker_engines_and_written_back_as_version_3(tmp_path, version):
+def test_an_older_file_is_the_docker_engines_and_written_back_as_version_4(tmp_path, version):
     store = StateStore(tmp_path)
     store.path.write_bytes(V1.replace(b'"version":1', b'"version":%d' % version))
     state = store.load()
@@ -79,7 +79,35 @@ def test_an_older_file_is_the_docker_engines_and_written_back_as_version_3(tmp_p
         {"c1": ContainerState(Cursor(0, {1: (11, 1), 2: (9, 0)}, frozenset({2})))}
     )
     assert store.save(state)
-    assert json.loads(store.path.read_text())["version"] == 3
+    assert json.loads(store.path.read_text())["version"] == 4
+    assert StateStore(tmp_path).load() == state
+
+
+def test_a_version_3_file_migrates_to_4_keeping_every_position(tmp_path):
+    store = StateStore(tmp_path)
+    v3 = {
+        "version": 3,
+        "first_run_ns": 7,
+        "engine_first_run_ns": {"podman": 9},
+        "engines": {
+            "docker": {"c1": {"floor_ns": 0, "streams": {"1": [10, 2], "2": [8, 0]},
+                              "pinned": [2], "finished_at": ""}},
+            "podman": {"p1": {"floor_ns": 3, "streams": {"1": [5, 1]}, "finished_at": "x"}},
+        },
+    }  # fmt: skip
+    store.path.write_text(json.dumps(v3))
+    state = store.load()
+    assert state.containers("docker")["c1"].cursor == Cursor(
+        0, {1: (10, 2), 2: (8, 0)}, frozenset({2})
+    )
+    state.points("docker", 0).replace(
+        {"c1": ContainerState(Cursor(0, {1: (10, 2, 1, 4, 1), 2: (8, 0)}, frozenset({2})))}
+    )
+    assert store.save(state)
+    saved = json.loads(store.path.read_text())
+    assert saved["version"] == 4
+    assert saved["engines"]["docker"]["c1"]["streams"]["1"] == [10, 2, 1, 4, 1]
+    assert saved["engines"]["podman"] == v3["engines"]["podman"]
     assert StateStore(tmp_path).load() == state
 
 
@@ -108,7 +136,7 @@ def test_resume_points_are_one_engines_and_change_only_through_their_verbs():
 
 def test_a_newer_version_is_refused_not_overwritten(tmp_path):
     store = StateStore(tmp_path)
-    store.path.write_text('{"version":4,"first_run_ns":1,"engines":{}}')
+    store.path.write_text('{"version":5,"first_run_ns":1,"engines":{}}')
     with pytest.raises(StateError, match="refusing to downgrade"):
         store.load()
     assert store.path.exists()

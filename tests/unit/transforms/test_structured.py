@@ -140,3 +140,8 @@ def test_parsed_fields_are_always_valid_utf8_and_never_protected(data, ascii_onl
         text = name.decode()
         assert text[0].isalpha() and len(text) <= 64 and not is_protected(text)
         value.decode()
+
+
+def test_a_json_line_cannot_forge_the_resume_cursor():
+    r = apply(b'{"msg":"x","JOURNALD_BRIDGE_CURSOR":"1:1:1:0:1","journald_bridge_cursor":"2:1"}')
+    assert all(not name.upper().startswith(b"JOURNALD_BRIDGE") for name, _ in r.extra_fields)

@@ -21,6 +21,17 @@ offset, not its timestamp.) If the walk cannot go on (a damaged entry, or the la
 being written), it parses forward from the file's start.
 Limit: an entry being written at the very moment the file's size is taken, whose cut-off bytes
 end like a frame, could start the walk off a boundary.
+
+Newline formats after a clock step. The wall clock can step back (core/cursor.py): then lines
+stamped below `since_ns` follow lines stamped above it, a probe that lands among them takes the
+place for later than it is, and the lines between would be skipped. So after the binary search
+the bytes before its answer are scanned back (`_back_scan`) for a line stamped `since_ns` or
+later, block by block, as long as they hold lines stamped less than `STEP_REACH_NS` before
+`since_ns` and for at most `BACK_SCAN_BYTES`; the answer moves back to the first one found. A
+step back by less than `STEP_REACH_NS` whose window fits in `BACK_SCAN_BYTES` is found; in a
+file without a step the scan costs one read, or reads up to `STEP_REACH_NS` of a busy log.
+`local`'s walk back goes on the same way past the first entry stamped before `since_ns` it meets
+(`_walk_back_further`), entry by entry from boundaries it walked to.
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ from bridge.sources.logfiles.formats.lines import MAX_LINE_BYTES, FileFormat, Pr
 from bridge.sources.logfiles.rotation.identity import Opened
 
 BLOCK_BYTES = 64 * 1024
+STEP_REACH_NS = 10 * 1_000_000_000  # how far back a clock step is looked for
+BACK_SCAN_BYTES = 1024 * 1024  # ... and in how many bytes before the answer
+_BACK_BLOCK_BYTES = 256 * 1024
 _PROBE_LIMIT = 2 * MAX_LINE_BYTES  # a probe gives up on a line longer than this
 _STRIDE = 32  # lines walked back over by their framing alone before one is decoded
 
@@ -68,7 +82,7 @@ class Searcher:
                 lo = found[1]
             else:
                 hi = mid
-        return self._scan(f, lo, since_ns)
+        return self._back_scan(f, self._scan(f, lo, since_ns), since_ns)
 
     def _probe(self, f: Opened, at: int) -> Probed | None:
         size = self._block
@@ -95,6 +109,31 @@ class Searcher:
                 if line.ts_ns >= since_ns:
                     return start
                 start = line.end
+
+    def _back_scan(self, f: Opened, answer: int, since_ns: int) -> int:
+        """`answer`, or the start of the first line stamped `since_ns` or later before it
+        (a clock step's window: see the module docstring)."""
+        floor = max(0, answer - BACK_SCAN_BYTES)
+        reach = since_ns - STEP_REACH_NS
+        end = answer  # a line start: the bytes before it are scanned next
+        while end > floor:
+            start = max(floor, end - _BACK_BLOCK_BYTES)
+            buf = f.pread(start, end - start)
+            self.reads += 1
+            skip = 0 if start == 0 else buf.find(b"\n") + 1
+            if skip == 0 and start > 0:
+                break  # no line starts in the block: a line longer than it (damage)
+            at = start + skip
+            newest = -1
+            for line in self._fmt.parser(at).feed(buf[skip:]):
+                if line.ts_ns >= since_ns and at < answer:
+                    answer = at
+                newest = max(newest, line.ts_ns)
+                at = line.end
+            if newest < reach:
+                break  # every line here is long before `since_ns`: no step reaches this far
+            end = start + skip
+        return answer
 
     def _walk_back(
         self, f: Opened, since_ns: int, starts_before: Callable[[bytes, int, int], list[int]]
@@ -129,5 +168,43 @@ class Searcher:
                 if found is None:
                     return self._scan(f, 0, since_ns)
                 if found[2] < since_ns:
-                    return base + stop
+                    return self._walk_back_further(f, base + stop, since_ns, starts_before)
         return 0
+
+    def _walk_back_further(
+        self,
+        f: Opened,
+        answer: int,
+        since_ns: int,
+        starts_before: Callable[[bytes, int, int], list[int]],
+    ) -> int:
+        """`_back_scan` for `local`: on back from the walk's answer, entry by entry, with the
+        same bounds, for an entry stamped `since_ns` or later before a step's window."""
+        floor = max(0, answer - BACK_SCAN_BYTES)
+        reach = since_ns - STEP_REACH_NS
+        end = base = answer  # a boundary, and buf holds the file's bytes from `base` to it
+        buf = b""
+        while end > floor:
+            starts = starts_before(buf, end - base, _STRIDE)
+            if not starts:
+                if base == 0 or end - base > _PROBE_LIMIT:
+                    break
+                start = max(0, base - max(_BACK_BLOCK_BYTES, end - base))
+                more = f.pread(start, base - start)
+                self.reads += 1
+                if len(more) != base - start:
+                    break
+                buf, base = more + buf[: end - base], start
+                continue
+            newest = -1
+            for stop, start in itertools.pairwise([end - base, *starts]):
+                found = self._fmt.probe(buf[start:stop], True)
+                if found is None:
+                    return answer  # damage: the walk's answer stands
+                if found[2] >= since_ns:
+                    answer = base + start
+                newest = max(newest, found[2])
+            if newest < reach:
+                break
+            end = base + starts[-1]
+        return answer

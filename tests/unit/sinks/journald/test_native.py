@@ -86,3 +86,23 @@ def test_every_record_encodes_to_the_fields_it_holds(record):
     assert (b"CONTAINER_PARTIAL_ID" in names) is (record.partial is not None)
     for pair in record.extra_fields:
         assert pair in fields
+
+
+def test_an_entry_inside_a_clock_steps_window_carries_its_whole_position():
+    window = (100, 1, 1, 40, 2)
+    record = Record(1, b"x", TS, window, window)
+    fields = dict(decode(encode_record(record, b"")))
+    assert fields[b"JOURNALD_BRIDGE_CURSOR"] == b"100:1:1:40:2"
+    assert parse_cursor_field(fields[b"JOURNALD_BRIDGE_CURSOR"]) == window
+    plain = Record(1, b"x", TS, (100, 1), (100, 1))
+    assert b"JOURNALD_BRIDGE_CURSOR" not in dict(decode(encode_record(plain, b"")))
+
+
+@given(st.text(max_size=40) | st.binary(max_size=40))
+def test_a_cursor_field_parses_to_a_position_or_raises_value_error(value):
+    try:
+        position = parse_cursor_field(value)
+    except (ValueError, UnicodeDecodeError):
+        return
+    assert len(position) in (2, 5)
+    assert parse_cursor_field(b":".join(b"%d" % n for n in position)) == position

@@ -111,6 +111,9 @@ def test_a_journal_read_error_leaves_the_state_file_to_decide(caplog):
     [
         ({"SYSLOG_TIMESTAMP": "2026-11-28T00:00:01.5Z"}, (1795824001500000000, 1)),
         ({"JOURNALD_BRIDGE_CURSOR": "7:3", "SYSLOG_TIMESTAMP": "x"}, (7, 3)),
+        ({"JOURNALD_BRIDGE_CURSOR": "9:1:2:5:1", "SYSLOG_TIMESTAMP": "x"}, (9, 1, 2, 5, 1)),
+        ({"JOURNALD_BRIDGE_CURSOR": "9:1:0:5:1"}, None),  # no step: not a position
+        ({"JOURNALD_BRIDGE_CURSOR": "9:1:2:5"}, None),
         ({"SYSLOG_TIMESTAMP": "yesterday"}, None),
         ({}, None),
     ],

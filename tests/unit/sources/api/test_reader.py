@@ -150,6 +150,26 @@ def test_lines_already_read_are_not_read_again() -> None:
     assert again == expected[3:]
 
 
+def test_a_clock_step_back_admits_every_line_and_is_counted(caplog) -> None:
+    """r27 on the API source: the stream's stamps go back 3 s; no line is dropped."""
+    frames = []
+    for i in range(300):
+        ms = 10_000 + i * 20 if i < 100 else 9_000 + (i - 100) * 20
+        ts = b"2026-11-28T00:00:%02d.%03d000000Z" % (ms // 1000, ms % 1000)
+        frames.append(frame(STDOUT, ts + b" line %d\n" % i))
+    info = ContainerInfo(id="a" * 64, name="web", image_name="img", image_id="sha256:b")
+    handle = ContainerHandle.create(info, b"", Cursor())
+    queue = PendingQueue(1 << 30)
+    telemetry = Telemetry(CollectorRegistry())
+    reader = ApiReader(None, handle, queue, telemetry, 1 << 20, 1.0)
+    reader._consume(Response([chunked(frames)]), CursorFilter(Cursor()))  # type: ignore[arg-type]
+    got = [r.message for item in queue.get_many(0, 1 << 30) for r in item.records]  # type: ignore[union-attr]
+    assert got == [b"line %d" % i for i in range(300)]
+    labels = {"source": "api"}
+    assert telemetry.registry.get_sample_value("journald_bridge_clock_steps_total", labels) == 1
+    assert caplog.text.count("stepped back by 2.980 s") == 1
+
+
 # --- an error as the body of a 200 ------------------------------------------------------
 
 TS = b"2026-11-28T00:13:57.123456789Z "
