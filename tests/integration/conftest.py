@@ -433,10 +433,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     a test that uses `each_source` once per source on each of them.
 
     `@pytest.mark.engines("docker26", "podman5:files")`: a name alone means every source, a
-    `:source` only that one. Only `engine` or `each_source` parametrized tests see the mark.
+    `:source` only that one; `only=True`: not on the host's dockerd (a test of Podman).
+    Only `engine` or `each_source` parametrized tests see the mark.
     """
     marker = metafunc.definition.get_closest_marker("engines")
-    names = ["docker", *(marker.args if marker else ())]
+    names = [] if marker and marker.kwargs.get("only") else ["docker"]
+    names.extend(marker.args if marker else ())
     cases = []
     for name in names:
         engine, _, only = name.partition(":")
