@@ -33,7 +33,7 @@ from docker.transport.unixconn import UnixHTTPConnection
 from systemd import journal
 
 from tests.integration import dockerd
-from tests.integration.engines import ENGINES, Engines, EngineSpec, host_of
+from tests.integration.engines import ENGINES, ContainedEngine, Engines, EngineSpec, host_of
 
 pytestmark = pytest.mark.integration
 
@@ -455,13 +455,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 class Engine:
     """The engine a test runs its containers on: the host's dockerd unless parametrized."""
 
-    def __init__(self, spec: EngineSpec, client: docker.DockerClient) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        client: docker.DockerClient,
+        host: str = "",
+        contained: ContainedEngine | None = None,
+    ) -> None:
         self.spec = spec
         self.client = client
+        self.host = host  # "": the host's dockerd, DOCKER_HOST's default
+        self.contained = contained
 
     @property
     def image(self) -> str:
         return self.spec.image
+
+    def provide(self, image: str) -> None:
+        """Makes an image of the host's dockerd available on this engine."""
+        if self.contained is not None:
+            self.contained.load(image)
 
 
 @pytest.fixture(scope="session")
@@ -484,11 +497,12 @@ def engine(
     if spec.name == "docker":
         yield Engine(spec, docker_client)
         return
-    host = host_of(spec, contained_engines)
+    contained = contained_engines.get(spec) if spec.contained else None
+    host = contained.host if contained is not None else host_of(spec)
     bridge.configure(docker={"enabled": False}, engines=[{"name": spec.name, "host": host}])
     client = docker.DockerClient(base_url=host, version="1.41", timeout=120, max_pool_size=64)
     try:
-        yield Engine(spec, client)
+        yield Engine(spec, client, host, contained)
     finally:
         client.close()
 

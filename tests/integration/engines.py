@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
@@ -79,6 +78,7 @@ class ContainedEngine:
 
     spec: EngineSpec
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    loaded: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         tag = f"{self.spec.name}-{self.session}"
@@ -126,17 +126,24 @@ class ContainedEngine:
         )  # fmt: skip
         try:
             self._wait_answering(60)
-            with self.client() as client:
-                source = docker.from_env(version="1.41")
-                try:
-                    client.images.load(b"".join(source.images.get(HOST_IMAGE).save(named=True)))
-                finally:
-                    source.close()
+            self.load(HOST_IMAGE)
         except BaseException:
             logs = subprocess.run(["docker", "logs", "--tail", "20", self.container],
                                   capture_output=True, text=True)  # fmt: skip
             self.stop()
             raise AssertionError(f"{self.spec.name} did not start:\n{logs.stderr}") from None
+
+    def load(self, image: str) -> None:
+        """Copies an image of the host's dockerd into this engine, once."""
+        if image in self.loaded:
+            return
+        with self.client() as client:
+            source = docker.from_env(version="1.41", timeout=300)
+            try:
+                client.images.load(b"".join(source.images.get(image).save(named=True)))
+            finally:
+                source.close()
+        self.loaded.add(image)
 
     def _wait_answering(self, timeout: float) -> None:
         from tests.integration.conftest import wait_until
@@ -195,12 +202,6 @@ class Engines:
         self.running.clear()
 
 
-def engine_table(spec: EngineSpec, host: str) -> dict[str, Any]:
-    """The bridge's `[[engines]]` table for an engine other than the host's dockerd."""
-    return {"name": spec.name, "host": host}
-
-
-def host_of(spec: EngineSpec, engines: Engines) -> str:
-    if spec.contained:
-        return engines.get(spec).host
+def host_of(spec: EngineSpec) -> str:
+    """The socket of one of the host's own engines."""
     return f"unix://{HOST_PODMAN_SOCKET}" if spec.kind == "podman" else ""
