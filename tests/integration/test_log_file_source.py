@@ -68,14 +68,17 @@ def test_100_rm_containers_at_once_lose_nothing(
     )
 
 
-@pytest.mark.engines("docker26")
+@pytest.mark.engines("docker26", "podman5")
 @pytest.mark.parametrize("driver", ["json-file", "local"])
-def test_rotation_by_renaming_under_a_fast_writer(bridge, journald, containers, driver):
+def test_rotation_by_renaming_under_a_fast_writer(bridge, journald, containers, engine, driver):
     # 60,000 lines at about 20,000 a second, a 200 KB file every ~0.15 s and only two kept:
     # the bridge must read each file before dockerd deletes it two rotations later. (A writer
     # that outruns journald itself, an unpaced `seq`, rotates files away within milliseconds:
     # then what is lost is counted as a rotation gap, never silent -- see the README.) The
-    # local driver compresses each rotated file (gzip) by default.
+    # local driver compresses each rotated file (gzip) by default. Podman's "json-file" is its
+    # k8s-file, which conmon rotates at max-size (keeping no older file).
+    if engine.spec.kind == "podman" and driver == "local":
+        pytest.skip("Podman has no local log driver")
     bridge.start()
     lines = 60_000
     c = containers.run(
