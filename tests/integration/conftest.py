@@ -33,7 +33,9 @@ from docker.transport.unixconn import UnixHTTPConnection
 from systemd import journal
 
 from tests.integration import dockerd
-from tests.integration.engines import ENGINES, ContainedEngine, Engines, EngineSpec, host_of
+from tests.integration.engines import ENGINES, Engine, contained_engines, engine
+
+__all__ = ["contained_engines", "engine"]  # fixtures, defined beside the engines they start
 
 pytestmark = pytest.mark.integration
 
@@ -450,61 +452,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     elif marker is not None:
         engines = list(dict.fromkeys(e for e, _ in cases))
         metafunc.parametrize("engine", engines, indirect=True)
-
-
-class Engine:
-    """The engine a test runs its containers on: the host's dockerd unless parametrized."""
-
-    def __init__(
-        self,
-        spec: EngineSpec,
-        client: docker.DockerClient,
-        host: str = "",
-        contained: ContainedEngine | None = None,
-    ) -> None:
-        self.spec = spec
-        self.client = client
-        self.host = host  # "": the host's dockerd, DOCKER_HOST's default
-        self.contained = contained
-
-    @property
-    def image(self) -> str:
-        return self.spec.image
-
-    def provide(self, image: str) -> None:
-        """Makes an image of the host's dockerd available on this engine."""
-        if self.contained is not None:
-            self.contained.load(image)
-
-
-@pytest.fixture(scope="session")
-def contained_engines() -> Iterator[Engines]:
-    """Debian 13's engines, each started on first use (tests/integration/engines.py)."""
-    instance = Engines()
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture
-def engine(
-    request: pytest.FixtureRequest,
-    bridge: Bridge,
-    docker_client: docker.DockerClient,
-    contained_engines: Engines,
-) -> Iterator[Engine]:
-    """The test's engine; any but the host's dockerd is the bridge's only engine."""
-    spec = ENGINES[getattr(request, "param", "docker")]
-    if spec.name == "docker":
-        yield Engine(spec, docker_client)
-        return
-    contained = contained_engines.get(spec) if spec.contained else None
-    host = contained.host if contained is not None else host_of(spec)
-    bridge.configure(docker={"enabled": False}, engines=[{"name": spec.name, "host": host}])
-    client = docker.DockerClient(base_url=host, version="1.41", timeout=120, max_pool_size=64)
-    try:
-        yield Engine(spec, client, host, contained)
-    finally:
-        client.close()
 
 
 @pytest.fixture
