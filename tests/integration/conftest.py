@@ -33,7 +33,9 @@ from docker.transport.unixconn import UnixHTTPConnection
 from systemd import journal
 
 from tests.integration import dockerd
-from tests.integration.engines import ENGINES, Engines, EngineSpec, host_of
+from tests.integration.engines import ENGINES, Engine, contained_engines, engine
+
+__all__ = ["contained_engines", "engine"]  # fixtures, defined beside the engines they start
 
 pytestmark = pytest.mark.integration
 
@@ -433,10 +435,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     a test that uses `each_source` once per source on each of them.
 
     `@pytest.mark.engines("docker26", "podman5:files")`: a name alone means every source, a
-    `:source` only that one. Only `engine` or `each_source` parametrized tests see the mark.
+    `:source` only that one; `only=True`: not on the host's dockerd (a test of Podman).
+    Only `engine` or `each_source` parametrized tests see the mark.
     """
     marker = metafunc.definition.get_closest_marker("engines")
-    names = ["docker", *(marker.args if marker else ())]
+    names = [] if marker and marker.kwargs.get("only") else ["docker"]
+    names.extend(marker.args if marker else ())
     cases = []
     for name in names:
         engine, _, only = name.partition(":")
@@ -448,47 +452,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     elif marker is not None:
         engines = list(dict.fromkeys(e for e, _ in cases))
         metafunc.parametrize("engine", engines, indirect=True)
-
-
-class Engine:
-    """The engine a test runs its containers on: the host's dockerd unless parametrized."""
-
-    def __init__(self, spec: EngineSpec, client: docker.DockerClient) -> None:
-        self.spec = spec
-        self.client = client
-
-    @property
-    def image(self) -> str:
-        return self.spec.image
-
-
-@pytest.fixture(scope="session")
-def contained_engines() -> Iterator[Engines]:
-    """Debian 13's engines, each started on first use (tests/integration/engines.py)."""
-    instance = Engines()
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture
-def engine(
-    request: pytest.FixtureRequest,
-    bridge: Bridge,
-    docker_client: docker.DockerClient,
-    contained_engines: Engines,
-) -> Iterator[Engine]:
-    """The test's engine; any but the host's dockerd is the bridge's only engine."""
-    spec = ENGINES[getattr(request, "param", "docker")]
-    if spec.name == "docker":
-        yield Engine(spec, docker_client)
-        return
-    host = host_of(spec, contained_engines)
-    bridge.configure(docker={"enabled": False}, engines=[{"name": spec.name, "host": host}])
-    client = docker.DockerClient(base_url=host, version="1.41", timeout=120, max_pool_size=64)
-    try:
-        yield Engine(spec, client)
-    finally:
-        client.close()
 
 
 @pytest.fixture

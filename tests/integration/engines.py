@@ -18,6 +18,9 @@ tooling never matches: `dockerd-26` (tests/integration/dockerd.py signals every 
 pattern). Each engine is started once per session, when a test first asks for it, and again
 should it have died (a restart of the host's dockerd stops its container); it is removed, with
 its data root, at the end.
+
+The `engine` fixture is a test's engine (the host's dockerd unless the `engines` mark of
+conftest.py parametrizes it), and makes it the bridge's only engine.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Bridge
 
 BUILD_SCRIPT = Path(__file__).parents[2] / "scripts" / "build-trixie-engines.sh"
 HOST_IMAGE = "bridge-test/busybox:latest"
@@ -79,6 +86,7 @@ class ContainedEngine:
 
     spec: EngineSpec
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    loaded: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         tag = f"{self.spec.name}-{self.session}"
@@ -126,17 +134,24 @@ class ContainedEngine:
         )  # fmt: skip
         try:
             self._wait_answering(60)
-            with self.client() as client:
-                source = docker.from_env(version="1.41")
-                try:
-                    client.images.load(b"".join(source.images.get(HOST_IMAGE).save(named=True)))
-                finally:
-                    source.close()
+            self.load(HOST_IMAGE)
         except BaseException:
             logs = subprocess.run(["docker", "logs", "--tail", "20", self.container],
                                   capture_output=True, text=True)  # fmt: skip
             self.stop()
             raise AssertionError(f"{self.spec.name} did not start:\n{logs.stderr}") from None
+
+    def load(self, image: str) -> None:
+        """Copies an image of the host's dockerd into this engine, once."""
+        if image in self.loaded:
+            return
+        with self.client() as client:
+            source = docker.from_env(version="1.41", timeout=300)
+            try:
+                client.images.load(b"".join(source.images.get(image).save(named=True)))
+            finally:
+                source.close()
+        self.loaded.add(image)
 
     def _wait_answering(self, timeout: float) -> None:
         from tests.integration.conftest import wait_until
@@ -195,12 +210,61 @@ class Engines:
         self.running.clear()
 
 
-def engine_table(spec: EngineSpec, host: str) -> dict[str, Any]:
-    """The bridge's `[[engines]]` table for an engine other than the host's dockerd."""
-    return {"name": spec.name, "host": host}
-
-
-def host_of(spec: EngineSpec, engines: Engines) -> str:
-    if spec.contained:
-        return engines.get(spec).host
+def host_of(spec: EngineSpec) -> str:
+    """The socket of one of the host's own engines."""
     return f"unix://{HOST_PODMAN_SOCKET}" if spec.kind == "podman" else ""
+
+
+class Engine:
+    """The engine a test runs its containers on: the host's dockerd unless parametrized."""
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        client: docker.DockerClient,
+        host: str = "",
+        contained: ContainedEngine | None = None,
+    ) -> None:
+        self.spec = spec
+        self.client = client
+        self.host = host  # "": the host's dockerd, DOCKER_HOST's default
+        self.contained = contained
+
+    @property
+    def image(self) -> str:
+        return self.spec.image
+
+    def provide(self, image: str) -> None:
+        """Makes an image of the host's dockerd available on this engine."""
+        if self.contained is not None:
+            self.contained.load(image)
+
+
+@pytest.fixture(scope="session")
+def contained_engines() -> Iterator[Engines]:
+    """Debian 13's engines, each started on first use (tests/integration/engines.py)."""
+    instance = Engines()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def engine(
+    request: pytest.FixtureRequest,
+    bridge: Bridge,
+    docker_client: docker.DockerClient,
+    contained_engines: Engines,
+) -> Iterator[Engine]:
+    """The test's engine; any but the host's dockerd is the bridge's only engine."""
+    spec = ENGINES[getattr(request, "param", "docker")]
+    if spec.name == "docker":
+        yield Engine(spec, docker_client)
+        return
+    contained = contained_engines.get(spec) if spec.contained else None
+    host = contained.host if contained is not None else host_of(spec)
+    bridge.configure(docker={"enabled": False}, engines=[{"name": spec.name, "host": host}])
+    client = docker.DockerClient(base_url=host, version="1.41", timeout=120, max_pool_size=64)
+    try:
+        yield Engine(spec, client, host, contained)
+    finally:
+        client.close()

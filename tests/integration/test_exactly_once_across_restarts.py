@@ -39,6 +39,7 @@ def wait_complete(journald, container, expected, timeout=180):
     return counts
 
 
+@pytest.mark.engines("docker26:files")  # Podman: test_several_engines.py
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(bridge, journald, containers):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)

@@ -39,8 +39,10 @@ SYSTEMD_IMAGE = "bridge-test/systemd:latest"
 FAST = WorkerOptions(poll_seconds=0.2)
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+def docker(*args: str, check: bool = True, timeout: float = 120, host: str = "") -> str:
+    """The docker CLI, on the host's dockerd or on the engine at `host`."""
+    command = ["docker", *(["-H", host] if host else []), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} -> {result.returncode}: {result.stderr}")
     return result.stdout
@@ -49,9 +51,10 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
 class Box:
     """A systemd container: `docker run ... /lib/systemd/systemd`, as machine.md has it."""
 
-    def __init__(self, label: str, extra: list[str] | None = None) -> None:
+    def __init__(self, label: str, extra: list[str] | None = None, host: str = "") -> None:
         self.name = f"jb-inner-{uuid.uuid4().hex[:8]}"
-        docker(
+        self.host = host  # the engine's, when not the host's dockerd
+        self.docker(
             "run", "-d", "--name", self.name, "--label", f"{TEST_LABEL}={label}", *(extra or []),
             "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
             "--security-opt", "apparmor=unconfined", "--network", "none",
@@ -61,6 +64,9 @@ class Box:
             SYSTEMD_IMAGE, "/lib/systemd/systemd",
         )  # fmt: skip
         self.wait_running()
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        return docker(*args, check=check, timeout=timeout, host=self.host)
 
     def wait_running(self) -> None:
         wait_until(
@@ -74,7 +80,7 @@ class Box:
         )
 
     def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
-        return docker("exec", self.name, "sh", "-c", script, check=check, timeout=timeout)
+        return self.docker("exec", self.name, "sh", "-c", script, check=check, timeout=timeout)
 
     def logger(self, tag: str, message: str, *, priority: str = "", unit: str = "") -> None:
         """One `logger` line whose process outlives its sending by a moment.
@@ -93,7 +99,7 @@ class Box:
 
     @property
     def pid(self) -> int:
-        return int(docker("inspect", "-f", "{{.State.Pid}}", self.name))
+        return int(self.docker("inspect", "-f", "{{.State.Pid}}", self.name))
 
     @property
     def machine_id(self) -> str:
@@ -103,7 +109,7 @@ class Box:
         return int(self.sh(f"journalctl -q -t {tag} -o cat | wc -l"))
 
     def remove(self) -> None:
-        docker("rm", "-f", self.name, check=False)
+        self.docker("rm", "-f", self.name, check=False)
 
 
 @pytest.fixture

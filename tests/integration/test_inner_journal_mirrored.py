@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_inner_journal_follower import Box, docker
+from tests.integration.test_inner_journal_follower import SYSTEMD_IMAGE, Box
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,12 +33,16 @@ def inner_messages(journald, cid: str, tag: str) -> list[bytes]:
 
 
 def cid_of(box: Box) -> str:
-    return docker("inspect", "-f", "{{.Id}}", box.name).strip()
+    return box.docker("inspect", "-f", "{{.Id}}", box.name).strip()
 
 
-def test_a_logger_line_inside_arrives_with_the_containers_fields(bridge, journald, boxes, label):
+@pytest.mark.engines("docker26")
+def test_a_logger_line_inside_arrives_with_the_containers_fields(
+    bridge, journald, boxes, label, engine
+):
+    engine.provide(SYSTEMD_IMAGE)
     bridge.start()
-    box = Box(label)
+    box = Box(label, host=engine.host)
     boxes.append(box)
     box.logger("innerapp", "hello from inside", priority="user.warning")
     cid = cid_of(box)
@@ -56,7 +60,7 @@ def test_a_logger_line_inside_arrives_with_the_containers_fields(bridge, journal
     assert entry["PRIORITY"] == b"4"
     assert entry["SYSLOG_IDENTIFIER"] == b"innerapp"
     assert entry["CONTAINER_NAME"] == box.name.encode()
-    assert entry["CONTAINER_ENGINE"] == b"docker"
+    assert entry["CONTAINER_ENGINE"] == engine.spec.name.encode()
     assert entry["INNER_COMM"] == b"logger"
     assert entry["INNER_MACHINE_ID"] == box.machine_id.encode()
     assert bridge.metric("journald_bridge_container_attach_total", source="inner_journal") >= 1

@@ -124,13 +124,13 @@ def test_an_engine_filter_applies_to_that_engine_only(bridge, journald, containe
     assert journald.messages(skipped.id) == []
 
 
-def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, podman):
+@pytest.mark.engines("podman", "podman5", only=True)
+def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, containers):
     # Podman's API stamps whole seconds: thousands of lines share one, and only their order
     # within the second (the k of a position) tells them apart after the restart.
-    bridge.configure(engines=[PODMAN], docker={"enabled": False})
     bridge.start()
     lines = 20_000
-    c = podman.run(writer_script("pk", lines, pace_every=1000, pace="0.2"))
+    c = containers.run(writer_script("pk", lines, pace_every=1000, pace="0.2"))
     wait_until(lambda: len(journald.messages(c.id)) > lines // 4, 120, "a quarter of the lines")
     bridge.kill9()
     time.sleep(0.5)
@@ -139,11 +139,11 @@ def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, podman
     wait_complete(journald, c, expected_keys("pk", lines))
 
 
-def test_a_podman_rm_container_that_exits_at_once(bridge, journald, podman):
-    bridge.configure(engines=[PODMAN], docker={"enabled": False})
+@pytest.mark.engines("podman", "podman5", only=True)
+def test_a_podman_rm_container_that_exits_at_once(bridge, journald, containers):
     bridge.start()
     name = f"prm-{bridge.port}"
-    podman.run("echo gone-at-once", name=name, auto_remove=True)
+    containers.run("echo gone-at-once", name=name, auto_remove=True)
     entries = wait_until(
         lambda: [e for e in journald.entries(CONTAINER_NAME=name)] or None, 60, "the line"
     )
@@ -317,15 +317,15 @@ def client_host_name(remote: RemoteDockerd) -> bytes:
         return str(client.info()["Name"]).encode()
 
 
+@pytest.mark.engines("podman:api", "podman5:api", only=True)
 def test_podman_rm_containers_read_through_the_api_end_without_a_stream_error(
-    bridge, journald, podman
+    bridge, journald, containers, each_source
 ):
     # Podman answers a logs request for a container being removed with `200 OK` and its JSON
     # error as the body: the reader must take it for the removal it reports.
-    bridge.configure(engines=[{**PODMAN, "source": "api"}], docker={"enabled": False})
     bridge.start()
     started = [
-        podman.run("echo gone-at-once", name=f"prm{i}-{bridge.port}", auto_remove=True)
+        containers.run("echo gone-at-once", name=f"prm{i}-{bridge.port}", auto_remove=True)
         for i in range(20)
     ]
     wait_until(
