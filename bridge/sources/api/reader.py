@@ -6,6 +6,18 @@ the pipeline queue. When the stream ends it asks dockerd why: still running (doc
 or the container restarted) means reopen at the cursor; stopped means one more pass without
 follow, so that nothing the follow stream missed at the stop is lost; removed means done.
 
+Podman (`podman=True`) is read in windows instead of a follow stream. Its follow stream drops
+lines of a fast writer, and its compat API stamps lines in whole seconds (up to 5.4 at least),
+so a position `(second, k)` counted on a stream that dropped lines points at the wrong line.
+What Podman does keep exact: `since` and `until` are compared with each line's own nanosecond
+time from conmon's file, and a read without follow is a full read of that file. So while the
+container runs, each poll reads from the position's second to an edge, without follow: the edge
+is the engine's clock minus `_SETTLE_NS` (every line stamped before it is whole in the file),
+and the lines of the position's second are numbered again from its first, so `k` is exact
+whatever broke before. After the stop, one last read without an edge takes the rest. The
+cost: Podman reads the container's log file from its start at each poll (its API takes no
+offset), and lines arrive `_SETTLE_NS` plus one poll late.
+
 Errors are transient (connection refused, broken stream, 5xx: retry with backoff) or permanent
 for this container (404/409: it is gone). An error the engine writes as the body of a `200 OK`
 (Podman, for a container being removed) is classified the same way. Either way only this
@@ -29,7 +41,8 @@ from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor, CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
-from bridge.core.timestamps import TimestampParser, format_since
+from bridge.core.timestamps import TimestampParser, format_rfc3339_nano, format_since
+from bridge.sources.api.clock import EngineClock
 from bridge.sources.api.frames import (
     SYSTEM_ERROR,
     ChunkedDecoder,
@@ -58,6 +71,14 @@ _READ_BYTES = 256 * 1024
 # latency, and nothing when the stream is busy enough to fill a read.
 _LINGER_SECONDS = 0.002
 _LINGER_BELOW_BYTES = 64 * 1024
+# Podman's windows end this long before the engine's clock: the newest line of conmon's file may
+# be half written, and Podman would hand its first half over as a whole line. A line is whole in
+# the file within microseconds of its timestamp; a second covers a descheduled conmon. (A line
+# even later than that is still read if its second is the position's own: each window numbers
+# a second's lines again from its first.)
+_SETTLE_NS = 1_000_000_000
+_POLL_BUSY_SECONDS = 0.25  # the next window after one that had lines
+_POLL_IDLE_SECONDS = 2.0  # at most this after empty ones
 
 
 class ApiReader(ReaderThread):
@@ -75,9 +96,14 @@ class ApiReader(ReaderThread):
         max_backoff: float,
         *,
         status: ContainerStatus | None = None,
+        podman: bool = False,
     ) -> None:
         super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
+        self._podman = podman  # read in windows, never through a follow stream
+        self._clock = EngineClock()
+        self._edge_ns = 0  # Podman: every line stamped before this was read (this run)
+        self._poll = _POLL_BUSY_SECONDS
         # The container's State as just seen (inspect or start event): the first pass uses it
         # instead of asking dockerd again (with --rm there is no time to lose).
         self._status = status  # the engine just said so: not asked again at first
@@ -105,10 +131,14 @@ class ApiReader(ReaderThread):
                 if status is None:
                     status = container_status(self._api, handle.id)
                 running = status.running
-                if failing_since is not None:
+                windowed = self._podman and running
+                if windowed:
+                    read = self._read(follow=False, until_ns=self._next_edge())
+                else:
+                    self._read(follow=running)
+                if failing_since is not None:  # once a read went through, not before
                     log.info("container %s: reading again", self.name)
                     failing_since, backoff = None, 0.1
-                self._read(follow=running)
             except (docker.errors.APIError, EngineErrorBody) as exc:
                 if is_gone(exc):
                     raise ContainerGone from exc
@@ -122,6 +152,11 @@ class ApiReader(ReaderThread):
                     return  # stopped mid-read: the rest is read at the next start
                 if not running and self._finish(status.finished_at):
                     return
+                if windowed:
+                    self._poll = (
+                        _POLL_BUSY_SECONDS if read else min(2 * self._poll, _POLL_IDLE_SECONDS)
+                    )
+                    self._stop.wait(self._poll)
                 continue
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._max_backoff)
@@ -136,21 +171,35 @@ class ApiReader(ReaderThread):
             return time.monotonic()
         return failing_since
 
-    def _read(self, *, follow: bool) -> None:
+    def _next_edge(self) -> int:
+        """Where the next Podman window ends: the engine's clock less the settling time,
+        never before the last edge (the clock estimate moves within a second)."""
+        if not self._clock.known:
+            self._clock.observe(self._api._get(self._api._url("/_ping")))
+        self._edge_ns = max(self._edge_ns, self._clock.now_ns() - _SETTLE_NS)
+        return self._edge_ns
+
+    def _read(self, *, follow: bool, until_ns: int = 0) -> int:
+        """One request from the read cursor (to `until_ns`, exclusive, when given); returns
+        how many lines it queued."""
         handle = self._handle
         cursor = handle.read_cursor or handle.start
         params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow)}
+        if until_ns:
+            params["until"] = format_rfc3339_nano(until_ns)
         tail = handle.backlog_tail
         if tail is not None and not cursor.streams:
             params["tail"] = str(tail)
             cursor_filter = CursorFilter(Cursor())  # the tail is exactly what is wanted
             # Should this stream break before a line arrives, reopening reads from here on.
-            cursor = handle.start = Cursor(time.time_ns(), {})
+            cursor = handle.start = Cursor(until_ns or time.time_ns(), {})
             handle.backlog_tail = None
         else:
             params["tail"] = "all"
             since = cursor.since_ns()
-            if since > 0:
+            if since > 0 and self._podman:  # Podman's `since` is exclusive
+                params["since"] = format_rfc3339_nano(since - 1)
+            elif since > 0:
                 params["since"] = format_since(since)
             cursor_filter = CursorFilter(cursor)
         log.debug("container %s: reading logs %s from %s", self.name, params, cursor)
@@ -162,8 +211,10 @@ class ApiReader(ReaderThread):
                 timeout=None,
             )
             self._api._raise_for_status(response)
+            if self._podman:
+                self._clock.observe(response)
             try:
-                self._consume(response, cursor_filter)
+                return self._consume(response, cursor_filter)
             finally:
                 self._sock = None
                 response.close()
@@ -172,13 +223,18 @@ class ApiReader(ReaderThread):
             if cursor_filter.gap_streams:
                 self._rotation_gap()
 
-    def _consume(self, response: requests.Response, cursor_filter: CursorFilter) -> None:
+    def _consume(self, response: requests.Response, cursor_filter: CursorFilter) -> int:
         parser: FrameParser | RawStreamParser = (
             RawStreamParser() if self._handle.info.tty else FrameParser()
         )
+        queued = 0
         for body in self._body(response):
-            self._put(self._records(parser.feed(body), cursor_filter))
-        self._put(self._records(parser.flush(), cursor_filter))
+            records = self._records(parser.feed(body), cursor_filter)
+            queued += len(records)
+            self._put(records)
+        records = self._records(parser.flush(), cursor_filter)
+        self._put(records)
+        return queued + len(records)
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
