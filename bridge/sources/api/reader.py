@@ -9,14 +9,17 @@ follow, so that nothing the follow stream missed at the stop is lost; removed me
 Podman (`podman=True`) is read in windows instead of a follow stream. Its follow stream drops
 lines of a fast writer, and its compat API stamps lines in whole seconds (up to 5.4 at least),
 so a position `(second, k)` counted on a stream that dropped lines points at the wrong line.
-What Podman does keep exact: `since` and `until` are compared with each line's own nanosecond
-time from conmon's file, and a read without follow is a full read of that file. So while the
-container runs, each poll reads from the position's second to an edge, without follow: the edge
-is the engine's clock minus `_SETTLE_NS` (every line stamped before it is whole in the file),
-and the lines of the position's second are numbered again from its first, so `k` is exact
-whatever broke before. After the stop, one last read without an edge takes the rest. The
-cost: Podman reads the container's log file from its start at each poll (its API takes no
-offset), and lines arrive `_SETTLE_NS` plus one poll late.
+What Podman does keep exact: `since` is compared with each line's own nanosecond time in
+conmon's file, and a read without follow is a full read of that file. So while the container
+runs, each poll reads from the position's second to the end of the file, without follow, and
+numbers that second's lines again from its first: `k` is exact whatever broke before. The last
+line of a read is held back, not counted: conmon may have been writing it, and Podman hands a
+half-written last line over as a whole one. It comes again, whole, at the next poll; it is
+queued once two polls end on it, once the engine says the container stopped (then one read to
+the end takes the rest), or when the container is gone. The cost: Podman reads the container's
+log file from its start at each poll (its API takes no offset), and a line arrives a poll or two
+late. The `die` event cuts a poll short: a `--rm` container's log is gone a tenth of a second
+after its exit.
 
 Errors are transient (connection refused, broken stream, 5xx: retry with backoff) or permanent
 for this container (404/409: it is gone). An error the engine writes as the body of a `200 OK`
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +46,6 @@ from bridge.core.cursor import Cursor, CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
 from bridge.core.timestamps import TimestampParser, format_rfc3339_nano, format_since
-from bridge.sources.api.clock import EngineClock
 from bridge.sources.api.frames import (
     SYSTEM_ERROR,
     ChunkedDecoder,
@@ -71,14 +74,9 @@ _READ_BYTES = 256 * 1024
 # latency, and nothing when the stream is busy enough to fill a read.
 _LINGER_SECONDS = 0.002
 _LINGER_BELOW_BYTES = 64 * 1024
-# Podman's windows end this long before the engine's clock: the newest line of conmon's file may
-# be half written, and Podman would hand its first half over as a whole line. A line is whole in
-# the file within microseconds of its timestamp; a second covers a descheduled conmon. (A line
-# even later than that is still read if its second is the position's own: each window numbers
-# a second's lines again from its first.)
-_SETTLE_NS = 1_000_000_000
-_POLL_BUSY_SECONDS = 0.25  # the next window after one that had lines
-_POLL_IDLE_SECONDS = 2.0  # at most this after empty ones
+# Podman: the next read after one that queued lines; doubled after each that queued none.
+_POLL_BUSY_SECONDS = 0.25
+_POLL_IDLE_SECONDS = 2.0
 
 
 class ApiReader(ReaderThread):
@@ -101,8 +99,9 @@ class ApiReader(ReaderThread):
         super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
         self._podman = podman  # read in windows, never through a follow stream
-        self._clock = EngineClock()
-        self._edge_ns = 0  # Podman: every line stamped before this was read (this run)
+        self._nudge = threading.Event()  # Podman: look now (the container stopped, or stop)
+        self._died = False  # Podman: the engine said it stopped; not read to the end since
+        self._last: tuple[int, bytes] | None = None  # Podman: the last frame read, held back
         self._poll = _POLL_BUSY_SECONDS
         # The container's State as just seen (inspect or start event): the first pass uses it
         # instead of asking dockerd again (with --rm there is no time to lose).
@@ -111,15 +110,33 @@ class ApiReader(ReaderThread):
         self._timestamps = TimestampParser()
         self._sock: socket.socket | None = None
 
+    def container_stopped(self) -> None:
+        """Podman: the last read (to the end, nothing held back) at once, before asking
+        anything, as a `--rm` container's log is gone a tenth of a second after its exit."""
+        self._died = True
+        self._nudge.set()
+
+    def _pause(self, seconds: float) -> None:
+        self._nudge.wait(seconds)
+        self._nudge.clear()
+
     def stop(self) -> None:
         """Stops reading; what was read is already queued."""
         super().stop()
+        self._nudge.set()
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
+        try:
+            self._read_until_done()
+        except ContainerGone:
+            self._release_last()  # its log is gone: the last line read is all there is
+            raise
+
+    def _read_until_done(self) -> None:
         handle = self._handle
         if handle.read_cursor is None:
             handle.read_cursor = handle.start
@@ -127,13 +144,19 @@ class ApiReader(ReaderThread):
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
+                died, self._died = self._died and self._podman, False
                 status, self._status = self._status, None
-                if status is None:
+                if died:  # read to the end first: it may be removed any moment
+                    read = self._read(follow=False)
+                    status = container_status(self._api, handle.id)
+                elif status is None:
                     status = container_status(self._api, handle.id)
                 running = status.running
                 windowed = self._podman and running
-                if windowed:
-                    read = self._read(follow=False, until_ns=self._next_edge())
+                if died:
+                    pass  # if it runs again (restarted), windows go on from here
+                elif windowed:
+                    read = self._read(follow=False, hold_last=True)
                 else:
                     self._read(follow=running)
                 if failing_since is not None:  # once a read went through, not before
@@ -156,7 +179,7 @@ class ApiReader(ReaderThread):
                     self._poll = (
                         _POLL_BUSY_SECONDS if read else min(2 * self._poll, _POLL_IDLE_SECONDS)
                     )
-                    self._stop.wait(self._poll)
+                    self._pause(self._poll)
                 continue
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._max_backoff)
@@ -171,28 +194,29 @@ class ApiReader(ReaderThread):
             return time.monotonic()
         return failing_since
 
-    def _next_edge(self) -> int:
-        """Where the next Podman window ends: the engine's clock less the settling time,
-        never before the last edge (the clock estimate moves within a second)."""
-        if not self._clock.known:
-            self._clock.observe(self._api._get(self._api._url("/_ping")))
-        self._edge_ns = max(self._edge_ns, self._clock.now_ns() - _SETTLE_NS)
-        return self._edge_ns
+    def _release_last(self) -> None:
+        """Queues the frame held back (Podman), counted after what was read before it."""
+        last, self._last = self._last, None
+        if last is not None:
+            handle = self._handle
+            cursor = handle.read_cursor or handle.start
+            cursor_filter = CursorFilter(cursor)
+            self._put(self._records([last], cursor_filter))
+            handle.read_cursor = cursor_filter.advanced(cursor)
 
-    def _read(self, *, follow: bool, until_ns: int = 0) -> int:
-        """One request from the read cursor (to `until_ns`, exclusive, when given); returns
-        how many lines it queued."""
+    def _read(self, *, follow: bool, hold_last: bool = False) -> int:
+        """One request from the read cursor; returns how many lines it queued. `hold_last`:
+        the last frame is held back (`_last`), and queued only if the last read held it too."""
+        held = self._last  # read again now (whole), or released if this read finds it gone
         handle = self._handle
         cursor = handle.read_cursor or handle.start
         params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow)}
-        if until_ns:
-            params["until"] = format_rfc3339_nano(until_ns)
         tail = handle.backlog_tail
         if tail is not None and not cursor.streams:
             params["tail"] = str(tail)
             cursor_filter = CursorFilter(Cursor())  # the tail is exactly what is wanted
             # Should this stream break before a line arrives, reopening reads from here on.
-            cursor = handle.start = Cursor(until_ns or time.time_ns(), {})
+            cursor = handle.start = Cursor(time.time_ns(), {})
             handle.backlog_tail = None
         else:
             params["tail"] = "all"
@@ -211,10 +235,8 @@ class ApiReader(ReaderThread):
                 timeout=None,
             )
             self._api._raise_for_status(response)
-            if self._podman:
-                self._clock.observe(response)
             try:
-                return self._consume(response, cursor_filter)
+                queued = self._consume(response, cursor_filter, hold_last)
             finally:
                 self._sock = None
                 response.close()
@@ -222,19 +244,35 @@ class ApiReader(ReaderThread):
             handle.read_cursor = cursor_filter.advanced(cursor)
             if cursor_filter.gap_streams:
                 self._rotation_gap()
+        if self._last is not None and self._last == held:  # two reads ended on it: whole
+            self._release_last()
+            queued += 1
+        return queued
 
-    def _consume(self, response: requests.Response, cursor_filter: CursorFilter) -> int:
+    def _consume(
+        self, response: requests.Response, cursor_filter: CursorFilter, hold_last: bool = False
+    ) -> int:
         parser: FrameParser | RawStreamParser = (
             RawStreamParser() if self._handle.info.tty else FrameParser()
         )
         queued = 0
-        for body in self._body(response):
-            records = self._records(parser.feed(body), cursor_filter)
+        last: tuple[int, bytes] | None = None
+        for frames in self._frames(response, parser):
+            if hold_last and frames:
+                frames = [last, *frames] if last is not None else list(frames)
+                last = frames.pop()
+            records = self._records(frames, cursor_filter)
             queued += len(records)
             self._put(records)
-        records = self._records(parser.flush(), cursor_filter)
-        self._put(records)
-        return queued + len(records)
+        self._last = last  # what a read without `hold_last` read to the end: nothing held
+        return queued
+
+    def _frames(
+        self, response: requests.Response, parser: FrameParser | RawStreamParser
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        for body in self._body(response):
+            yield parser.feed(body)
+        yield parser.flush()
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter
