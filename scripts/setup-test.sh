@@ -8,6 +8,8 @@
 #   debootstrap, bridge-test/systemd   test_systemd_unit.py, test_fleet.py, test_package_deb.py
 #   debian:bookworm-slim          the image's base (debootstrap), test_container_image.py
 #   podman, its API service       tests/integration/test_several_engines.py, bench (a second engine)
+#   uidmap, a rootless Podman user (jbrootless) and its own API service
+#                                 tests/integration/test_podman_*.py (marked ON_EACH_PODMAN)
 #   debhelper, dh-virtualenv, lintian, python3.11-venv, python3.11-dev
 #                                 tests/integration/test_package_deb.py (scripts/build-deb.sh)
 #   a private containerd (CRI)    tests/integration/kubernetes/ (scripts/setup-cri.sh)
@@ -29,7 +31,7 @@ say() { echo "setup-test: $*"; }
 # --- Debian packages -----------------------------------------------------------------------
 packages=(prometheus systemd-journal-remote debootstrap podman)
 packages+=(debhelper dh-virtualenv lintian python3.11-venv python3.11-dev)
-packages+=(containerd busybox-static)
+packages+=(containerd busybox-static uidmap)
 packages+=(${EXTRA_TEST_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
@@ -112,6 +114,44 @@ if ! curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/nul
     curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null \
         || { say "podman system service did not start"; exit 1; }
 fi
+
+# --- a rootless Podman: a user of its own, its image and its API service ------------------------
+# No logind here, so its runtime directory (/run/user/UID, 0700) is made as logind would. The
+# socket is made 0660, as the podman.socket user unit makes it (deploy/engines/).
+ROOTLESS_USER=jbrootless
+if ! id -u "$ROOTLESS_USER" >/dev/null 2>&1; then
+    say "adding the rootless Podman user $ROOTLESS_USER"
+    useradd --create-home --shell /usr/sbin/nologin "$ROOTLESS_USER"  # with /etc/sub[ug]id ranges
+fi
+grep -q "^$ROOTLESS_USER:" /etc/subuid \
+    || usermod --add-subuids 300000-365535 --add-subgids 300000-365535 "$ROOTLESS_USER"
+rootless_uid=$(id -u "$ROOTLESS_USER")
+rootless_run=/run/user/$rootless_uid
+install -d -o "$ROOTLESS_USER" -g "$ROOTLESS_USER" -m 0700 "$rootless_run" "$rootless_run/podman"
+as_rootless() {
+    (cd / && runuser -u "$ROOTLESS_USER" -- env XDG_RUNTIME_DIR="$rootless_run" \
+        HOME="$(getent passwd "$ROOTLESS_USER" | cut -d: -f6)" podman "$@")
+}
+if ! as_rootless image exists "$PODMAN_IMAGE" 2>/dev/null; then
+    say "building $PODMAN_IMAGE for $ROOTLESS_USER"
+    podman save "$PODMAN_IMAGE" | as_rootless load -q >/dev/null 2>&1 || true
+    as_rootless image exists "$PODMAN_IMAGE" \
+        || { say "rootless podman could not load the busybox image"; exit 1; }
+fi
+ROOTLESS_SOCK=$rootless_run/podman/podman.sock
+if ! curl -sf --max-time 5 --unix-socket "$ROOTLESS_SOCK" http://d/_ping >/dev/null 2>&1; then
+    say "starting $ROOTLESS_USER's podman system service on $ROOTLESS_SOCK"
+    (cd / && setsid runuser -u "$ROOTLESS_USER" -- env XDG_RUNTIME_DIR="$rootless_run" \
+        podman system service --time=0 "unix://$ROOTLESS_SOCK" \
+        >>/var/log/podman-rootless-service.log 2>&1 </dev/null &)
+    for _ in $(seq 1 100); do
+        curl -sf --max-time 5 --unix-socket "$ROOTLESS_SOCK" http://d/_ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -sf --max-time 5 --unix-socket "$ROOTLESS_SOCK" http://d/_ping >/dev/null \
+        || { say "$ROOTLESS_USER's podman system service did not start"; exit 1; }
+fi
+chmod 0660 "$ROOTLESS_SOCK"
 
 # --- Debian 13's engines (Docker 26, Podman 5), for the tests per engine version -----------------
 scripts/build-trixie-engines.sh >/dev/null

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 
 NS_PER_SECOND = 1_000_000_000
 # Never the start of a timestamp that passed the shape check (its byte 19 is "."), so the first
@@ -74,3 +75,11 @@ def parse_general(ts: bytes) -> int:
 def format_since(ns: int) -> str:
     """The `since` query value Docker accepts: SECONDS.NANOS (inclusive bound)."""
     return f"{ns // NS_PER_SECOND}.{ns % NS_PER_SECOND:09d}"
+
+
+def format_rfc3339_nano(ns: int) -> str:
+    """`ns` as UTC RFC3339 with nine fractional digits: what Podman parses to the nanosecond
+    (its SECONDS.NANOS goes through a float64, which keeps about a quarter microsecond)."""
+    seconds, frac = divmod(ns, NS_PER_SECOND)
+    day = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{day}.{frac:09d}Z"

@@ -6,6 +6,11 @@ reload; containers a reload excluded keep their handle, parked, so that included
 on where they were. Every method here concerns one container and may call the engine; the
 caller runs them off the events thread (sources/keyed.py), one container at a time.
 
+This table is the one place that decides that a container has a reader: whoever asks (an
+event's task, the start-up or reload listing, the periodic listing), the decision to make, wake
+or start a container's reader is taken under one lock, and a reader's start is claimed under it
+too, so two callers never start the same reader, nor two readers for one container.
+
 Invariants: a handle leaves the table only when its container is removed or excluded; a
 removed container's handle is marked `removed` before its reader is told, so the reader knows
 to write what it holds instead of leaving it to a next start; an end of stream is always queued
@@ -97,6 +102,7 @@ class ContainerTable:
         self._lock = threading.Lock()
         self._handles: dict[str, ContainerHandle] = {}
         self._readers: dict[str, Reader] = {}
+        self._launching: set[Reader] = set()  # readers whose start a caller has claimed
         self._skipped: set[str] = set()  # containers the filters leave out, until reload
         self._parked: dict[str, ContainerHandle] = {}
 
@@ -134,9 +140,10 @@ class ContainerTable:
             handled = cid in self._handles
             known = handled or cid in self._skipped
             reader = self._readers.get(cid)
+            launching = reader is not None and reader in self._launching
         if not known:
             return created <= settled
-        unread = reader is None or reader.finished or not reader.started
+        unread = reader is None or reader.finished or not (reader.started or launching)
         return handled and running and unread
 
     def handle_of(self, cid: str) -> ContainerHandle | None:
@@ -180,7 +187,8 @@ class ContainerTable:
     ) -> Reader | None:
         """Starts or wakes the reader of one container if it is to be forwarded.
 
-        With `inspected` (the start-up listing) a new reader is returned, not started.
+        With `inspected` (the start-up listing) a new reader is returned, not started; without,
+        the reader this call started is returned (None when it only woke one, or did nothing).
 
         `started`: it just started. A known container's reader then opens its log at once,
         without asking the engine first: a `--rm` container's log is gone tens of
@@ -215,22 +223,19 @@ class ContainerTable:
     ) -> Reader | None:
         with self._lock:
             reader = self._readers.get(cid)
-            if reader is not None and not reader.started:
-                # registered, but its thread never ran (a failed start, or an attempt cut
-                # short by a transient error): start that one instead of waking it
-                if listing:
-                    return reader
-                self.start_reader(reader)
+            if reader is None or not (reader.started or reader in self._launching):
+                pass  # none, or registered but its thread never ran: started below
+            elif reader.wake():
                 return None
-            if reader is not None and reader.wake():
-                return None
-            handle.finished_at = ""
-            reader = self._new_reader(handle, RUNNING if started else status)
-            self._readers[cid] = reader
+            else:
+                reader = None  # it finished: a new one reads on from its position
+            if reader is None:
+                handle.finished_at = ""
+                reader = self._new_reader(handle, RUNNING if started else status)
+                self._readers[cid] = reader
         if listing:
             return reader
-        self.start_reader(reader)
-        return None
+        return reader if self.start_reader(reader) else None
 
     def _inner_running(self, handle: ContainerHandle, status: ContainerStatus | None) -> None:
         """Looks for the container's own journal while it runs (its pid is in `state`; a start
@@ -252,16 +257,24 @@ class ContainerTable:
         if self.inner is not None and handle is not None and not handle.removed:
             self.inner.found(handle, pid)
 
-    def start_reader(self, reader: Reader) -> None:
-        """Starts a registered reader; one that cannot start now is retried by the resync."""
-        if reader.started:
-            return
+    def start_reader(self, reader: Reader) -> bool:
+        """Starts a registered reader; True when this call started it. One that cannot start
+        now is retried by the periodic listing."""
+        with self._lock:  # the claim: of two callers, one starts it and the other returns
+            if reader.started or reader in self._launching:
+                return False
+            self._launching.add(reader)
         try:
             reader.start()
+            return True
         except RuntimeError as exc:  # "can't start new thread": the tasks limit, for now
             log.error(
                 "container %s: cannot start its reader (%s); retrying later", reader.name, exc
             )
+            return False
+        finally:
+            with self._lock:
+                self._launching.discard(reader)
 
     def inspect(self, cid: str) -> dict[str, Any] | None:
         """The engine's answer, or what was saved from disk for a container already gone."""

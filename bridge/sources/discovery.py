@@ -9,6 +9,13 @@ waits on one container. When the events stream ends (dockerd restarted), reconne
 and list again; readers recover on their own. Every `resync_seconds` the list is read again
 as a safety net for events dockerd dropped.
 
+The periodic listing decides nothing itself: what it finds becomes a task on the container's
+own queue, behind the events already received, and the table (containers.py) decides there
+whether the container still needs a reader. A listing that attached a container has not proved
+an event missed: under load events arrive seconds late. So such a container is only reported as
+missed ("attached by the periodic listing") at the next listing, if its `start` event has not
+come meanwhile.
+
 One supervisor per engine (sources/engine.py): nothing here waits on another engine. Podman's
 Docker-compatible API names removal `remove` and filters `event=die` on the server only from
 4.4, so a Podman engine's events are filtered here (ACTIONS maps its names onto Docker's).
@@ -83,6 +90,8 @@ class Supervisor:
             target=self._resync_loop, name=f"{self.name}-resync", daemon=True
         )
         self.connected = False
+        self._unconfirmed_lock = threading.Lock()
+        self._unconfirmed: set[str] = set()  # attached by the listing, no start event since
 
     def reconfigure(self, config: Config, container_filter: ContainerFilter) -> None:
         """Applies a reloaded config: fields, transforms and filters, without losing a line.
@@ -242,6 +251,12 @@ class Supervisor:
         actor = event.get("Actor")
         cid = str((actor if isinstance(actor, dict) else {}).get("ID") or event.get("id") or "")
         self._telemetry.engine_event(self.name, action or "other")
+        if cid and action == "start" and self._unconfirmed:
+            with self._unconfirmed_lock:
+                late = cid in self._unconfirmed
+                self._unconfirmed.discard(cid)
+            if late:
+                log.debug("container %s: its start event came after the listing", cid[:12])
         if cid and action in ("create", "start", "rename") and isinstance(actor, dict):
             self._event_metadata.remember(cid, actor.get("Attributes"))
         if cid and action:
@@ -270,23 +285,48 @@ class Supervisor:
 
     def resync(self) -> None:
         """Attaches what the events stream missed: containers never seen, and running ones
-        whose reader has finished (a missed start after a stop) or never started."""
+        whose reader has finished (a missed start after a stop) or never started. Returns
+        once each container's task has run (or after `resync_seconds`)."""
+        self._report_missed()
         settled = time.time() - _EVENT_IN_FLIGHT_SECONDS
         table = self.containers
+        done = threading.Semaphore(0)
+        queued = 0
         for container in self._api.containers(all=True):
             cid = str(container.get("Id", ""))
             running = container.get("State") == "running"
             created = float(container.get("Created", 0) or 0)
             if not cid or not table.needs_reader(cid, running, created, settled):
                 continue
-            before = table.reader_of(cid)
-            was_started = before is not None and before.started
-            table.consider(cid)
-            after = table.reader_of(cid)
-            if after is not None and after.started and (after is not before or not was_started):
-                self._telemetry.container_resynced()
-                log.warning(
-                    "container %s: attached by the periodic listing (a %s event was missed)",
-                    cid[:12],
-                    self.name,
-                )
+            task = functools.partial(self._resync_one, cid, running, created, settled, done)
+            if self._work.submit(cid, task):
+                queued += 1
+        deadline = time.monotonic() + self._engine.resync_seconds
+        while queued and time.monotonic() < deadline and not self._stop.is_set():
+            if done.acquire(timeout=0.5):  # short waits: a stop drops the queued tasks
+                queued -= 1
+
+    def _resync_one(
+        self, cid: str, running: bool, created: float, settled: float, done: threading.Semaphore
+    ) -> None:
+        """On the container's queue, after the events received before it."""
+        try:
+            if not self.containers.needs_reader(cid, running, created, settled):
+                return  # an event's task got there first
+            if self.containers.consider(cid) is not None:
+                with self._unconfirmed_lock:
+                    self._unconfirmed.add(cid)
+        finally:
+            done.release()
+
+    def _report_missed(self) -> None:
+        """The containers the last listing attached whose start event has not come since."""
+        with self._unconfirmed_lock:
+            missed, self._unconfirmed = self._unconfirmed, set()
+        for cid in sorted(missed):
+            self._telemetry.container_resynced()
+            log.warning(
+                "container %s: attached by the periodic listing (a %s event was missed)",
+                cid[:12],
+                self.name,
+            )

@@ -28,6 +28,13 @@ from bridge.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
+def failed(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """A reader thread's unexpected exception: one log line (the traceback only at debug)."""
+    logger.error(
+        "%s: %s: %s", what, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG)
+    )
+
+
 class ReaderThread:
     """One container's reader; subclasses implement `_run` for their source."""
 
@@ -48,6 +55,7 @@ class ReaderThread:
         self._lock = threading.Lock()
         self._wake = False
         self._finished = False
+        self._start_claimed = False
         self._reported: set[str] = set()  # problems already logged for this container
         self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
         self._steps_seen = 0  # clock steps back the cursor filters have reported
@@ -73,7 +81,19 @@ class ReaderThread:
         return self.started and not self.finished
 
     def start(self) -> None:
-        self._thread.start()
+        """Starts the thread once; a second call, even a concurrent one, does nothing (two
+        concurrent Thread.start calls both run the thread, and threading's own bookkeeping
+        then fails with a KeyError outside any handler)."""
+        with self._lock:
+            if self._start_claimed:
+                return
+            self._start_claimed = True
+        try:
+            self._thread.start()
+        except BaseException:
+            with self._lock:
+                self._start_claimed = False  # not started: a later call may try again
+            raise
 
     def wake(self) -> bool:
         """Asks a reader that may be finishing to look at the container again.
@@ -110,7 +130,7 @@ class ReaderThread:
             log.info("container %s: removed; stopped reading", self.name)
             self._last_output(self._handle.finished_at)
         except Exception as exc:  # a bug must cost one container, never the bridge
-            log.exception("container %s: reader failed: %s", self.name, exc)
+            failed(log, f"container {self.name}: reader failed", exc)
         finally:
             with self._lock:
                 self._finished = True

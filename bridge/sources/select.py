@@ -33,6 +33,7 @@ class SourceSelector:
         self._config = ctx.config  # the running one: a reload may change [forward]
         self._files = files
         self._engine = ctx.engine  # [docker]/[[engines]] need a restart: fixed for the run
+        self._podman = ctx.kind == "podman"  # its API is read in windows (api/reader.py)
 
     def __call__(self, handle: ContainerHandle, status: ContainerStatus | None) -> Reader:
         cfg = self._config()
@@ -70,6 +71,7 @@ class SourceSelector:
             cfg.forward.max_line_bytes,
             self._engine.reconnect_max_seconds,
             status=status,
+            podman=self._podman,
         )
 
 

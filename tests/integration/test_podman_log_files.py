@@ -6,14 +6,21 @@ whether a container still runs. What they show: a `--rm` container that prints o
 exits at once is read in full through the descriptor opened the moment ctr.log appeared;
 conmon's rotation (a new file renamed over ctr.log) loses and repeats nothing; a line left
 unfinished at exit (`P` without `F`) comes out once, and not again after a restart.
+
+Where marked, a test runs on root's Podman and on a rootless user's (`ROOTLESS_USER`, made by
+scripts/setup-test.sh, its `podman system service` on its own socket): the files are then
+the user's, under its home, read by the same layout from that engine's `/info`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import queue as queue_module
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +48,34 @@ from bridge.telemetry import Telemetry
 pytestmark = pytest.mark.integration
 
 PODMAN_SOCKET = "unix:///run/podman/podman.sock"
+ROOTLESS_USER = "jbrootless"  # scripts/setup-test.sh
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One Podman: its API socket, and how its CLI is run (as root, or as the user)."""
+
+    socket: str
+    cli: tuple[str, ...]
+
+
+def engine_of(kind: str) -> Engine:
+    if kind == "root":
+        return Engine(PODMAN_SOCKET, ("podman",))
+    try:
+        uid = pwd.getpwnam(ROOTLESS_USER).pw_uid
+    except KeyError:
+        pytest.fail(f"no user {ROOTLESS_USER}: run scripts/setup-test.sh")
+    runtime = f"/run/user/{uid}"
+    env = ("env", f"XDG_RUNTIME_DIR={runtime}", f"HOME={pwd.getpwnam(ROOTLESS_USER).pw_dir}")
+    return Engine(
+        f"unix://{runtime}/podman/podman.sock",
+        ("runuser", "-u", ROOTLESS_USER, "--", *env, "podman"),
+    )
+
+
+# Root's and a rootless user's: `@ON_EACH_PODMAN` on a test runs it on both.
+ON_EACH_PODMAN = pytest.mark.parametrize("engine", ["root", "rootless"], indirect=True)
 IMAGE = "localhost/bridge-test/busybox:latest"
 MAX_LINE_BYTES = 1 << 20
 
@@ -51,10 +86,14 @@ MAX_LINE_BYTES = 1 << 20
 class Podman:
     """The podman CLI; every container made here is removed at the end."""
 
-    def __init__(self, label: str, workdir: Path) -> None:
+    def __init__(self, label: str, workdir: Path, cli: tuple[str, ...] = ("podman",)) -> None:
         self.label = label
         self.workdir = workdir
+        self.cli = cli
         self.made: list[str] = []
+
+    def exists(self, cid: str) -> bool:
+        return subprocess.run([*self.cli, "container", "exists", cid]).returncode == 0
 
     def run(self, script: str, *options: str, detach: bool = True) -> str:
         """`podman run` of a shell script without network; its id. Without `detach`, returns
@@ -62,7 +101,7 @@ class Podman:
         name = f"jbt-{self.label}-{len(self.made)}"
         self.made.append(name)
         cidfile = self.workdir / f"{name}.cid"  # kept by podman even after --rm
-        args = ["podman", "run", "--network", "none", "--name", name, "--cidfile", str(cidfile)]
+        args = [*self.cli, "run", "--network", "none", "--name", name, "--cidfile", str(cidfile)]
         subprocess.run(
             [*args, *options, *(["-d"] if detach else []), IMAGE, "sh", "-c", script],
             check=True,
@@ -72,32 +111,41 @@ class Podman:
         return cidfile.read_text().strip()
 
     def wait(self, cid: str, timeout: float = 120) -> None:
-        subprocess.run(["podman", "wait", cid], check=True, capture_output=True, timeout=timeout)
+        subprocess.run([*self.cli, "wait", cid], check=True, capture_output=True, timeout=timeout)
 
     def cleanup(self) -> None:
         for name in self.made:
-            subprocess.run(["podman", "rm", "-f", "-i", name], capture_output=True, timeout=60)
+            subprocess.run([*self.cli, "rm", "-f", "-i", name], capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def podman_api() -> Iterator[docker.APIClient]:
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Root's Podman, or the one a test's `ON_EACH_PODMAN` names."""
+    return engine_of(getattr(request, "param", "root"))
+
+
+@pytest.fixture
+def podman_api(engine: Engine) -> Iterator[docker.APIClient]:
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
-    api = docker.APIClient(base_url=PODMAN_SOCKET, version="1.41", timeout=30)
+    api = docker.APIClient(base_url=engine.socket, version="1.41", timeout=30)
     try:
         api.ping()
     except Exception as exc:
         api.close()
-        pytest.fail(f"podman's API service is not reachable at {PODMAN_SOCKET} ({exc})")
+        pytest.fail(f"podman's API service is not reachable at {engine.socket} ({exc})")
     yield api
     api.close()
 
 
 @pytest.fixture
-def podman(tmp_path: Path) -> Iterator[Podman]:
-    instance = Podman(uuid.uuid4().hex[:12], tmp_path)
-    yield instance
-    instance.cleanup()
+def podman(engine: Engine) -> Iterator[Podman]:
+    # not pytest's tmp_path: the rootless user's podman writes its cid files here
+    with tempfile.TemporaryDirectory(prefix="jbt-podman-") as workdir:
+        os.chmod(workdir, 0o777)
+        instance = Podman(uuid.uuid4().hex[:12], Path(workdir), engine.cli)
+        yield instance
+        instance.cleanup()
 
 
 @dataclass
@@ -203,10 +251,11 @@ def rotation_gaps(telemetry: Telemetry) -> float:
 # -- the tests -------------------------------------------------------------------------------
 
 
+@ON_EACH_PODMAN
 def test_an_rm_container_that_exits_at_once_is_read_in_full(source, podman):
     cid = podman.run("echo the-only-line", "--rm", detach=False)  # returns once it is removed
     source.announced(cid)
-    assert subprocess.run(["podman", "container", "exists", cid]).returncode == 1  # gone
+    assert not podman.exists(cid)  # gone
     reader, pending, _ = source.reader(cid)
     records = drain(pending, reader)
     reader.join(10)
@@ -237,6 +286,7 @@ def test_rm_containers_started_together_are_each_read_once(source, podman):
     assert sorted(got) == sorted(expected)
 
 
+@ON_EACH_PODMAN
 @pytest.mark.parametrize("attach", ["while-writing", "after-exit"])
 def test_20000_lines_rotated_by_conmon_are_read_once_each(source, podman, attach):
     # About 1.1 MB of k8s-file lines into 100 kB files: conmon renames a new file over ctr.log

@@ -86,7 +86,9 @@ docker -H {INNER_SOCKET} import /tmp/img.tar jb-journald:1 >/dev/null
 def systemd_box(wheels):
     engine = [f"{shutil.which(b)}:/usr/local/bin/{b}:ro" for b in ENGINE_BINARIES]
     extra = ["--cap-add", "NET_ADMIN", "--tmpfs", "/var/lib/docker:exec"]
-    with systemd_container(f"{ROOT}:/src:ro", f"{wheels}:/wheels:ro", *engine, options=tuple(extra)) as box:
+    with systemd_container(
+        f"{ROOT}:/src:ro", f"{wheels}:/wheels:ro", *engine, options=tuple(extra)
+    ) as box:
         yield box
 
 

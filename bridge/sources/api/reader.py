@@ -6,6 +6,21 @@ the pipeline queue. When the stream ends it asks dockerd why: still running (doc
 or the container restarted) means reopen at the cursor; stopped means one more pass without
 follow, so that nothing the follow stream missed at the stop is lost; removed means done.
 
+Podman (`podman=True`) is read in windows instead of a follow stream. Its follow stream drops
+lines of a fast writer, and its compat API stamps lines in whole seconds (up to 5.4 at least),
+so a position `(second, k)` counted on a stream that dropped lines points at the wrong line.
+What Podman does keep exact: `since` is compared with each line's own nanosecond time in
+conmon's file, and a read without follow is a full read of that file. So while the container
+runs, each poll reads from the position's second to the end of the file, without follow, and
+numbers that second's lines again from its first: `k` is exact whatever broke before. The last
+line of a read is held back, not counted: conmon may have been writing it, and Podman hands a
+half-written last line over as a whole one. It comes again, whole, at the next poll; it is
+queued once two polls end on it, once the engine says the container stopped (then one read to
+the end takes the rest), or when the container is gone. The cost: Podman reads the container's
+log file from its start at each poll (its API takes no offset), and a line arrives a poll or two
+late. The `die` event cuts a poll short: a `--rm` container's log is gone a tenth of a second
+after its exit.
+
 Errors are transient (connection refused, broken stream, 5xx: retry with backoff) or permanent
 for this container (404/409: it is gone). An error the engine writes as the body of a `200 OK`
 (Podman, for a container being removed) is classified the same way. Either way only this
@@ -17,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +45,7 @@ from bridge.core.container import ContainerHandle
 from bridge.core.cursor import Cursor, CursorFilter
 from bridge.core.queue import PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
-from bridge.core.timestamps import TimestampParser, format_since
+from bridge.core.timestamps import TimestampParser, format_rfc3339_nano, format_since
 from bridge.sources.api.frames import (
     SYSTEM_ERROR,
     ChunkedDecoder,
@@ -58,6 +74,9 @@ _READ_BYTES = 256 * 1024
 # latency, and nothing when the stream is busy enough to fill a read.
 _LINGER_SECONDS = 0.002
 _LINGER_BELOW_BYTES = 64 * 1024
+# Podman: the next read after one that queued lines; doubled after each that queued none.
+_POLL_BUSY_SECONDS = 0.25
+_POLL_IDLE_SECONDS = 2.0
 
 
 class ApiReader(ReaderThread):
@@ -75,9 +94,15 @@ class ApiReader(ReaderThread):
         max_backoff: float,
         *,
         status: ContainerStatus | None = None,
+        podman: bool = False,
     ) -> None:
         super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
+        self._podman = podman  # read in windows, never through a follow stream
+        self._nudge = threading.Event()  # Podman: look now (the container stopped, or stop)
+        self._died = False  # Podman: the engine said it stopped; not read to the end since
+        self._last: tuple[int, bytes] | None = None  # Podman: the last frame read, held back
+        self._poll = _POLL_BUSY_SECONDS
         # The container's State as just seen (inspect or start event): the first pass uses it
         # instead of asking dockerd again (with --rm there is no time to lose).
         self._status = status  # the engine just said so: not asked again at first
@@ -85,15 +110,33 @@ class ApiReader(ReaderThread):
         self._timestamps = TimestampParser()
         self._sock: socket.socket | None = None
 
+    def container_stopped(self) -> None:
+        """Podman: the last read (to the end, nothing held back) at once, before asking
+        anything, as a `--rm` container's log is gone a tenth of a second after its exit."""
+        self._died = True
+        self._nudge.set()
+
+    def _pause(self, seconds: float) -> None:
+        self._nudge.wait(seconds)
+        self._nudge.clear()
+
     def stop(self) -> None:
         """Stops reading; what was read is already queued."""
         super().stop()
+        self._nudge.set()
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
+        try:
+            self._read_until_done()
+        except ContainerGone:
+            self._release_last()  # its log is gone: the last line read is all there is
+            raise
+
+    def _read_until_done(self) -> None:
         handle = self._handle
         if handle.read_cursor is None:
             handle.read_cursor = handle.start
@@ -101,14 +144,24 @@ class ApiReader(ReaderThread):
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
+                died, self._died = self._died and self._podman, False
                 status, self._status = self._status, None
-                if status is None:
+                if died:  # read to the end first: it may be removed any moment
+                    read = self._read(follow=False)
+                    status = container_status(self._api, handle.id)
+                elif status is None:
                     status = container_status(self._api, handle.id)
                 running = status.running
-                if failing_since is not None:
+                windowed = self._podman and running
+                if died:
+                    pass  # if it runs again (restarted), windows go on from here
+                elif windowed:
+                    read = self._read(follow=False, hold_last=True)
+                else:
+                    self._read(follow=running)
+                if failing_since is not None:  # once a read went through, not before
                     log.info("container %s: reading again", self.name)
                     failing_since, backoff = None, 0.1
-                self._read(follow=running)
             except (docker.errors.APIError, EngineErrorBody) as exc:
                 if is_gone(exc):
                     raise ContainerGone from exc
@@ -122,6 +175,11 @@ class ApiReader(ReaderThread):
                     return  # stopped mid-read: the rest is read at the next start
                 if not running and self._finish(status.finished_at):
                     return
+                if windowed:
+                    self._poll = (
+                        _POLL_BUSY_SECONDS if read else min(2 * self._poll, _POLL_IDLE_SECONDS)
+                    )
+                    self._pause(self._poll)
                 continue
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._max_backoff)
@@ -136,7 +194,20 @@ class ApiReader(ReaderThread):
             return time.monotonic()
         return failing_since
 
-    def _read(self, *, follow: bool) -> None:
+    def _release_last(self) -> None:
+        """Queues the frame held back (Podman), counted after what was read before it."""
+        last, self._last = self._last, None
+        if last is not None:
+            handle = self._handle
+            cursor = handle.read_cursor or handle.start
+            cursor_filter = CursorFilter(cursor)
+            self._put(self._records([last], cursor_filter))
+            handle.read_cursor = cursor_filter.advanced(cursor)
+
+    def _read(self, *, follow: bool, hold_last: bool = False) -> int:
+        """One request from the read cursor; returns how many lines it queued. `hold_last`:
+        the last frame is held back (`_last`), and queued only if the last read held it too."""
+        held = self._last  # read again now (whole), or released if this read finds it gone
         handle = self._handle
         cursor = handle.read_cursor or handle.start
         params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow)}
@@ -150,7 +221,9 @@ class ApiReader(ReaderThread):
         else:
             params["tail"] = "all"
             since = cursor.since_ns()
-            if since > 0:
+            if since > 0 and self._podman:  # Podman's `since` is exclusive
+                params["since"] = format_rfc3339_nano(since - 1)
+            elif since > 0:
                 params["since"] = format_since(since)
             cursor_filter = CursorFilter(cursor)
         self._steps_seen = 0  # a new filter counts from 0
@@ -164,7 +237,7 @@ class ApiReader(ReaderThread):
             )
             self._api._raise_for_status(response)
             try:
-                self._consume(response, cursor_filter)
+                queued = self._consume(response, cursor_filter, hold_last)
             finally:
                 self._sock = None
                 response.close()
@@ -172,16 +245,37 @@ class ApiReader(ReaderThread):
             handle.read_cursor = cursor_filter.advanced(cursor)
             if cursor_filter.gap_streams:
                 self._rotation_gap()
+        if self._last is not None and self._last == held:  # two reads ended on it: whole
+            self._release_last()
+            queued += 1
+        return queued
 
-    def _consume(self, response: requests.Response, cursor_filter: CursorFilter) -> None:
+    def _consume(
+        self, response: requests.Response, cursor_filter: CursorFilter, hold_last: bool = False
+    ) -> int:
         parser: FrameParser | RawStreamParser = (
             RawStreamParser() if self._handle.info.tty else FrameParser()
         )
-        for body in self._body(response):
-            self._put(self._records(parser.feed(body), cursor_filter))
+        queued = 0
+        last: tuple[int, bytes] | None = None
+        for frames in self._frames(response, parser):
+            if hold_last and frames:
+                frames = [last, *frames] if last is not None else list(frames)
+                last = frames.pop()
+            records = self._records(frames, cursor_filter)
+            queued += len(records)
+            self._put(records)
             if cursor_filter.steps != self._steps_seen:
                 self._clock_stepped(cursor_filter)
-        self._put(self._records(parser.flush(), cursor_filter))
+        self._last = last  # what a read without `hold_last` read to the end: nothing held
+        return queued
+
+    def _frames(
+        self, response: requests.Response, parser: FrameParser | RawStreamParser
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        for body in self._body(response):
+            yield parser.feed(body)
+        yield parser.flush()
 
     def _records(
         self, frames: list[tuple[int, bytes]], cursor_filter: CursorFilter

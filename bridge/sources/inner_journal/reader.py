@@ -47,6 +47,7 @@ from bridge.sources.inner_journal.gather import Gatherer, StatsReport, rate_limi
 from bridge.sources.inner_journal.options import DEFAULT_OPTIONS, FollowerStats, WorkerOptions
 from bridge.sources.inner_journal.position import InnerPosition
 from bridge.sources.inner_journal.protocol import InnerEnd, InnerEntry, InnerEvent, InnerGap
+from bridge.sources.reader import failed
 from bridge.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class InnerJournalReader:
         self._stop = threading.Event()  # end now (shutdown, exclusion, drain deadline)
         self._lock = threading.Lock()
         self._finished = False
+        self._start_claimed = False
         self._follower: Follower | None = None
         self._pidfd: int | None = None
         self._drain_timer: threading.Timer | None = None
@@ -140,6 +142,10 @@ class InnerJournalReader:
         return self.started and not self.finished
 
     def start(self) -> None:
+        with self._lock:  # once, even when two callers race (sources/reader.py says why)
+            if self._start_claimed:
+                return
+            self._start_claimed = True
         self._thread.start()
 
     def wake(self) -> bool:
@@ -215,7 +221,7 @@ class InnerJournalReader:
                 finally:
                     self._stream.follow_lock.release()
         except Exception as exc:  # a bug must cost one container, never the bridge
-            log.exception("container %s: inner journal reader failed: %s", self.name, exc)
+            failed(log, f"container {self.name}: inner journal reader failed", exc)
         finally:
             with self._lock:
                 self._finished = True

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.timestamps import TimestampParser, format_since, parse_general
+from bridge.core.timestamps import (
+    TimestampParser,
+    format_rfc3339_nano,
+    format_since,
+    parse_general,
+)
 
 
 @given(
@@ -43,3 +48,9 @@ def test_since_round_trips(ns):
     seconds, _, nanos = format_since(ns).partition(".")
     assert int(seconds) * 10**9 + int(nanos) == ns
     assert len(nanos) == 9
+
+
+@given(st.integers(0, 253_402_300_799 * 10**9 + 999_999_999))
+def test_rfc3339_nano_is_read_back_to_the_nanosecond(ns: int) -> None:
+    text = format_rfc3339_nano(ns)
+    assert len(text) == 30 and parse_general(text.encode()) == ns

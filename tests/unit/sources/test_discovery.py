@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import docker.errors
 import pytest
@@ -60,10 +62,14 @@ class FakeReader:
     """A reader that reads nothing: what discovery sees of one."""
 
     fail_starts = 0  # the next N starts raise, as Thread.start does at the tasks limit
+    on_start: ClassVar[Callable[[], object] | None] = None  # runs in start (a slow start)
+    made: ClassVar[list[FakeReader]] = []
 
     def __init__(self, handle: Any, status: ContainerStatus | None) -> None:
         self.name = handle.info.name
         self.started = self.finished = self.stopped = False
+        self.starts = 0
+        FakeReader.made.append(self)
 
     @property
     def attached(self) -> bool:
@@ -73,6 +79,9 @@ class FakeReader:
         if FakeReader.fail_starts:
             FakeReader.fail_starts -= 1
             raise RuntimeError("can't start new thread")
+        self.starts += 1
+        if FakeReader.on_start is not None:
+            FakeReader.on_start()
         self.started = True
 
     def wake(self) -> bool:
@@ -111,6 +120,8 @@ def supervisor():
 
     yield make
     FakeReader.fail_starts = 0
+    FakeReader.on_start = None
+    FakeReader.made = []
 
 
 def readers(sup: Supervisor) -> dict[str, Any]:
@@ -130,9 +141,11 @@ def test_the_listing_attaches_a_container_whose_events_were_missed(supervisor, c
     sup, registry = supervisor(api)
     sup.resync()
     assert set(readers(sup)) == {f"{1:064x}", f"{2:064x}"}
+    assert resynced(registry) == 0  # not yet known missed: the events may be late
+    sup.resync()  # no start event came meanwhile: missed; and nothing more to attach
     assert resynced(registry) == 2
     assert "a docker event was missed" in caplog.text
-    sup.resync()  # known now: nothing more to do
+    sup.resync()
     assert resynced(registry) == 2
 
 
@@ -154,6 +167,43 @@ def test_only_readers_that_read_count_as_attached(supervisor):
     assert readers(sup)[unreadable] is placeholder and resynced(registry) == 0
     readers(sup)[f"{2:064x}"].finished = True
     assert sup.attached == 0
+
+
+def test_a_start_event_that_comes_after_the_listing_attached_is_late_not_missed(supervisor, caplog):
+    api = FakeAPI([container(1)])
+    sup, registry = supervisor(api)
+    cid = f"{1:064x}"
+    sup.containers.prepare(cid)  # its create event was handled; its start event is late
+    sup.resync()
+    reader = readers(sup)[cid]
+    assert reader.started
+    sup._on_event({"Action": "start", "Actor": {"ID": cid, "Attributes": {}}})
+    sup.stop(1)  # its start task has woken the same reader
+    sup.resync()
+    assert readers(sup)[cid] is reader and reader.starts == 1
+    assert resynced(registry) == 0 and "missed" not in caplog.text
+
+
+def test_an_event_and_the_listings_never_start_two_readers_for_one_container(supervisor, caplog):
+    """The race of a late start event with the periodic and the start-up listings: each caller
+    reaches the container's reader while another is starting it (a start that takes long)."""
+    api = FakeAPI([container(1)])
+    sup, registry = supervisor(api)
+    cid = f"{1:064x}"
+    entered, release = threading.Event(), threading.Event()
+    FakeReader.on_start = lambda: (entered.set(), release.wait(5))
+    listing = threading.Thread(target=sup.attach_all, args=(None,))
+    listing.start()  # start-up listing: registers the reader, then starts it (and blocks)
+    assert entered.wait(5)
+    FakeReader.on_start = None
+    sup.containers.consider(cid, started=True)  # the start event's task, meanwhile
+    sup.resync()  # the periodic listing, meanwhile
+    release.set()
+    listing.join(5)
+    sup.resync()
+    made = [r for r in FakeReader.made if r.name == "c1"]
+    assert len(made) == 1 and made[0].starts == 1
+    assert resynced(registry) == 0 and "missed" not in caplog.text
 
 
 def test_a_container_just_created_is_left_to_its_events(supervisor):
@@ -186,6 +236,7 @@ def test_a_running_container_whose_reader_ended_is_read_again(supervisor):
     sup.resync()
     assert readers(sup)[f"{1:064x}"] is not first[f"{1:064x}"]
     assert readers(sup)[f"{2:064x}"] is first[f"{2:064x}"]  # still stopped: nothing to read
+    sup.resync()
     assert resynced(registry) == 3
 
 
@@ -200,6 +251,7 @@ def test_no_attach_is_counted_when_nothing_was_attached(supervisor):
 
     api.inspect_container = gone  # type: ignore[method-assign]
     sup.resync()
+    sup.resync()
     assert resynced(registry) == 1
 
 
@@ -211,6 +263,7 @@ def test_a_reader_whose_thread_could_not_start_is_started_by_the_next_listing(su
     assert "cannot start its reader" in caplog.text
     sup.resync()
     assert readers(sup)[f"{1:064x}"].started
+    sup.resync()
     assert resynced(registry) == 1
 
 

@@ -32,6 +32,7 @@ def test_files_are_opened_in_the_opener_and_handed_over_with_their_configs(
     write_log(json_log(d0), b"there already\n")
     opener = Opener(str(root), DOCKER)
     with watching(root, rec, opener=opener) as w:
+        rec.wait(lambda: len(rec.of(before)) == 1)
         assert [read_all(o.fd) for o in rec.of(before)] == [b"there already\n"]
         cid, d = create(root)
         write_log(json_log(d), b"new\n")
