@@ -155,6 +155,9 @@ class ForwardConfig(_Section):
     backlog: str = "none"  # none | all | a number of lines
     tag: str = "{{.Name}}"
     max_line_bytes: Annotated[int, Field(ge=16384, le=64 << 20)] = 1 << 20
+    # The disk that rotated log files held open unread may take, per engine, all containers
+    # together (an engine's deleted file held open keeps its space).
+    max_held_log_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 40)] = 1 << 30
     labels: tuple[str, ...] = ()
     labels_regex: str = ""
     env: tuple[str, ...] = ()

@@ -136,6 +136,11 @@ class Telemetry:
             "Resumes that found their position rotated out of Docker's files.",
             registry=registry,
         )
+        self._held_files_dropped = Counter(
+            f"{ns}_held_log_files_dropped",
+            "Rotated log files closed unread because held files reached their byte budget.",
+            registry=registry,
+        )
         self._clock_steps = Counter(
             f"{ns}_clock_steps",
             "Steps back of a stream's timestamps (the engine's wall clock was set back), by "
@@ -336,6 +341,9 @@ class Telemetry:
 
     def rotation_gap(self) -> None:
         self._rotation_gaps.inc()
+
+    def held_file_dropped(self) -> None:
+        self._held_files_dropped.inc()
 
     def clock_steps(self, source: str, steps: int) -> None:
         self._clock_steps.labels(source).inc(steps)

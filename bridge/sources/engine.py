@@ -252,7 +252,11 @@ class Engine:
             return None
         try:
             files = LogFileSource.for_engine(
-                self.kind, api.info(), self._telemetry, self._log_appeared
+                self.kind,
+                api.info(),
+                self._telemetry,
+                self._log_appeared,
+                max_held_total=self._bridge_config().forward.max_held_log_bytes,
             )
         except (*ENGINE_ERRORS, KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning(

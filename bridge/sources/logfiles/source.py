@@ -36,6 +36,7 @@ from bridge.sources.logfiles.rotation.numbered import NumberedFiles
 from bridge.sources.logfiles.rotation.replaced import (
     MAX_BYTES,
     MAX_FILES,
+    HeldBudget,
     ReplacedFiles,
     Replacements,
 )
@@ -48,6 +49,7 @@ __all__ = ["LogFileSource"]
 log = logging.getLogger(__name__)
 
 _UNCLAIMED_SECONDS = 120.0
+HELD_TOTAL_BYTES = 1 << 30
 _MAX_WAITING = 4096
 
 
@@ -81,14 +83,18 @@ class LogFileSource:
         layout: Layout = DOCKER,
         max_held_files: int = MAX_FILES,
         max_held_bytes: int = MAX_BYTES,
+        max_held_total: int = HELD_TOTAL_BYTES,
         opener: bool = False,
     ) -> None:
-        """`opener`: files are opened by a process of its own (opener.py), not a thread here."""
+        """`opener`: files are opened by a process of its own (opener.py), not a thread here.
+        `max_held_total`: the bytes all containers' held files may take together."""
         self.root = root
         self.layout = layout
         self._telemetry = telemetry
         self._on_start = on_start
         self._max_held = (max_held_files, max_held_bytes)
+        self._budget = HeldBudget(max_held_total, on_drop=self._held_file_dropped)
+        self._budget_reached = False
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiting] = {}
         self._claimed: set[str] = set()  # containers whose reader follows their files
@@ -279,7 +285,19 @@ class LogFileSource:
             settle=self._watcher.sync,
             max_files=self._max_held[0],
             max_bytes=self._max_held[1],
+            budget=self._budget,
         )
+
+    def _held_file_dropped(self) -> None:
+        self._telemetry.held_file_dropped()
+        if not self._budget_reached:  # one line: the metric counts the rest
+            self._budget_reached = True
+            log.warning(
+                "log files held unread under %s reached %d bytes together: the oldest file of "
+                "the container holding the most is closed (forward.max_held_log_bytes)",
+                self.root,
+                self._budget.max_bytes,
+            )
 
     def _waiting_replacements(self, cid: str) -> Replacements | None:
         entry = self._waiting.get(cid)

@@ -363,16 +363,11 @@ class NumberedFiles(FileSequence):
     def _take(self) -> None:
         if self._replacements is None:
             return
-        taken, late_gap = self._replacements.take()
+        taken, late_gap = self._replacements.take_opened(self._path)
         # late: the watcher missed a file after the newest one taken; the next comes after a gap
         self._gap_next = self._gap_next or late_gap
-        for h in taken:
-            try:
-                f = Opened.adopt(h.fd, self._path)
-            except OSError:
-                os.close(h.fd)
-                continue
-            self._chain.append((f, h.gap_before or self._gap_next))
+        for f, gap_before in taken:
+            self._chain.append((f, gap_before or self._gap_next))
             self._gap_next = False
         self._join_chain()
 

@@ -27,8 +27,9 @@ Invariants of Replacements (thread-safe: offered on the watcher's thread, taken 
 - Descriptors come out in the order they went in (the watcher's creation order), each once;
   whoever takes one owns it. `close()` closes what is left, and each one offered after it.
 - Bounded: at most `max_files` descriptors and `max_bytes` of their files wait (an unlinked
-  file held open still takes its disk space); past either bound the oldest is closed and the
-  file after it carries `gap_before`: its lines are lost, a rotation gap the reader counts.
+  file held open still takes its disk space), and the engine's `HeldBudget` bounds all
+  containers' together; past a bound the oldest is closed and the file after it carries
+  `gap_before`: its lines are lost, a rotation gap the reader counts.
 - A file the watcher could not open before the next one replaced it (`missed`) is a gap too.
   The watcher notices it after it has handed over the newer file, so the gap goes before the
   newest file still waiting; if the reader took that one already, `take` reports it at once.
@@ -111,16 +112,11 @@ class ReplacedFiles(FileSequence):
     # -- the files after the one read ------------------------------------------------------
 
     def _refresh(self) -> None:
-        taken, late_gap = self._replacements.take()
+        taken, late_gap = self._replacements.take_opened(self._path)
         if late_gap:
             self._gap("a log file was replaced before it could be opened", restart=False)
         known = {self._reading.id} | {f.id for f, _ in self._queue}
-        for h in taken:
-            try:
-                f = Opened.adopt(h.fd, self._path)
-            except OSError:
-                os.close(h.fd)
-                continue
+        for f, gap_before in taken:
             if f.id in known:
                 f.close()  # the file read, found by its name before the watcher handed it over
                 continue
@@ -129,7 +125,7 @@ class ReplacedFiles(FileSequence):
                 self._gap("a log file was handed over after a newer one", restart=False)
                 continue
             known.add(f.id)
-            self._queue.append((f, h.gap_before))
+            self._queue.append((f, gap_before))
 
     def _advance(self) -> bool:
         """At the end of a final file, moves to the next; False if none is known yet."""
@@ -159,6 +155,40 @@ MAX_FILES = 32
 MAX_BYTES = 256 * 1024 * 1024
 
 
+class HeldBudget:
+    """One engine's bound on the disk its held, unread log files take, all containers together
+    (a rotated file held open keeps its space after the engine deletes it). Past it, the
+    container holding the most loses its oldest held file (a counted gap), never a container
+    within a fair share: one container's flood costs only its own lines. Thread-safe."""
+
+    def __init__(self, max_bytes: int, on_drop: Callable[[], None] = lambda: None) -> None:
+        self.max_bytes = max_bytes
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._members: set[Replacements] = set()
+
+    def join(self, member: Replacements) -> None:
+        with self._lock:
+            self._members.add(member)
+
+    def leave(self, member: Replacements) -> None:
+        with self._lock:
+            self._members.discard(member)
+
+    def enforce(self) -> None:
+        """Called after a file was offered (never under a member's lock)."""
+        with self._lock:
+            members = list(self._members)
+        while True:
+            sizes = [(member.held_bytes(), id(member), member) for member in members]
+            if sum(size for size, _, _ in sizes) <= self.max_bytes:
+                return
+            size, _, greediest = max(sizes)
+            if size == 0 or not greediest.drop_oldest():
+                return
+            self._on_drop()
+
+
 @dataclass(frozen=True, slots=True)
 class Replacement:
     fd: int
@@ -176,6 +206,7 @@ class Replacements:
         settle: Callable[[float], bool] = lambda timeout: False,
         max_files: int = MAX_FILES,
         max_bytes: int = MAX_BYTES,
+        budget: HeldBudget | None = None,
     ) -> None:
         # Whether every new file will be offered (the watcher watches the log's directory).
         self.live = live
@@ -189,6 +220,9 @@ class Replacements:
         self._late_gap = False  # a gap before a file already taken
         self._closed = False
         self.dropped = 0  # files closed unread past the bounds
+        self._budget = budget
+        if budget is not None:
+            budget.join(self)
 
     def offer(self, fd: int) -> None:
         """A new file of the log, newer than every one offered before (the watcher's thread)."""
@@ -201,9 +235,27 @@ class Replacements:
             while len(self._waiting) > 1 and (
                 len(self._waiting) > self._max_files or self._bytes() > self._max_bytes
             ):
-                close_quietly(self._waiting.pop(0).fd)
-                self._waiting[0] = Replacement(self._waiting[0].fd, True)
-                self.dropped += 1
+                self._drop_oldest()
+        if self._budget is not None:
+            self._budget.enforce()
+
+    def held_bytes(self) -> int:
+        """What the files waiting take on disk (the newest, maybe still written, not counted)."""
+        with self._lock:
+            return self._bytes()
+
+    def drop_oldest(self) -> bool:
+        """Closes the oldest file waiting (its lines are a gap); False if none can go."""
+        with self._lock:
+            if len(self._waiting) <= 1:
+                return False
+            self._drop_oldest()
+            return True
+
+    def _drop_oldest(self) -> None:
+        close_quietly(self._waiting.pop(0).fd)
+        self._waiting[0] = Replacement(self._waiting[0].fd, True)
+        self.dropped += 1
 
     def missed(self) -> None:
         """The watcher saw a file it could not open: the one it handed over last came after it."""
@@ -221,7 +273,21 @@ class Replacements:
             late, self._late_gap = self._late_gap, False
             return waiting, late
 
+    def take_opened(self, path: str) -> tuple[list[tuple[Opened, bool]], bool]:
+        """take(), each descriptor adopted as the file set's (one that cannot be is closed):
+        (file, gap before it), oldest first, and whether a gap came before a file taken earlier."""
+        taken, late_gap = self.take()
+        opened = []
+        for h in taken:
+            try:
+                opened.append((Opened.adopt(h.fd, path), h.gap_before))
+            except OSError:
+                close_quietly(h.fd)
+        return opened, late_gap
+
     def close(self) -> None:
+        if self._budget is not None:
+            self._budget.leave(self)
         with self._lock:
             self._closed = True
             waiting, self._waiting = self._waiting, []

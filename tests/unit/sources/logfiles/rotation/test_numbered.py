@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -332,13 +334,19 @@ class Watcher:
             self.replacements.missed()
 
 
-def test_files_deleted_before_the_reader_got_to_them_are_read_from_the_chain(tmp_path):
+@contextlib.contextmanager
+def chained(tmp_path, max_files: int) -> Iterator[tuple[Writer, Watcher, NumberedFiles, Reader]]:
+    """A log whose files the watcher hands over, and its set reading them (a claimed container)."""
     d = tmp_path / "c0ffee"
     d.mkdir()
-    log = Writer(str(d / "c0ffee-json.log"), max_files=2)  # dockerd deletes two rotations on
+    log = Writer(str(d / "c0ffee-json.log"), max_files=max_files)
     w = Watcher(log)
     with open_set(log, fd=w.first, replacements=w.replacements) as fs:
-        r = Reader(fs)
+        yield log, w, fs, Reader(fs)
+
+
+def test_files_deleted_before_the_reader_got_to_them_are_read_from_the_chain(tmp_path):
+    with chained(tmp_path, max_files=2) as (log, w, fs, r):  # deleted two rotations on
         log.lines(3)
         assert r.drain() == names(3)
         for _ in range(6):  # each file gone long before the reader looks again
@@ -352,12 +360,7 @@ def test_files_deleted_before_the_reader_got_to_them_are_read_from_the_chain(tmp
 
 
 def test_a_file_the_watcher_missed_is_found_by_name_while_it_has_one(tmp_path):
-    d = tmp_path / "c0ffee"
-    d.mkdir()
-    log = Writer(str(d / "c0ffee-json.log"), max_files=3)
-    w = Watcher(log)
-    with open_set(log, fd=w.first, replacements=w.replacements) as fs:
-        r = Reader(fs)
+    with chained(tmp_path, max_files=3) as (log, w, fs, r):
         log.lines(2)
         w.rotate()
         log.lines(2)
@@ -371,12 +374,7 @@ def test_a_file_the_watcher_missed_is_found_by_name_while_it_has_one(tmp_path):
 
 
 def test_a_file_the_watcher_missed_and_no_name_leads_to_is_a_gap_never_a_silent_one(tmp_path):
-    d = tmp_path / "c0ffee"
-    d.mkdir()
-    log = Writer(str(d / "c0ffee-json.log"), max_files=2)
-    w = Watcher(log)
-    with open_set(log, fd=w.first, replacements=w.replacements) as fs:
-        r = Reader(fs)
+    with chained(tmp_path, max_files=2) as (log, w, fs, r):
         log.lines(2)
         w.rotate()
         log.lines(2)

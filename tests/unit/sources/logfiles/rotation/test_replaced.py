@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from bridge.core.record import STDOUT
 from bridge.sources.logfiles.formats.k8sfile import K8S_FILE
-from bridge.sources.logfiles.rotation.replaced import ReplacedFiles, Replacement, Replacements
+from bridge.sources.logfiles.rotation.replaced import (
+    HeldBudget,
+    ReplacedFiles,
+    Replacement,
+    Replacements,
+)
 
 from ..encode import Rec, k8s_line
 from ..rotating import Conmon, Reader, names
@@ -332,3 +337,30 @@ def test_offers_from_another_thread_keep_their_order(tmp_path):
     assert taken == fds
     for fd in fds:
         os.close(fd)
+
+
+def test_the_engine_budget_takes_from_the_container_holding_the_most(tmp_path):
+    drops: list[int] = []
+    budget = HeldBudget(10_000, on_drop=lambda: drops.append(1))
+    flood, quiet = Replacements(budget=budget), Replacements(budget=budget)
+
+    def held(name: str, size: int) -> int:
+        path = tmp_path / name
+        path.write_bytes(b"x" * size)
+        fd = os.open(path, os.O_RDONLY)
+        path.unlink()  # deleted by the engine, held here: it keeps its space
+        return fd
+
+    for i in range(2):
+        quiet.offer(held(f"q{i}", 2_000))
+    for i in range(6):
+        flood.offer(held(f"f{i}", 3_000))
+    assert quiet.held_bytes() == 2_000 and quiet.dropped == 0  # within a fair share: untouched
+    assert flood.held_bytes() + quiet.held_bytes() <= 10_000
+    assert flood.dropped == len(drops) > 0
+    taken, _ = flood.take()
+    assert taken[0].gap_before  # the reader counts the lines of what was closed
+    for r in taken:
+        os.close(r.fd)
+    flood.close()
+    quiet.close()
