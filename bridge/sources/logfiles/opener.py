@@ -122,8 +122,9 @@ class Opener:
         return out
 
     def sync(self, timeout: float) -> list[OpenerMessage]:
-        """Everything the opener sent for the events queued before this call. Raises
-        OpenerGone (also when it does not answer in time)."""
+        """Everything the opener sent for the events queued before this call, or what came
+        within `timeout` (a slow opener is no gone one: its answer is taken as a message
+        later). Raises OpenerGone."""
         if self._sock is None:
             raise OpenerGone("the log file opener is stopped")
         self._syncs += 1
@@ -132,7 +133,9 @@ class Opener:
             self._sock.send(json.dumps({"sync": n}).encode())
         except OSError as e:
             raise OpenerGone(f"the log file opener is gone: {e.strerror}") from None
-        return self._until(lambda m: m.event == "synced" and m.fields.get("n") == n, timeout)
+        return self._until(
+            lambda m: m.event == "synced" and m.fields.get("n") == n, timeout, fatal=False
+        )
 
     def opened(self, message: OpenerMessage) -> OpenedLog:
         """An "open" message as the watcher's OpenedLog. Raises ValueError."""
@@ -154,11 +157,15 @@ class Opener:
                 self._process.wait()
             self._process = None
 
-    def _until(self, last: Callable[[Message], bool], timeout: float) -> list[OpenerMessage]:
+    def _until(
+        self, last: Callable[[Message], bool], timeout: float, fatal: bool = True
+    ) -> list[OpenerMessage]:
         deadline = time.monotonic() + timeout
         out: list[OpenerMessage] = []
         while True:
             m = self._recv(block=True, timeout=max(0.0, deadline - time.monotonic()))
+            if m is None and not fatal:
+                return out
             if m is None:
                 for got in out:
                     got.close()

@@ -343,6 +343,8 @@ class LogFileWatcher:
         except OSError as e:
             log.warning("cannot list %s: %s", self._top, e.strerror)
             return
+        for c in self._containers.values():
+            c.ahead.clear()  # a rescan follows lost events: what was ahead may never be matched
         for cid in ids:
             self._add_container(cid)
         listed = set(ids)
@@ -511,7 +513,7 @@ class LogFileWatcher:
                 self._call(self._events.on_created, c.cid)
             c.last[sub] = (key, last[1] or created)
             return
-        if created and last is not None and not self._layout.replaced:
+        if last is not None and not self._layout.replaced:  # (a rescan's too: names may lead)
             self._rotated(c, sub, path, key, last[0])
         os.set_blocking(fd, True)
         c.last[sub] = (key, created)

@@ -88,9 +88,11 @@ class NumberedFiles(FileSequence):
         self._next: Fingerprint | None = None  # the file after _reading, when known and not _newest
         self._replacements = replacements
         self._chain: list[tuple[Opened, bool]] = []  # handed over, oldest first; gap before it
-        # The file read is the one just before _chain[0]: the watcher's first file is.
-        self._chained = fd is not None and replacements is not None
-        self._gap_next = False
+        # The file just before _chain[0] (the watcher's first file, at first), and whether it
+        # is the one read: then the next file is _chain[0]; else names lead to it.
+        chained = fd is not None and replacements is not None
+        self._chain_from: FileId | None = first.id if chained else None
+        self._chained = chained
 
     def close(self) -> None:
         super().close()
@@ -238,8 +240,8 @@ class NumberedFiles(FileSequence):
                 missed, whole = self._missed_by_name(new) if gap else (None, False)
                 if missed is not None:
                     self._chain[0] = (new, False)  # `missed` is the file before `new`
+                    self._chain_from = missed.id
                 self._set_reading(missed or new, [], advancing=True)
-                self._chained = True  # (a file found by name is the one just before the chain)
                 if gap and not whole:
                     self._gap(f"a log file of {self._path} was rotated away before it was opened")
                 else:
@@ -262,7 +264,8 @@ class NumberedFiles(FileSequence):
         if listed.gz:
             return None, False
         whole = k + 2 < len(listing) and listing[k + 2].id == self._reading.id
-        return self._names.open(listed), whole
+        f = self._names.open(listed)
+        return f, whole and f is not None
 
     def _advance_by_name(self) -> bool:
         old = self._reading
@@ -327,6 +330,7 @@ class NumberedFiles(FileSequence):
             old.close()
         self._reading = new
         self._newest = keep
+        self._chained = self._chain_from is not None and new.id == self._chain_from
         self._join_chain()
         if new.final and keep is None and not self._live():  # hold the current file from now on
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
@@ -364,11 +368,9 @@ class NumberedFiles(FileSequence):
         if self._replacements is None:
             return
         taken, late_gap = self._replacements.take_opened(self._path)
-        # late: the watcher missed a file after the newest one taken; the next comes after a gap
-        self._gap_next = self._gap_next or late_gap
-        for f, gap_before in taken:
-            self._chain.append((f, gap_before or self._gap_next))
-            self._gap_next = False
+        if late_gap:  # the watcher missed a file after the newest one taken: counted now
+            self._gap("a log file was rotated away before it could be opened", restart=False)
+        self._chain += taken
         self._join_chain()
 
     def _join_chain(self) -> None:
@@ -379,6 +381,7 @@ class NumberedFiles(FileSequence):
                     if g is not self._reading:
                         g.close()
                 del self._chain[: j + 1]
+                self._chain_from = self._reading.id
                 self._chained = True
                 return
 

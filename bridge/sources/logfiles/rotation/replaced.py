@@ -161,8 +161,11 @@ class HeldBudget:
     container holding the most loses its oldest held file (a counted gap), never a container
     within a fair share: one container's flood costs only its own lines. Thread-safe."""
 
-    def __init__(self, max_bytes: int, on_drop: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, max_bytes: int, on_drop: Callable[[], None] = lambda: None, max_files: int = 4096
+    ) -> None:
         self.max_bytes = max_bytes
+        self.max_files = max_files  # descriptors too: each one counts against LimitNOFILE
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._members: set[Replacements] = set()
@@ -180,11 +183,13 @@ class HeldBudget:
         with self._lock:
             members = list(self._members)
         while True:
-            sizes = [(member.held_bytes(), id(member), member) for member in members]
-            if sum(size for size, _, _ in sizes) <= self.max_bytes:
+            held = [(*member.held(), id(member), member) for member in members]
+            over_bytes = sum(h[0] for h in held) > self.max_bytes
+            if not over_bytes and sum(h[1] for h in held) <= self.max_files:
                 return
-            size, _, greediest = max(sizes)
-            if size == 0 or not greediest.drop_oldest():
+            key = 0 if over_bytes else 1
+            greediest = max(held, key=lambda h: (h[key], h[2]))[3]
+            if not greediest.drop_oldest():
                 return
             self._on_drop()
 
@@ -241,8 +246,12 @@ class Replacements:
 
     def held_bytes(self) -> int:
         """What the files waiting take on disk (the newest, maybe still written, not counted)."""
+        return self.held()[0]
+
+    def held(self) -> tuple[int, int]:
+        """(held_bytes(), how many descriptors wait)."""
         with self._lock:
-            return self._bytes()
+            return self._bytes(), len(self._waiting)
 
     def drop_oldest(self) -> bool:
         """Closes the oldest file waiting (its lines are a gap); False if none can go."""

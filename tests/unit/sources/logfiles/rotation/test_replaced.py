@@ -364,3 +364,17 @@ def test_the_engine_budget_takes_from_the_container_holding_the_most(tmp_path):
         os.close(r.fd)
     flood.close()
     quiet.close()
+
+
+def test_the_engine_budget_bounds_descriptors_too(tmp_path):
+    budget = HeldBudget(1 << 30, max_files=5)
+    unclaimed = [Replacements(budget=budget) for _ in range(3)]
+    for n, r in enumerate(unclaimed):
+        for i in range(3):
+            path = tmp_path / f"{n}-{i}"
+            path.write_bytes(b"")
+            r.offer(os.open(path, os.O_RDONLY))
+    assert sum(r.held()[1] for r in unclaimed) <= 5
+    assert all(r.held()[1] >= 1 for r in unclaimed)  # each keeps its newest
+    for r in unclaimed:
+        r.close()
