@@ -167,7 +167,7 @@ def test_a_podman_rm_container_that_exits_at_once(bridge, journald, containers):
         lambda: [e for e in journald.entries(CONTAINER_NAME=name)] or None, 60, "the line"
     )
     assert [e["MESSAGE"] for e in entries] == [b"gone-at-once"]
-    assert f"reading its log file {podman.client.info()['DockerRootDir']}/" in bridge.log()
+    assert f"reading its log file {containers.client.info()['DockerRootDir']}/" in bridge.log()
 
 
 def test_podman_service_restart_while_docker_flows(bridge, journald, containers, podman):
