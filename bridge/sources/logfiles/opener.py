@@ -232,7 +232,11 @@ def opened_log(m: Message, config_max_bytes: int) -> OpenedLog:
 
 
 def _read_memfd(fd: int, max_bytes: int) -> bytes | None:
-    data = os.pread(fd, max_bytes + 1, 0)
+    """None when unreadable or too big: a config is optional, the log it came with is not."""
+    try:
+        data = os.pread(fd, max_bytes + 1, 0)
+    except OSError:
+        return None
     return data if len(data) <= max_bytes else None
 
 
@@ -267,8 +271,11 @@ class _Forwarder:
             os._exit(70)  # from the watcher's thread too: see the module docstring
 
     def on_open(self, opened: OpenedLog) -> None:
-        texts = (opened.config, opened.hostconfig)
-        configs = [_memfd(text) for text in texts if text is not None]
+        memfds = [
+            _memfd(text) if text is not None else None
+            for text in (opened.config, opened.hostconfig)
+        ]
+        configs = [fd for fd in memfds if fd is not None]
         sub = opened.kind == self._layout.sub_kind and self._layout.top_kind != opened.kind
         fields = {
             "e": "open",
@@ -277,7 +284,7 @@ class _Forwarder:
             "kind": opened.kind,
             "sub": sub,
             "created": opened.created,
-            "configs": [text is not None for text in texts],  # which memfds follow the log's
+            "configs": [fd is not None for fd in memfds],  # which memfds follow the log's
         }
         try:
             self.send(fields, [opened.fd, *configs])
@@ -304,10 +311,18 @@ class _Forwarder:
         self.send({"e": "watch_error", "errno": errno_name})
 
 
-def _memfd(text: bytes) -> int:
-    """The bytes in an anonymous file: a message stays small whatever they are."""
-    fd = os.memfd_create("config", os.MFD_CLOEXEC)
-    os.write(fd, text)
+def _memfd(text: bytes) -> int | None:
+    """The bytes in an anonymous file: a message stays small whatever they are. None when it
+    cannot be made (EMFILE, ENOMEM): the log goes over without that config, never not at all."""
+    try:
+        fd = os.memfd_create("config", os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        os.write(fd, text)
+    except OSError:
+        os.close(fd)
+        return None
     return fd
 
 

@@ -459,6 +459,8 @@ class LogFileWatcher:
                 opened = self._opener.opened(message)
             except ValueError:
                 self._log_once("opener", "the log file opener sent a malformed message")
+                if cid:
+                    self._events.on_missed(cid)  # a file not handed over: a gap, never silent
                 return
             c = self._containers.get(cid)
             if c is not None:

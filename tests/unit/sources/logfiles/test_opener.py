@@ -3,12 +3,15 @@ the watcher opening them itself once the process is gone."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 from bridge.sources.logfiles.layout import DOCKER
 from bridge.sources.logfiles.opener import Opener
+from bridge.sources.logfiles.watch import OpenedLog
 
 from .test_watch import (
     CONFIG,
@@ -73,3 +76,51 @@ def test_an_opener_that_cannot_start_leaves_the_watcher_opening_files(
         cid, d = create(root)
         write_log(json_log(d), b"x\n")
         rec.wait(lambda: len(rec.of(cid)) == 1)
+
+
+def test_a_config_that_cannot_travel_leaves_the_log_going_over(monkeypatch) -> None:
+    from bridge.sources.logfiles import opener as module
+
+    def no_memfd(name: str, flags: int = 0) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(module.os, "memfd_create", no_memfd)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.settimeout(5)  # nothing sent would be the defect
+    r, w = os.pipe()
+    try:
+        log = OpenedLog("c" * 64, r, "/x/c-json.log", "json-file", True, CONFIG, HOSTCONFIG)
+        module._Forwarder(theirs, DOCKER).on_open(log)  # closes its copy of r
+        data, ancdata, _, _ = ours.recvmsg(65536, socket.CMSG_SPACE(12))
+        message = module.Message(json.loads(data), module._fds(ancdata))
+        opened = module.opened_log(message, 1 << 20)
+        assert (opened.config, opened.hostconfig) == (None, None)
+        os.write(w, b"the log itself\n")
+        assert os.read(opened.fd, 100) == b"the log itself\n"
+        os.close(opened.fd)
+    finally:
+        os.close(w)
+        ours.close()
+        theirs.close()
+
+
+def test_a_config_memfd_that_cannot_be_read_is_no_config() -> None:
+    from bridge.sources.logfiles import opener as module
+
+    r, w = os.pipe()
+    os.close(w)
+    bad = os.open("/", os.O_RDONLY)  # a directory: pread fails with EISDIR
+    message = module.Message(
+        {
+            "e": "open",
+            "cid": "c" * 64,
+            "path": "/x",
+            "kind": "json-file",
+            "created": True,
+            "configs": [True, False],
+        },
+        [r, bad],
+    )
+    opened = module.opened_log(message, 1 << 20)
+    assert opened.config is None and opened.fd == r
+    os.close(r)
