@@ -105,8 +105,10 @@ PODMAN_SOCK=/run/podman/podman.sock
 if ! curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
     say "starting podman system service on $PODMAN_SOCK"
     mkdir -p /run/podman
-    setsid podman system service --time=0 "unix://$PODMAN_SOCK" \
-        >>/var/log/podman-service.log 2>&1 </dev/null &
+    # From /: a service started in the checkout keeps it as its working directory, and once
+    # that is deleted (a clone made for a run, then removed) every container start fails.
+    (cd / && setsid podman system service --time=0 "unix://$PODMAN_SOCK" \
+        >>/var/log/podman-service.log 2>&1 </dev/null &)
     for _ in $(seq 1 100); do
         curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 && break
         sleep 0.1
