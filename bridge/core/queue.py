@@ -108,6 +108,15 @@ class PendingQueue:
             self._bytes += nbytes
             self._not_empty.notify()
 
+    def wait(self, timeout: float) -> bool:
+        """Waits up to `timeout` for an item in an empty queue. True: one came meanwhile;
+        False: none came, or the queue was not empty to begin with."""
+        with self._not_empty:
+            if self._items:
+                return False
+            self._not_empty.wait(timeout)
+            return bool(self._items)
+
     def get_many(self, timeout: float, max_bytes: int) -> list[Item]:
         """Waits up to `timeout` for an item, then takes queued ones while they hold fewer
         than `max_bytes` in all (at least one)."""

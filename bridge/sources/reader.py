@@ -1,5 +1,5 @@
-"""What every log reader shares, whatever it reads from: a thread per container, its life,
-the partial-line joiner, and how batches reach the queue.
+"""What every log reader shares, whatever it reads from: its life (on a thread of its own, or
+as steps a read loop runs), the partial-line joiner, and how batches reach the queue.
 
 Invariants every reader keeps:
 - Records are queued in the order the engine stored the lines, per container.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from bridge.core.container import ContainerHandle
 from bridge.core.cursor import CursorFilter, Position
@@ -89,11 +89,15 @@ class ReaderThread:
                 return
             self._start_claimed = True
         try:
-            self._thread.start()
+            self._begin()
         except BaseException:
             with self._lock:
                 self._start_claimed = False  # not started: a later call may try again
             raise
+
+    def _begin(self) -> None:
+        """Starts reading, once: by default on a thread of its own."""
+        self._thread.start()
 
     def wake(self) -> bool:
         """Asks a reader that may be finishing to look at the container again.
@@ -120,10 +124,24 @@ class ReaderThread:
     def _run(self) -> None:
         raise NotImplementedError
 
+    def _steps(self) -> Iterator[float]:
+        """The reading, for a reader that waits between steps (see `_wait`): yields how long
+        it may wait at most before going on. By default `_run`, which waits by itself."""
+        self._run()
+        yield from ()
+
+    def _wait(self, seconds: float) -> None:
+        """On the reader's own thread, between two of its steps."""
+
     def _main(self) -> None:
+        for seconds in self._life():
+            self._wait(seconds)
+
+    def _life(self) -> Iterator[float]:
+        """The reader's life around its steps, whichever thread runs them."""
         self._telemetry.container_attached(self._handle.info.engine, self.source)
         try:
-            self._run()
+            yield from self._steps()
             if self._handle.removed:  # stopped because it is gone: nothing more will come
                 self._last_output(self._handle.finished_at)
         except ContainerGone:

@@ -54,6 +54,7 @@ class SourceSelector:
                     files.follow(handle.id),
                     lambda: files.released(handle.id),
                     status=status,
+                    loop=files.read_loop,
                 )
             if mode == "files":
                 self._telemetry.stream_error("file_unreadable")

@@ -1,10 +1,17 @@
-"""The log-file source: one reader thread per container, from the engine's own log files.
+"""The log-file source: one reader per container, from the engine's own log files.
 
 A reader gets the container's `FileSet` (the current file, often opened the moment it
 appeared, and its rotated predecessors), positions it at the handle's cursor with a binary
 search (never a scan of the whole log), and reads: parser -> cursor filter -> partial-line
 joiner -> queue, exactly like the API source, so positions mean the same whichever source read
 a line. At the end of the file it arms a one-shot inotify wake-up (watch.py) and waits.
+
+Its reading is a generator of steps (`_steps`): each step reads to the end of what the files
+hold and yields how long it may wait. The engine's read loop (readloop.py) runs the steps of
+every container's reader on one thread, so a line that comes alone costs no thread hand-over
+of its own; a catch-up yields every `_CHUNKS_PER_STEP` chunks, so others are read meanwhile.
+Without a loop (tests, tools, the Kubernetes source) a reader runs its steps on a thread of its
+own.
 
 When does a container's log end? When the engine says it stopped (`die`, or the writer closed
 the file), the reader reads to the end and asks the engine: not running means one last
@@ -25,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 
 import docker
 import docker.errors
@@ -36,6 +43,7 @@ from bridge.core.queue import PendingQueue
 from bridge.core.record import Record
 from bridge.sources.engine_api import ENGINE_ERRORS, ContainerStatus, container_status
 from bridge.sources.logfiles.formats.lines import FileLine, LineParser
+from bridge.sources.logfiles.readloop import ReadLoop
 from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.reader import ReaderThread
 from bridge.telemetry import Telemetry
@@ -49,10 +57,12 @@ _ARMED_SECONDS = 10.0
 # The engine is asked whether the container still runs when it says it stopped (`die`), and
 # otherwise this rarely, should a `die` be missed: an inspect is the costliest thing here.
 _STATE_CHECK_SECONDS = 300.0
-# After a wake-up, wait this long before reading: a writer's lines of the next moments come
-# in one read and one batch instead of a wake-up, a read and a batch each (as the API source
-# lingers after a small read).
+# On a thread of its own, after a wake-up, wait this long before reading: a writer's lines of
+# the next moments come in one read and one batch instead of a wake-up, a read and a batch each
+# (the read loop gathers its wake-ups instead).
 _LINGER_SECONDS = 0.002
+# A catch-up yields to the other readers of the loop after this many chunks (of READ_BYTES).
+_CHUNKS_PER_STEP = 4
 
 # Arms a one-shot wake-up for the container's log; False when none can be armed.
 Follow = Callable[[Callable[[], None]], bool]
@@ -74,16 +84,21 @@ class FileReader(ReaderThread):
         *,
         status: ContainerStatus | None = None,
         status_of: Callable[[], ContainerStatus | None] | None = None,
+        loop: ReadLoop | None = None,
     ) -> None:
         """`api` answers whether the container still runs; a source without an Engine API (the
-        Kubernetes one asks CRI) passes `status_of` instead."""
+        Kubernetes one asks CRI) passes `status_of` instead. `loop`: the steps run there, not
+        on a thread of its own."""
         super().__init__(handle, queue, telemetry, max_line_bytes)
         self._api = api
         self._status_of = status_of
         self._files = files
         self._follow = follow
         self._on_close = on_close
-        self._changed = threading.Event()
+        self._loop = loop
+        self._stepping: Iterator[float] | None = None  # on the loop
+        self._done = threading.Event()  # the loop ran its last step
+        self._changed = threading.Event()  # on a thread of its own: woken
         # The engine said it stopped, or it was not running when the reader was made: ask the
         # engine at the end of the file. Asked anyway now and then, should a `die` be missed.
         self._check_state = status is not None and not status.running
@@ -91,22 +106,60 @@ class FileReader(ReaderThread):
         self._armed: bool | None = None  # a wake-up is armed (True), could not be (False)
         self._malformed_seen = 0
 
+    @property
+    def started(self) -> bool:
+        return self._stepping is not None or super().started
+
+    def _begin(self) -> None:
+        if self._loop is None:
+            super()._begin()
+            return
+        self._stepping = self._life()
+        self._loop.add(self)
+
+    def join(self, timeout: float) -> None:
+        if self._loop is None:
+            super().join(timeout)
+        elif self._stepping is not None:
+            self._done.wait(timeout)
+
+    def step(self) -> float | None:
+        """The read loop's call: one step; None once the reader is done."""
+        assert self._stepping is not None
+        try:
+            return next(self._stepping)
+        except StopIteration:
+            self._done.set()
+            return None
+
     def container_stopped(self) -> None:
         self._check_state = True
-        self._changed.set()
+        self._on_change()
 
     def stop(self) -> None:
         super().stop()
-        self._changed.set()
+        self._on_change()
 
-    def _run(self) -> None:
+    def _on_change(self) -> None:
+        # The wake-up was one-shot: whatever this reader does now (a catch-up's next step,
+        # say), it arms again before it waits.
+        self._armed = None
+        self._changed.set()
+        if self._loop is not None and self._stepping is not None:
+            self._loop.wake(self)
+
+    def _wait(self, seconds: float) -> None:
+        if self._changed.wait(seconds):
+            time.sleep(_LINGER_SECONDS)
+
+    def _steps(self) -> Iterator[float]:
         try:
-            self._follow_files()
+            yield from self._follow_files()
         finally:
             self._files.close()
             self._on_close()
 
-    def _follow_files(self) -> None:
+    def _follow_files(self) -> Iterator[float]:
         handle = self._handle
         cursor = handle.read_cursor or handle.start
         since = cursor.since_ns()
@@ -115,6 +168,7 @@ class FileReader(ReaderThread):
         cursor_filter = CursorFilter(cursor)
         parser: LineParser = self._files.format.parser(self._files.position[1])
         gaps = self._files.gaps
+        chunks = 0
         try:
             while True:
                 chunk = self._files.read()
@@ -130,15 +184,19 @@ class FileReader(ReaderThread):
                     self._count_malformed(parser)
                     if self._stop.is_set() and not handle.removed:
                         return  # shutdown mid-file: the rest is read at the next start
+                    chunks += 1
+                    if chunks % _CHUNKS_PER_STEP == 0:
+                        yield 0.0  # a catch-up: the others' turn
                     continue
                 if cursor_filter.gap_streams:
                     self._rotation_gap()
-                if self._at_end():
+                if (yield from self._at_end()):
                     return
+                chunks = 0
         finally:
             handle.read_cursor = cursor_filter.advanced(cursor)
 
-    def _at_end(self) -> bool:
+    def _at_end(self) -> Generator[float, None, bool]:
         """At the end of the file for now: True when the log ended for good (or on stop)."""
         if self._handle.removed:
             # read to the end of what the descriptors hold: that is all there is
@@ -149,7 +207,7 @@ class FileReader(ReaderThread):
         if self._check_state or now >= self._next_state_check:
             self._check_state = False
             self._next_state_check = now + _STATE_CHECK_SECONDS
-            status = self._status()
+            status = yield from self._asked_status()
             if status is not None and not status.running:
                 if self._files.settle():
                     self._check_state = True  # read the files handed over, then ask again
@@ -157,12 +215,37 @@ class FileReader(ReaderThread):
                 return self._finish(status.finished_at)
         if self._armed is None:
             self._changed.clear()
-            self._armed = self._follow(self._changed.set)
+            self._armed = self._follow(self._on_change)
             return False  # read once more: a write just before the watch was armed has no event
-        if self._changed.wait(_ARMED_SECONDS if self._armed else _POLL_SECONDS):
-            time.sleep(_LINGER_SECONDS)
-        self._armed = None
+        yield _ARMED_SECONDS if self._armed else _POLL_SECONDS
+        # Woken (or the wait ran out): armed again before reading, so the reads that follow
+        # are all a wake-up costs (a write after this wakes it once more), not a read to the
+        # end, then an arming, then a read once more.
+        self._changed.clear()
+        self._armed = self._follow(self._on_change)
         return False
+
+    def _asked_status(self) -> Generator[float, None, ContainerStatus | None]:
+        """The engine's answer. On the read loop it is asked on a helper thread, and the reader
+        waits for it meanwhile: an inspect would hold every other reader back."""
+        loop = self._loop
+        if loop is None:
+            return self._status()
+        answer: list[ContainerStatus | Exception | None] = []
+
+        def ask() -> None:
+            try:
+                answer.append(self._status())
+            except Exception as exc:  # ContainerGone above all: raised where it means something
+                answer.append(exc)
+            loop.wake(self)
+
+        loop.aside(ask)
+        while not answer:
+            yield _POLL_SECONDS
+        if isinstance(result := answer[0], Exception):
+            raise result
+        return result
 
     def _status(self) -> ContainerStatus | None:
         """The engine's view of the container; None when it cannot say now."""

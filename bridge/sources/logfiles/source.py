@@ -1,6 +1,7 @@
 """An engine's log files as a source: the watcher's catch, kept until a reader claims it.
 
-One source per engine, with one watcher (watch.py, one inotify instance) and the engine's
+One source per engine, with one watcher (watch.py, one inotify instance), one read loop
+(readloop.py: the thread that runs every reader of its files) and the engine's
 layout (layout.py: Docker's `containers/`, Podman's `overlay-containers/`). The watcher opens
 each container's log file the moment it appears, which for a `--rm` container that lives a
 millisecond is long before the engine's API says anything. Its descriptor waits here until
@@ -31,6 +32,7 @@ from typing import Any
 from bridge.core.fields import ContainerInfo
 from bridge.sources.logfiles.layout import DOCKER, Layout, for_engine
 from bridge.sources.logfiles.opener import Opener
+from bridge.sources.logfiles.readloop import ReadLoop
 from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
 from bridge.sources.logfiles.rotation.replaced import (
@@ -102,6 +104,7 @@ class LogFileSource:
         self._watcher = LogFileWatcher(
             root, self, layout=layout, opener=Opener(root, layout) if opener else None
         )
+        self.read_loop = ReadLoop()  # runs every reader of this engine's files
 
     @classmethod
     def for_engine(
@@ -118,10 +121,13 @@ class LogFileSource:
         return cls(root, telemetry, on_start, layout=layout, opener=True, **bounds)
 
     def start(self) -> None:
+        self.read_loop.start()
         self._watcher.start()
 
     def stop(self) -> None:
+        """After the readers stopped: the loop runs their last steps."""
         self._watcher.stop()
+        self.read_loop.stop()
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for entry in waiting.values():
@@ -203,7 +209,16 @@ class LogFileSource:
             return container_id in self._waiting
 
     def follow(self, container_id: str) -> Callable[[Callable[[], None]], bool]:
-        return lambda on_change: self._watcher.follow(container_id, on_change)
+        """A reader's one-shot wake-up (FileReader's `Follow`): at the next change of its
+        files (the watcher), or the next write into them (the read loop's own watch)."""
+
+        def arm(on_change: Callable[[], None]) -> bool:
+            if not self._watcher.follow(container_id, on_change):
+                return False
+            directory = self._watcher.log_dir(container_id)
+            return directory is not None and self.read_loop.watch(directory, on_change)
+
+        return arm
 
     def on_disk(self, container_id: str) -> dict[str, Any] | None:
         """An inspect-like answer from the files saved when the log appeared, or None (always

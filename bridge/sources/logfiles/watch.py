@@ -29,9 +29,10 @@ Invariants:
 - With an opener (opener.py: a process of its own), files are opened there, the moment they
   appear, and taken from it here in its order; this thread still watches for wake-ups and
   removals. Should the opener go, files are opened here again, after a rescan.
-- Wake-ups are one-shot: IN_MODIFY is in a container's mask only while a reader waits (follow),
-  since a watched IN_MODIFY makes every write of the writer (dockerd, conmon) costlier. So no
-  unfollow: a wake-up nobody waits for any more is one call, and then IN_MODIFY is off again.
+- Wake-ups (follow) are one-shot, and for the files only: a new current file, the writer
+  closing it, the directory removed. No IN_MODIFY here: a wake-up per write would cost this
+  thread a wake-up per line, and new files must be opened whatever the lines do. Writes wake
+  the readers through their read loop's own inotify (readloop.py), armed one-shot as they wait.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ _ROOT_MASK: int = _NEW | _GONE | flags.MOVE_SELF | flags.ONLYDIR
 # IN_CLOSE_WRITE is rare (a writer closing at exit or rotation) and tells a reader the file is
 # complete. No IN_ATTRIB: a reader holding a descriptor cares about neither permissions nor links.
 _DIR_MASK: int = _NEW | flags.CLOSE_WRITE | flags.ONLYDIR | flags.DONT_FOLLOW
-_WAKE: int = _NEW | flags.MODIFY | flags.CLOSE_WRITE
+_WAKE: int = _NEW | flags.CLOSE_WRITE
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,10 +237,10 @@ class LogFileWatcher:
             return (c.sub_wd if sub else c.dir_wd) is not None
 
     def follow(self, container_id: str, on_change: Callable[[], None]) -> bool:
-        """Call `on_change` once, at the next change of the container's current log file: data,
-        writer closed, a new current file, the directory removed. Read to the end after this
-        call, then wait; follow again after each wake-up. False: not watched (gone, unknown,
-        no watch); do not wait for a wake-up then."""
+        """Call `on_change` once, at the next change of the container's log files: the writer
+        closed the current one, a new current file, the directory removed (not at data: see
+        the module docstring). Read to the end after this call, then wait; follow again after
+        each wake-up. False: not watched (gone, unknown, no watch); do not wait then."""
         with self._lock:
             c = self._containers.get(container_id)
             if self._stopping or c is None or c.dir_wd is None:
@@ -248,10 +249,17 @@ class LogFileWatcher:
                 return False  # its log is in the subdirectory, which could not be watched
             if on_change not in c.pending:
                 c.pending.append(on_change)
-            if len(c.pending) == 1 and not self._apply_masks(c):
-                c.pending.clear()
-                return False
             return True
+
+    def log_dir(self, container_id: str) -> str | None:
+        """The directory the container's current log is written in (None: unknown): where
+        a reader's read loop watches for writes."""
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is None:
+                return None
+            sub = c.sub_wd is not None or True in c.last or self._layout.top_log is None
+            return os.path.join(c.path, self._layout.sub_dir) if sub else c.path
 
     def _run(self) -> None:
         try:
@@ -368,7 +376,7 @@ class LogFileWatcher:
         with self._lock:
             if self._containers.get(c.cid) is not c:
                 return False
-            if isinstance(wd := self._watch(path, self._mask(c, sub)), int):
+            if isinstance(wd := self._watch(path, _DIR_MASK), int):
                 c.sub_wd, c.dir_wd = (wd, c.dir_wd) if sub else (c.sub_wd, wd)
                 self._wds[wd] = (c, sub)
         if isinstance(wd, OSError):
@@ -396,22 +404,8 @@ class LogFileWatcher:
     def _fire(self, c: _Container) -> None:
         with self._lock:
             callbacks, c.pending = c.pending, []
-            if callbacks:
-                self._apply_masks(c)  # one-shot: IN_MODIFY off until the next follow()
         for cb in callbacks:
             self._call(cb)
-
-    def _mask(self, c: _Container, sub: bool) -> int:
-        # IN_MODIFY only while armed, and only on the directory that holds the log.
-        armed = bool(c.pending) and (sub or c.sub_wd is None)
-        return _DIR_MASK | (flags.MODIFY if armed else 0)
-
-    def _apply_masks(self, c: _Container) -> bool:
-        """Under the lock: make the kernel's masks match c.pending (add_watch replaces them)."""
-        sub_path = os.path.join(c.path, self._layout.sub_dir)
-        watches = ((c.dir_wd, c.path, False), (c.sub_wd, sub_path, True))
-        # False: a directory gone (ENOENT) or replaced; its IN_IGNORED or IN_DELETE is on the way.
-        return all(wd is None or self._watch(p, self._mask(c, s)) == wd for wd, p, s in watches)
 
     def _watch(self, path: str, mask: int) -> int | OSError:
         try:

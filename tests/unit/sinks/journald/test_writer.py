@@ -456,3 +456,31 @@ def test_what_time_releases_from_the_transforms_keeps_the_name_it_was_read_under
     queue.put(EndOfStream(h, ""))
     assert writer.drain_and_stop(5)
     assert names(sock.sent) == [(TRACEBACK[0], b"web")]
+
+
+def test_batches_that_come_one_by_one_to_an_idle_writer_go_out_in_one_send():
+    queue, sock = PendingQueue(1 << 20), RecordingSocket()
+    h = handle()
+    writer = JournalWriter(queue, sock, Telemetry(CollectorRegistry()), lambda: None)
+    writer.start()
+    time.sleep(0.05)  # idle: waiting on an empty queue
+    for n in range(3):  # within the gathering window: one pass, one send
+        queue.put(Batch(h, [Record(1, b"l%d" % n, TS, (n + 1, 1), (n + 1, 1))], 1))
+    assert writer.drain_and_stop(5)
+    # one send as a rule; fewer sends than batches even on a machine that stalls the test
+    assert len(sock.calls) < 3
+    assert [d.split(b"\n", 1)[0] for d in sock.sent] == [
+        b"MESSAGE=l0",
+        b"MESSAGE=l1",
+        b"MESSAGE=l2",
+    ]
+    assert h.committed == {1: (3, 1)}
+
+
+def test_wait_tells_whether_an_item_came_to_an_empty_queue():
+    queue, h = PendingQueue(1 << 20), handle()
+    assert queue.wait(0.01) is False  # none came
+    threading.Timer(0.05, lambda: queue.put(Batch(h, [], 1))).start()
+    assert queue.wait(5) is True
+    assert queue.wait(5) is False  # not empty to begin with: nothing to wait for
+    assert len(queue.get_many(0, 1 << 20)) == 1

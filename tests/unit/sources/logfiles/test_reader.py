@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -384,3 +385,62 @@ def test_a_restart_inside_a_window_that_spans_a_rotation(tmp_path):
     resumed = Cursor(streams={STDOUT: run.records[0].last})
     again = read(write_rotated(str(tmp_path / "b"), recs, [1]), resumed)
     assert [r.message for r in again.records] == [b"after the step 0", b"after the step 1"]
+
+
+class StepByStep:
+    """A read loop the test runs by hand, with a one-shot write watch it fires by hand."""
+
+    def __init__(self) -> None:
+        self.armed: list[Callable[[], None]] = []  # the watch's callbacks while it is armed
+
+    def follow(self, on_change: Callable[[], None]) -> bool:
+        self.armed.append(on_change)
+        return True
+
+    def write_event(self) -> None:
+        """A write: the one-shot watch fires once, and is gone."""
+        callbacks, self.armed = self.armed, []
+        for cb in callbacks:
+            cb()
+
+    def add(self, task: object) -> None: ...
+
+    def wake(self, task: object) -> None: ...
+
+
+def test_on_the_read_loop_a_reader_never_waits_without_its_wake_up_armed(tmp_path):
+    """A catch-up yields between steps; a write that wakes the reader meanwhile uses up its
+    one-shot watch, which must be armed again before the reader waits (not only after a
+    wait): else the next line alone waits for the safety-net timer."""
+    path = str(tmp_path / f"{CID}-json.log")
+    open(path, "wb").close()
+    loop = StepByStep()
+    info = ContainerInfo(CID, "web", "busybox", "sha256:x")
+    handle = ContainerHandle.create(info, b"", Cursor(), None)
+    queue = PendingQueue(1 << 30)
+    reader = FileReader(
+        NoEngine(),  # type: ignore[arg-type]
+        handle,
+        NumberedFiles(path, JSON_FILE),
+        queue,
+        Telemetry(CollectorRegistry()),
+        MAX_LINE_BYTES,
+        loop.follow,
+        lambda: None,
+        loop=loop,  # type: ignore[arg-type]
+    )
+    reader.start()
+    assert reader.step() == pytest.approx(10.0) and loop.armed  # at the end: armed, waiting
+    burst = 5 * READ_BYTES // 100  # a catch-up of several steps
+    append(path, [Rec(STDOUT, T0 + i, b"x" * 90) for i in range(burst)])
+    loop.write_event()
+    waits = [reader.step()]
+    assert waits == [0.0]  # a catch-up's first step: the others' turn
+    append(path, [Rec(STDOUT, T0 + burst, b"alone")])
+    loop.write_event()  # written during the catch-up: the watch armed on waking is used up
+    while waits[-1] == 0.0:
+        waits.append(reader.step())
+    assert waits[-1] == pytest.approx(10.0)
+    assert loop.armed, "the reader waits with no wake-up armed"
+    messages = [r.message for item in queue.get_many(0, 1 << 62) for r in item.records]
+    assert messages[-1] == b"alone" and len(messages) == burst + 1

@@ -1,0 +1,217 @@
+"""The one thread that reads every container's log files of an engine, whatever changed.
+
+A thread per container woken per line made a line that comes alone cost a thread hand-over,
+a wake-up and a GIL hand-over at each step; at many containers writing a line now and then
+that, not parsing, was most of the bridge's CPU. Here the readers (FileReader) are tasks: a
+wake-up (a write, the watcher's `follow` callback, `stop`, a `die`) marks a task ready, and the loop
+runs every ready task in one pass. After a wake-up from idle the loop first waits
+`GATHER_SECONDS`: the lines the other containers write meanwhile come in the same pass, and
+the pass's batches reach the writer together. That window is the latency this costs a line
+(well inside the delivery budget); under load the passes follow each other without it.
+
+Writes wake a reader through this loop's own inotify instance (`watch`: IN_MODIFY on the
+directory the log is written in, IN_ONESHOT, armed as the reader waits): the events of a
+window are read in one go by this thread, where the watcher's (watch.py) would cost its
+thread a wake-up and two mask changes per line. One-shot, since a watched IN_MODIFY makes
+every write of the engine's writer costlier: a reader that is behind has no watch.
+
+Invariants:
+- A task runs on this thread only, one step at a time; a step reads to the end of what its
+  files hold (or a fair share: see FileReader) and returns how long it may wait at most
+  before its next step (None: it is done and is never stepped again).
+- A wake-up is never lost: one that comes while the task is stepped makes it ready again;
+  one for a task that is done is nothing.
+- A step that blocks (the queue full) holds the others back meanwhile: the queue's budget is
+  shared anyway. What may take long for one container alone (an engine's inspect) runs
+  `aside`, on a small pool, and wakes its task when done.
+- A step that raises costs its task, never the loop: logged, and the task is dropped.
+- A write watch wakes at most once (IN_ONESHOT); a lost one (overflow) wakes every watcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from inotify_simple import INotify, flags
+
+log = logging.getLogger(__name__)
+
+GATHER_SECONDS = 0.01
+_ASIDE_THREADS = 4
+_WRITE_MASK: int = flags.MODIFY | flags.ONESHOT | flags.ONLYDIR | flags.DONT_FOLLOW
+
+
+class Task(Protocol):
+    def step(self) -> float | None: ...
+
+
+class ReadLoop:
+    """Runs tasks (see the module docstring); `wake` is safe from any thread."""
+
+    def __init__(self, gather_seconds: float = GATHER_SECONDS, name: str = "logfile-read") -> None:
+        self._gather = gather_seconds
+        self._lock = threading.Lock()
+        self._tasks: set[Task] = set()  # added and not done
+        self._ready: dict[Task, None] = {}  # insertion-ordered: a fair pass
+        self._due: dict[Task, float] = {}  # each waiting task's latest next step
+        self._timers: list[tuple[float, int, Task]] = []  # heap; stale entries skipped
+        self._seq = itertools.count()
+        self._stopping = False
+        self._polling = False  # the thread waits in poll(): a wake-up writes the eventfd
+        self._inotify: Any = None
+        self._wake_fd = -1
+        self._writes: dict[int, list[Callable[[], None]]] = {}  # wd -> one-shot callbacks
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._aside = ThreadPoolExecutor(_ASIDE_THREADS, thread_name_prefix=f"{name}-aside")
+
+    def start(self) -> None:
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._inotify = INotify()
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self._poke()
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._aside.shutdown(wait=False, cancel_futures=True)
+
+    def aside(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` on a helper thread (a blocking call of one task's); nothing once stopped."""
+        with contextlib.suppress(RuntimeError):  # shut down: the task is not stepped any more
+            self._aside.submit(fn)
+
+    def watch(self, directory: str, on_write: Callable[[], None]) -> bool:
+        """Calls `on_write` once (on this thread), at the next write into a file of
+        `directory`. False: no watch (gone, the limit, not started)."""
+        with self._lock:
+            if self._inotify is None or self._stopping:
+                return False
+            try:
+                wd = int(self._inotify.add_watch(directory, _WRITE_MASK))
+            except OSError:
+                return False
+            callbacks = self._writes.setdefault(wd, [])
+            if on_write not in callbacks:
+                callbacks.append(on_write)
+            return True
+
+    def add(self, task: Task) -> None:
+        """Runs `task` from its first step on."""
+        with self._lock:
+            self._tasks.add(task)
+        self.wake(task)
+
+    def wake(self, task: Task) -> None:
+        """Steps `task` soon; nothing once it is done."""
+        with self._lock:
+            if task in self._ready or task not in self._tasks:
+                return
+            self._ready[task] = None
+            if len(self._ready) == 1:
+                self._poke()
+
+    def _poke(self) -> None:
+        """Under the lock: out of poll()."""
+        if self._polling:
+            self._polling = False
+            os.eventfd_write(self._wake_fd, 1)
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._inotify.fileno(), select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
+        try:
+            self._loop(poller)
+        finally:
+            with self._lock:
+                self._stopping = True
+                self._inotify.close()
+                os.close(self._wake_fd)
+
+    def _loop(self, poller: select.poll) -> None:
+        while True:
+            with self._lock:
+                idle = not self._ready and not self._take_due(time.monotonic())
+                timeout = None
+                if self._timers:
+                    timeout = max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
+                self._polling = idle and not self._stopping
+            if self._stopping:
+                return
+            if idle:
+                if poller.poll(timeout):
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(self._wake_fd)
+                    if self._gather > 0:
+                        time.sleep(self._gather)  # coalesce: see the module docstring
+                with self._lock:
+                    self._polling = False
+            self._writes_seen()
+            with self._lock:
+                self._take_due(time.monotonic())
+                tasks, self._ready = list(self._ready), {}
+                for task in tasks:
+                    self._due.pop(task, None)
+            for task in tasks:
+                wait = self._step(task)
+                with self._lock:
+                    if wait is None:
+                        self._tasks.discard(task)
+                        self._ready.pop(task, None)
+                        continue
+                    if task in self._ready:
+                        continue
+                    if wait <= 0:
+                        self._ready[task] = None
+                    else:
+                        deadline = time.monotonic() + wait
+                        self._due[task] = deadline
+                        heapq.heappush(self._timers, (deadline, next(self._seq), task))
+
+    def _writes_seen(self) -> None:
+        """The write events queued so far: their callbacks, once each."""
+        callbacks: list[Callable[[], None]] = []
+        events = self._inotify.read(timeout=0)
+        with self._lock:
+            for wd, mask, _cookie, _name in events:
+                if mask & flags.Q_OVERFLOW:  # lost: everyone looks again
+                    for cbs in self._writes.values():
+                        callbacks += cbs
+                    self._writes.clear()
+                else:
+                    callbacks += self._writes.pop(int(wd), ())
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("log file read loop: a wake-up failed")
+
+    def _take_due(self, now: float) -> bool:
+        """Under the lock: tasks whose wait ran out become ready. True if any did."""
+        timers, took = self._timers, False
+        while timers and timers[0][0] <= now:
+            deadline, _, task = heapq.heappop(timers)
+            if self._due.get(task) == deadline:  # else woken meanwhile: a stale timer
+                del self._due[task]
+                self._ready[task] = None
+                took = True
+        return took
+
+    def _step(self, task: Task) -> float | None:
+        try:
+            return task.step()
+        except Exception:  # a task's bug: it is done, the loop goes on
+            log.exception("log file reader failed; it stops reading")
+            return None

@@ -1,0 +1,130 @@
+"""The read loop: tasks stepped on one thread, woken or timed, a wake-up never lost."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from bridge.sources.logfiles.readloop import ReadLoop
+
+
+class Task:
+    """Steps `waits` in turn (None: done); records the thread of each step."""
+
+    def __init__(self, *waits: float | None, fail: bool = False) -> None:
+        self.waits = list(waits)
+        self.steps = 0
+        self.threads: set[str] = set()
+        self.fail = fail
+        self.done = threading.Event()
+
+    def step(self) -> float | None:
+        self.steps += 1
+        self.threads.add(threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError("a reader's bug")
+        wait = self.waits.pop(0) if self.waits else None
+        if wait is None:
+            self.done.set()
+        return wait
+
+
+def until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_tasks_run_on_the_loop_thread_until_done() -> None:
+    loop = ReadLoop(gather_seconds=0.001, name="test-read")
+    loop.start()
+    try:
+        tasks = [Task(0.0, 0.0, None) for _ in range(5)]
+        for task in tasks:
+            loop.add(task)
+        assert all(task.done.wait(5) for task in tasks)
+        assert all(task.steps == 3 and task.threads == {"test-read"} for task in tasks)
+        loop.wake(tasks[0])  # a wake-up after the end: not stepped again
+        time.sleep(0.05)
+        assert tasks[0].steps == 3
+    finally:
+        loop.stop()
+
+
+def test_a_waiting_task_runs_when_woken_or_when_its_wait_runs_out() -> None:
+    loop = ReadLoop(gather_seconds=0.001)
+    loop.start()
+    try:
+        woken, timed = Task(60.0, None), Task(0.05, None)
+        loop.add(woken)
+        loop.add(timed)
+        assert until(lambda: woken.steps == 1)
+        assert timed.done.wait(5)  # its 50 ms ran out
+        assert woken.steps == 1  # still waiting: 60 s
+        loop.wake(woken)
+        assert woken.done.wait(5)
+    finally:
+        loop.stop()
+
+
+def test_wake_ups_coalesce_and_none_is_lost() -> None:
+    loop = ReadLoop(gather_seconds=0.02)
+    loop.start()
+    try:
+        task = Task(*[60.0] * 100)
+        loop.add(task)
+        assert until(lambda: task.steps == 1)
+        for _ in range(10):  # within one gathering window: one step for all
+            loop.wake(task)
+        assert until(lambda: task.steps == 2)
+        time.sleep(0.1)
+        assert task.steps == 2
+        for n in range(3, 8):  # each wake-up after a step: a step each
+            loop.wake(task)
+            assert until(lambda n=n: task.steps == n)
+    finally:
+        loop.stop()
+
+
+def test_a_failing_task_costs_itself_only() -> None:
+    loop = ReadLoop(gather_seconds=0.001)
+    loop.start()
+    try:
+        bad, good = Task(fail=True), Task(0.0, None)
+        loop.add(bad)
+        loop.add(good)
+        assert good.done.wait(5)
+        loop.wake(bad)
+        time.sleep(0.05)
+        assert bad.steps <= 2
+    finally:
+        loop.stop()
+
+
+def test_a_write_into_a_watched_directory_wakes_once(tmp_path: Path) -> None:
+    loop = ReadLoop(gather_seconds=0.001)
+    log = tmp_path / "ctr.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    calls: list[str] = []
+    try:
+        assert not loop.watch(str(tmp_path), lambda: None)  # not started
+        loop.start()
+        assert loop.watch(str(tmp_path), lambda: calls.append(threading.current_thread().name))
+        os.write(fd, b"a\n")
+        assert until(lambda: len(calls) == 1)
+        os.write(fd, b"b\n")  # one-shot: no watch any more
+        time.sleep(0.1)
+        assert calls == ["logfile-read"]
+        assert loop.watch(str(tmp_path), lambda: calls.append("again"))
+        os.write(fd, b"c\n")
+        assert until(lambda: calls[-1:] == ["again"])
+        assert not loop.watch(str(tmp_path / "gone"), lambda: None)
+        assert not loop.watch(str(log), lambda: None)  # a file, not a directory
+    finally:
+        os.close(fd)
+        loop.stop()
