@@ -9,13 +9,16 @@
                 symlink, no FIFO), bounded config reads, closing a descriptor handed over
     source      LogFileSource: keeps what the watcher opened until a reader claims it, and
                 gives each claimed container its file set
-    reader      FileReader, the reader thread of one container: file set -> parser -> cursor
-                filter -> joiner -> queue
+    readloop    ReadLoop, the one thread per engine that runs every container's reader, woken
+                by writes through its own one-shot inotify watches
+    reader      FileReader, the reader of one container, as steps the read loop runs: file
+                set -> parser -> cursor filter -> joiner -> queue
     rotation/   the engine-agnostic tailer: a container's log as a sequence of files, whether
                 rotation renames the file away (NumberedFiles) or a new one over it
                 (ReplacedFiles); file identity; the start-position search
     formats/    one parser per line format (json-file, local, k8s-file) and the picker
 
 Descriptors flow one way: watch -> source -> rotation (a file set), whose owner closes them.
-`layout` and `formats` are pure; only `watch` and `reader` run threads.
+`layout` and `formats` are pure; only `watch` and `readloop` run threads (a reader without a
+loop runs on a thread of its own).
 """
