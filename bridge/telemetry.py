@@ -261,6 +261,11 @@ class Telemetry:
 
     # --- the pipeline ---------------------------------------------------------------------
 
+    @property
+    def per_container(self) -> bool:
+        """Whether per-container series are kept (opt-in): else labels need not be made."""
+        return self._pc_lines is not None
+
     def lines_forwarded(
         self, stream: int, lines: int, nbytes: int, container: tuple[str, str, str] | None = None
     ) -> None:

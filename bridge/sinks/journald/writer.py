@@ -254,6 +254,9 @@ class JournalWriter:
         if not spans and not inner_spans:
             return
         sent, refused = self._sock.send_batch(datagrams, self._keep_waiting)
+        # Counted once per send, not per container's batch: a pass of many containers' lines
+        # that came one by one then costs a few counter updates, not a few per line.
+        forwarded: dict[tuple[int, tuple[str, str, str] | None], list[int]] = {}
         for handle, records, start, end in spans:
             if sent < start:  # abandoned before it: not even its leading dropped lines commit
                 continue
@@ -262,7 +265,11 @@ class JournalWriter:
                 records,
                 max(0, min(sent, end) - start),
                 {i - start for i in refused if start <= i < end},
+                forwarded,
             )
+        for (stream, labels), (lines, nbytes) in forwarded.items():
+            self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
+            self.lines_forwarded += lines
         for batch, start, end in inner_spans:
             if sent < start:  # abandoned before it: nothing of it (nor its end) may commit
                 continue
@@ -292,7 +299,7 @@ class JournalWriter:
     def _container_series(self, handle: ContainerHandle) -> tuple[str, str, str] | None:
         """The per-container labels to count under; a rename drops the old name's series,
         and a removed container gets no new ones."""
-        if handle.removed:
+        if handle.removed or not self._telemetry.per_container:
             return None
         labels = handle.metric_labels
         old = self._series.get(handle)
@@ -303,9 +310,15 @@ class JournalWriter:
         return labels
 
     def _account(
-        self, handle: ContainerHandle, records: list[Record], sent: int, refused: set[int]
+        self,
+        handle: ContainerHandle,
+        records: list[Record],
+        sent: int,
+        refused: set[int],
+        forwarded: dict[tuple[int, tuple[str, str, str] | None], list[int]],
     ) -> None:
-        """Commits and counts one container's records once `sent` of its entries went out."""
+        """Commits one container's records once `sent` of its entries went out; counts what
+        was dropped, and adds what was forwarded to `forwarded` (per stream and series)."""
         labels = self._container_series(handle)
         if refused:
             log.error(
@@ -337,5 +350,6 @@ class JournalWriter:
         if last_sent is not None:
             self._telemetry.delivery_lag(time.time() - stamp(last_sent.first) / NS_PER_SECOND)
         for stream, (lines, nbytes) in counts.items():
-            self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
-            self.lines_forwarded += lines
+            total = forwarded.setdefault((stream, labels), [0, 0])
+            total[0] += lines
+            total[1] += nbytes

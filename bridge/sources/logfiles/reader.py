@@ -44,7 +44,7 @@ from bridge.core.record import Record
 from bridge.sources.engine_api import ENGINE_ERRORS, ContainerStatus, container_status
 from bridge.sources.logfiles.formats.lines import FileLine, LineParser
 from bridge.sources.logfiles.readloop import ReadLoop
-from bridge.sources.logfiles.rotation import FileSet
+from bridge.sources.logfiles.rotation import READ_BYTES, FileSet
 from bridge.sources.reader import ReaderThread
 from bridge.telemetry import Telemetry
 
@@ -144,9 +144,10 @@ class FileReader(ReaderThread):
         # The wake-up was one-shot: whatever this reader does now (a catch-up's next step,
         # say), it arms again before it waits.
         self._armed = None
-        self._changed.set()
         if self._loop is not None and self._stepping is not None:
             self._loop.wake(self)
+        else:
+            self._changed.set()
 
     def _wait(self, seconds: float) -> None:
         if self._changed.wait(seconds):
@@ -184,6 +185,12 @@ class FileReader(ReaderThread):
                     self._count_malformed(parser)
                     if self._stop.is_set() and not handle.removed:
                         return  # shutdown mid-file: the rest is read at the next start
+                    if len(chunk.data) < READ_BYTES and self._may_wait():
+                        # A short read ended at the end of the file, and a wake-up was armed
+                        # before it: no read once more (most of what a line alone costs).
+                        yield from self._waited()
+                        chunks = 0
+                        continue
                     chunks += 1
                     if chunks % _CHUNKS_PER_STEP == 0:
                         yield 0.0  # a catch-up: the others' turn
@@ -217,11 +224,26 @@ class FileReader(ReaderThread):
             self._changed.clear()
             self._armed = self._follow(self._on_change)
             return False  # read once more: a write just before the watch was armed has no event
+        return (yield from self._waited())
+
+    def _may_wait(self) -> bool:
+        """At the end of the file, whether to wait right away: a wake-up is armed, and nothing
+        asks for a last read to the end (removal, stop, a state check)."""
+        return (
+            self._armed is True
+            and not self._check_state
+            and not self._handle.removed
+            and not self._stop.is_set()
+            and time.monotonic() < self._next_state_check
+        )
+
+    def _waited(self) -> Generator[float, None, bool]:
+        """Waits for the wake-up. Woken (or the wait ran out), it arms again before reading,
+        so the reads that follow are all a wake-up costs (a write after this wakes it once
+        more), not a read to the end, then an arming, then a read once more."""
         yield _ARMED_SECONDS if self._armed else _POLL_SECONDS
-        # Woken (or the wait ran out): armed again before reading, so the reads that follow
-        # are all a wake-up costs (a write after this wakes it once more), not a read to the
-        # end, then an arming, then a read once more.
-        self._changed.clear()
+        if self._loop is None:
+            self._changed.clear()
         self._armed = self._follow(self._on_change)
         return False
 

@@ -63,7 +63,7 @@ class ReadLoop:
         self._lock = threading.Lock()
         self._tasks: set[Task] = set()  # added and not done
         self._ready: dict[Task, None] = {}  # insertion-ordered: a fair pass
-        self._due: dict[Task, float] = {}  # each waiting task's latest next step
+        self._due: dict[Task, float] = {}  # when each task is stepped at the latest
         self._timers: list[tuple[float, int, Task]] = []  # heap; stale entries skipped
         self._seq = itertools.count()
         self._stopping = False
@@ -162,23 +162,27 @@ class ReadLoop:
             with self._lock:
                 self._take_due(time.monotonic())
                 tasks, self._ready = list(self._ready), {}
-                for task in tasks:
-                    self._due.pop(task, None)
             for task in tasks:
                 wait = self._step(task)
                 with self._lock:
                     if wait is None:
                         self._tasks.discard(task)
                         self._ready.pop(task, None)
+                        self._due.pop(task, None)
                         continue
                     if task in self._ready:
                         continue
                     if wait <= 0:
                         self._ready[task] = None
                     else:
+                        # A timer already set for sooner stays (the task is stepped early
+                        # then, which is harmless): one timer per task and wait, not per
+                        # wake-up.
                         deadline = time.monotonic() + wait
-                        self._due[task] = deadline
-                        heapq.heappush(self._timers, (deadline, next(self._seq), task))
+                        due = self._due.get(task)
+                        if due is None or deadline < due:
+                            self._due[task] = deadline
+                            heapq.heappush(self._timers, (deadline, next(self._seq), task))
 
     def _writes_seen(self) -> None:
         """The write events queued so far: their callbacks, once each."""
@@ -203,7 +207,7 @@ class ReadLoop:
         timers, took = self._timers, False
         while timers and timers[0][0] <= now:
             deadline, _, task = heapq.heappop(timers)
-            if self._due.get(task) == deadline:  # else woken meanwhile: a stale timer
+            if self._due.get(task) == deadline:  # else replaced by a sooner one: stale
                 del self._due[task]
                 self._ready[task] = None
                 took = True

@@ -212,10 +212,13 @@ class LogFileSource:
         """A reader's one-shot wake-up (FileReader's `Follow`): at the next change of its
         files (the watcher), or the next write into them (the read loop's own watch)."""
 
+        directory: str | None = None  # found once: a log does not move between directories
+
         def arm(on_change: Callable[[], None]) -> bool:
+            nonlocal directory
             if not self._watcher.follow(container_id, on_change):
                 return False
-            directory = self._watcher.log_dir(container_id)
+            directory = directory or self._watcher.log_dir(container_id)
             return directory is not None and self.read_loop.watch(directory, on_change)
 
         return arm
