@@ -36,6 +36,10 @@ Invariants:
 A name says where a file was when the directory was read, nothing more: the writer renames
 while we look, and a deleted file's inode soon belongs to another file. So a listing is taken
 twice until both agree, and a file opened by name is checked to be the file listed (`_Names`).
+Whoever runs the container writes in its directory: a name that leads to anything but a regular
+file (a symlink, a FIFO, a device, a directory) is no file of the log. It is left out of the
+listing, logged once per kind, and never opened or followed; a file is opened by name only
+non-blocking and without following a symlink (identity.py).
 
 Reading a file to its end is FileSequence's (sequence.py); this module finds the next file.
 Not thread-safe: one reader thread owns a set.
@@ -44,8 +48,10 @@ Not thread-safe: one reader thread owns a set.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 
@@ -60,6 +66,9 @@ from bridge.sources.logfiles.rotation.identity import (
 from bridge.sources.logfiles.rotation.replaced import Replacements
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
+from bridge.sources.logfiles.safe_open import file_kind
+
+log = logging.getLogger(__name__)
 
 _CONTEXT_BYTES = 128 * 1024  # what a position hint is checked against, before and after it
 _LISTING_TRIES = 5  # listings _advance takes when the one before went stale under it
@@ -428,6 +437,7 @@ class _Names:
         self.current = path
         self._dir, base = os.path.split(path)
         self._pattern = re.compile(re.escape(base) + r"(?:\.([1-9][0-9]{0,5})(\.gz)?)?")
+        self._refused: set[str] = set()  # kinds of non-files met at a log name, logged once
 
     def listing(self) -> list[Listed]:
         """The files of this log, newest first; two scans must agree (renames are under way)."""
@@ -458,8 +468,16 @@ class _Names:
                     st = dirent.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                if not stat.S_ISREG(st.st_mode):
+                    self._refuse(dirent.name, file_kind(st.st_mode))
+                    continue
                 found[n] = Listed(n, FileId.of(st, gz))
         return [found[n] for n in sorted(found)]
+
+    def _refuse(self, name: str, kind: str) -> None:
+        if kind not in self._refused:
+            self._refused.add(kind)
+            log.warning("%s: %s is a %s, not a log file; left alone", self._dir or ".", name, kind)
 
     def path(self, listed: Listed) -> str:
         if listed.n == 0:
@@ -472,7 +490,7 @@ class _Names:
             return None
         try:
             f = Opened.open(self.path(listed), listed.n, listed.gz)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, or since replaced by what is no file (a symlink, a FIFO, ...)
             return None
         if f.id != listed.id:
             f.close()
