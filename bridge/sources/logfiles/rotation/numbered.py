@@ -23,7 +23,9 @@ Invariants:
   writer, long before a reader behind gets to it; held since its creation, it loses nothing.
   Names are used only to start in a rotated file (start_at, resume) and where the watcher
   missed a file (it may still have a name); the set joins the chain again at the first file
-  of it reached by name.
+  of it reached by name. The watcher tells a missed file late, with a newer file than the one
+  it came before: the names place it (`_place_gaps`), and where they cannot, it is counted
+  anyway, at a boundary where they no longer tell or at once.
 - Without them (no watch), at most two files are held open: the one being read and, once that
   one is final, the newest (the file at the path then), held until the reader gets to it, so
   that the last lines of a `--rm` container outlive its directory. A file deleted while held
@@ -381,6 +383,45 @@ class NumberedFiles(FileSequence):
             self._gap("a log file was rotated away before it could be opened", restart=False)
         self._chain += taken
         self._join_chain()
+        if any(gap for _, gap in taken):
+            self._place_gaps([f for f, gap in taken if gap])
+
+    def _place_gaps(self, flagged: list[Opened]) -> None:
+        """Moves each new gap to the boundary in the chain where the names put it.
+
+        The watcher tells a missed file only after it has handed over newer ones (their events
+        are counted first), so the gap comes with the newest file waiting then, while the file
+        was lost before the first one that open handed over: several rotations earlier when the
+        watcher was behind by several. Left there, a boundary the names prove whole would take
+        the gap (and drop it) and the one before, where lines were lost, would pass as a
+        rotation. One listing: the gap goes to the newest boundary up to its file where a name
+        shows a file in between (read from its name then), else to the newest one the names no
+        longer tell, else (every one proven whole) it is behind the reader, or the report was
+        wrong (a rescan forgets files handed ahead of their events): counted now, never lost."""
+        listing = self._names.listing()
+        at = {e.id: k for k, e in enumerate(listing)}
+
+        def boundary(i: int) -> str:  # between _chain[i] and the file before it
+            prev = self._chain[i - 1][0].id if i else self._chain_from
+            k = at.get(self._chain[i][0].id)
+            if prev is None or k is None or k + 1 >= len(listing) or listing[k + 1].gz:
+                return "unknown"  # (a .gz may be the file before, compressed since)
+            return "whole" if listing[k + 1].id == prev else "missed"
+
+        for j, (f, gap) in enumerate(self._chain):
+            if not gap or all(f is not g for g in flagged):
+                continue
+            self._chain[j] = (f, False)
+            kinds = [boundary(i) for i in range(j + 1)]
+            # A boundary with no gap yet first (two reports, two losses), a name's proof next.
+            ranked = sorted(
+                (i for i in range(j + 1) if kinds[i] != "whole"),
+                key=lambda i: (self._chain[i][1], kinds[i] != "missed", -i),
+            )
+            if ranked:
+                self._chain[ranked[0]] = (self._chain[ranked[0]][0], True)
+            else:
+                self._gap("a log file was rotated away before it could be opened", restart=False)
 
     def _join_chain(self) -> None:
         """The file read is in the chain: what is before it there is behind the reader."""
