@@ -133,14 +133,18 @@ class NumberedFiles(FileSequence):
         search on line timestamps (O(log n) reads; a .gz is read from its start). Every line
         stamped `since_ns` or later is at or after the position, provided lines are in timestamp
         order; dockerd stamps each stream on its own, so the caller lowers
-        `since_ns` by the reorder guard first. The next read() restarts ("start").
+        `since_ns` by the reorder guard first. After a clock step back, lines stamped `since_ns`
+        or later may come before lines stamped less: the search looks back for them within a
+        step's reach (search.py), and on into the files before while its window goes on there.
+        The next read() restarts ("start").
         """
         self._refresh()
         listing = self._names.listing()
         searcher = Searcher(self.format)
         target: Opened | None = None
         fallback: Opened | None = None  # the oldest file with a line, or the newest if none has
-        for f in self._candidates(listing):
+        candidates = self._candidates(listing)
+        for f in candidates:
             first = searcher.first_ts(f)
             if first is not None and first < since_ns:
                 target = f
@@ -155,6 +159,17 @@ class NumberedFiles(FileSequence):
         else:
             self._release(fallback)
         target.offset = 0 if target.gz else searcher.search(target, since_ns)
+        while searcher.window_at_start and (older := next(candidates, None)) is not None:
+            # The window reaches back past this file's start: it may begin in the one before
+            # (not looked for in a .gz, which is read from its start only).
+            at = older.size() if older.gz else searcher.back_scan(older, since_ns)
+            if at < older.size():
+                self._release(target)
+                target, older.offset = older, at
+            else:
+                self._release(older)
+            if older.gz:
+                break
         self.search_reads = searcher.reads
         self._set_reading(target, listing, advancing=False)
         self._restart = "start"
