@@ -24,7 +24,8 @@ Protocol: SOCK_SEQPACKET, one JSON object per message.
 - bridge -> opener: {"sync": n}, answered once every event queued before it was handled.
 Messages keep the watcher's order. The opener exits when the bridge closes its end, and when a
 message cannot be sent (a file it could not hand over would be a silent gap): the bridge then
-opens files itself, after a rescan.
+takes every message that came before the end (OpenerGone.received: the files in them may have
+no name left), and opens files itself, after a rescan.
 """
 
 from __future__ import annotations
@@ -117,8 +118,11 @@ class Opener:
     def receive(self) -> list[OpenerMessage]:
         """What has arrived, without waiting. Raises OpenerGone."""
         out: list[OpenerMessage] = []
-        while (m := self._recv(block=False)) is not None:
-            out.append(m)
+        try:
+            while (m := self._recv(block=False)) is not None:
+                out.append(m)
+        except OpenerGone as e:
+            raise OpenerGone(str(e), out) from None  # what came before it is still handed over
         return out
 
     def sync(self, timeout: float) -> list[OpenerMessage]:
@@ -163,7 +167,10 @@ class Opener:
         deadline = time.monotonic() + timeout
         out: list[OpenerMessage] = []
         while True:
-            m = self._recv(block=True, timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                m = self._recv(block=True, timeout=max(0.0, deadline - time.monotonic()))
+            except OpenerGone as e:
+                raise OpenerGone(str(e), out) from None  # what came before it is the caller's
             if m is None and not fatal:
                 return out
             if m is None:

@@ -91,7 +91,12 @@ class OpenedLog:
 
 
 class OpenerGone(Exception):
-    """The opener process is not there (any more): str() says why, in one line."""
+    """The opener process is not there (any more): str() says why, in one line. `received`:
+    what it sent before it went, still to be handed over (a file in it may have no name left)."""
+
+    def __init__(self, reason: str, received: list[OpenerMessage] | None = None) -> None:
+        super().__init__(reason)
+        self.received = received or []
 
 
 class OpenerMessage(Protocol):
@@ -197,6 +202,8 @@ class LogFileWatcher:
                 )
             except OpenerGone as e:
                 log.warning("%s; log files are opened in the bridge", e)
+                for message in e.received:
+                    message.close()  # files already there: the first scan opens them here
                 self._opener.close()
                 self._opener = None
         self._thread = threading.Thread(target=self._run, name="logfile-watch", daemon=True)
@@ -437,20 +444,22 @@ class LogFileWatcher:
             self._from_opener += opener.sync(1.0) if sync else opener.receive()
         except OpenerGone as e:
             log.warning("%s; log files are opened in the bridge from now on", e)
+            self._from_opener += e.received  # handed over like the rest, then the rescan
             opener.close()
             self._opener = None
         messages, self._from_opener = self._from_opener, []
         for message in messages:
-            self._call(self._opened, message)
+            self._call(self._opened, opener, message)
         if self._opener is None:
             self._rescan()  # what it did not send is opened here (c.last knows what it did)
 
-    def _opened(self, message: OpenerMessage) -> None:
+    def _opened(self, opener: OpenerLike, message: OpenerMessage) -> None:
+        """Hands over one message; `opener` is the one it came from, gone or not."""
         fields, event = message.fields, message.event
         cid = str(fields.get("cid", ""))
-        if event == "open" and self._opener is not None:
+        if event == "open":
             try:
-                opened = self._opener.opened(message)
+                opened = opener.opened(message)
             except ValueError:
                 self._log_once("opener", "the log file opener sent a malformed message")
                 if cid:

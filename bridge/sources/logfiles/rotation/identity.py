@@ -10,7 +10,9 @@ alone. `Listed` is a file as one directory scan saw it.
 `Opened` is one open file, plain or gzip-compressed. A plain file is read with pread at an
 offset of our own (so a descriptor handed over by whoever opened it first can be read from any
 position); a .gz is decompressed as a stream, so memory stays bounded whatever its size. Every
-descriptor is closed by `close()`, which is idempotent.
+descriptor is closed by `close()`, which is idempotent. A file is opened by name only through
+safe_open's `open_file`: a name in a directory containers write to may be a symlink (never
+followed), a FIFO (whose open would block the reader), a device or a directory (never opened).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import os
 import zlib
 from dataclasses import dataclass
 
+from bridge.sources.logfiles.safe_open import open_file
+
 FINGERPRINT_BYTES = 4096  # the first bytes that identify a file compressed since (new inode)
 _GZ_HEAD_BYTES = 64 * 1024  # compressed bytes read to inflate a head (logs deflate ~10:1)
-_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,8 @@ class Opened:
 
     @classmethod
     def open(cls, path: str, n: int, gz: bool) -> Opened:
-        fd = os.open(path, _FLAGS)
+        """Raises OSError: FileNotFoundError, ELOOP (a symlink), NotRegularFile, ..."""
+        fd, _ = open_file(path)
         try:
             return cls(fd, path, final=n > 0, gz=gz)
         except BaseException:
@@ -136,7 +140,7 @@ class Opened:
     def gz_head(path: str, n: int) -> bytes:
         """The first n decompressed bytes of a .gz by name (b"" if it cannot be read)."""
         try:
-            fd = os.open(path, _FLAGS)
+            fd, _ = open_file(path)
         except OSError:
             return b""
         try:

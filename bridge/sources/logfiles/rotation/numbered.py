@@ -23,7 +23,9 @@ Invariants:
   writer, long before a reader behind gets to it; held since its creation, it loses nothing.
   Names are used only to start in a rotated file (start_at, resume) and where the watcher
   missed a file (it may still have a name); the set joins the chain again at the first file
-  of it reached by name.
+  of it reached by name. The watcher tells a missed file late, with a newer file than the one
+  it came before: the names place it (`_place_gaps`), and where they cannot, it is counted
+  anyway, at a boundary where they no longer tell or at once.
 - Without them (no watch), at most two files are held open: the one being read and, once that
   one is final, the newest (the file at the path then), held until the reader gets to it, so
   that the last lines of a `--rm` container outlive its directory. A file deleted while held
@@ -36,6 +38,10 @@ Invariants:
 A name says where a file was when the directory was read, nothing more: the writer renames
 while we look, and a deleted file's inode soon belongs to another file. So a listing is taken
 twice until both agree, and a file opened by name is checked to be the file listed (`_Names`).
+Whoever runs the container writes in its directory: a name that leads to anything but a regular
+file (a symlink, a FIFO, a device, a directory) is no file of the log. It is left out of the
+listing, logged once per kind, and never opened or followed; a file is opened by name only
+non-blocking and without following a symlink (identity.py).
 
 Reading a file to its end is FileSequence's (sequence.py); this module finds the next file.
 Not thread-safe: one reader thread owns a set.
@@ -44,8 +50,10 @@ Not thread-safe: one reader thread owns a set.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 
@@ -60,6 +68,9 @@ from bridge.sources.logfiles.rotation.identity import (
 from bridge.sources.logfiles.rotation.replaced import Replacements
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
+from bridge.sources.logfiles.safe_open import file_kind
+
+log = logging.getLogger(__name__)
 
 _CONTEXT_BYTES = 128 * 1024  # what a position hint is checked against, before and after it
 _LISTING_TRIES = 5  # listings _advance takes when the one before went stale under it
@@ -122,14 +133,18 @@ class NumberedFiles(FileSequence):
         search on line timestamps (O(log n) reads; a .gz is read from its start). Every line
         stamped `since_ns` or later is at or after the position, provided lines are in timestamp
         order; dockerd stamps each stream on its own, so the caller lowers
-        `since_ns` by the reorder guard first. The next read() restarts ("start").
+        `since_ns` by the reorder guard first. After a clock step back, lines stamped `since_ns`
+        or later may come before lines stamped less: the search looks back for them within a
+        step's reach (search.py), and on into the files before while its window goes on there.
+        The next read() restarts ("start").
         """
         self._refresh()
         listing = self._names.listing()
         searcher = Searcher(self.format)
         target: Opened | None = None
         fallback: Opened | None = None  # the oldest file with a line, or the newest if none has
-        for f in self._candidates(listing):
+        candidates = self._candidates(listing)
+        for f in candidates:
             first = searcher.first_ts(f)
             if first is not None and first < since_ns:
                 target = f
@@ -144,6 +159,17 @@ class NumberedFiles(FileSequence):
         else:
             self._release(fallback)
         target.offset = 0 if target.gz else searcher.search(target, since_ns)
+        while searcher.window_at_start and (older := next(candidates, None)) is not None:
+            # The window reaches back past this file's start: it may begin in the one before
+            # (not looked for in a .gz, which is read from its start only).
+            at = older.size() if older.gz else searcher.back_scan(older, since_ns)
+            if at < older.size():
+                self._release(target)
+                target, older.offset = older, at
+            else:
+                self._release(older)
+            if older.gz:
+                break
         self.search_reads = searcher.reads
         self._set_reading(target, listing, advancing=False)
         self._restart = "start"
@@ -372,6 +398,45 @@ class NumberedFiles(FileSequence):
             self._gap("a log file was rotated away before it could be opened", restart=False)
         self._chain += taken
         self._join_chain()
+        if any(gap for _, gap in taken):
+            self._place_gaps([f for f, gap in taken if gap])
+
+    def _place_gaps(self, flagged: list[Opened]) -> None:
+        """Moves each new gap to the boundary in the chain where the names put it.
+
+        The watcher tells a missed file only after it has handed over newer ones (their events
+        are counted first), so the gap comes with the newest file waiting then, while the file
+        was lost before the first one that open handed over: several rotations earlier when the
+        watcher was behind by several. Left there, a boundary the names prove whole would take
+        the gap (and drop it) and the one before, where lines were lost, would pass as a
+        rotation. One listing: the gap goes to the newest boundary up to its file where a name
+        shows a file in between (read from its name then), else to the newest one the names no
+        longer tell, else (every one proven whole) it is behind the reader, or the report was
+        wrong (a rescan forgets files handed ahead of their events): counted now, never lost."""
+        listing = self._names.listing()
+        at = {e.id: k for k, e in enumerate(listing)}
+
+        def boundary(i: int) -> str:  # between _chain[i] and the file before it
+            prev = self._chain[i - 1][0].id if i else self._chain_from
+            k = at.get(self._chain[i][0].id)
+            if prev is None or k is None or k + 1 >= len(listing) or listing[k + 1].gz:
+                return "unknown"  # (a .gz may be the file before, compressed since)
+            return "whole" if listing[k + 1].id == prev else "missed"
+
+        for j, (f, gap) in enumerate(self._chain):
+            if not gap or all(f is not g for g in flagged):
+                continue
+            self._chain[j] = (f, False)
+            kinds = [boundary(i) for i in range(j + 1)]
+            # A boundary with no gap yet first (two reports, two losses), a name's proof next.
+            ranked = sorted(
+                (i for i in range(j + 1) if kinds[i] != "whole"),
+                key=lambda i: (self._chain[i][1], kinds[i] != "missed", -i),
+            )
+            if ranked:
+                self._chain[ranked[0]] = (self._chain[ranked[0]][0], True)
+            else:
+                self._gap("a log file was rotated away before it could be opened", restart=False)
 
     def _join_chain(self) -> None:
         """The file read is in the chain: what is before it there is behind the reader."""
@@ -428,6 +493,7 @@ class _Names:
         self.current = path
         self._dir, base = os.path.split(path)
         self._pattern = re.compile(re.escape(base) + r"(?:\.([1-9][0-9]{0,5})(\.gz)?)?")
+        self._refused: set[str] = set()  # kinds of non-files met at a log name, logged once
 
     def listing(self) -> list[Listed]:
         """The files of this log, newest first; two scans must agree (renames are under way)."""
@@ -458,8 +524,16 @@ class _Names:
                     st = dirent.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                if not stat.S_ISREG(st.st_mode):
+                    self._refuse(dirent.name, file_kind(st.st_mode))
+                    continue
                 found[n] = Listed(n, FileId.of(st, gz))
         return [found[n] for n in sorted(found)]
+
+    def _refuse(self, name: str, kind: str) -> None:
+        if kind not in self._refused:
+            self._refused.add(kind)
+            log.warning("%s: %s is a %s, not a log file; left alone", self._dir or ".", name, kind)
 
     def path(self, listed: Listed) -> str:
         if listed.n == 0:
@@ -472,7 +546,7 @@ class _Names:
             return None
         try:
             f = Opened.open(self.path(listed), listed.n, listed.gz)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, or since replaced by what is no file (a symlink, a FIFO, ...)
             return None
         if f.id != listed.id:
             f.close()

@@ -31,7 +31,11 @@ later, block by block, as long as they hold lines stamped less than `STEP_REACH_
 step back by less than `STEP_REACH_NS` whose window fits in `BACK_SCAN_BYTES` is found; in a
 file without a step the scan costs one read, or reads up to `STEP_REACH_NS` of a busy log.
 `local`'s walk back goes on the same way past the first entry stamped before `since_ns` it meets
-(`_walk_back_further`), entry by entry from boundaries it walked to.
+(`_walk_back_further`), entry by entry from boundaries it walked to. A scan that gets to the
+file's start with every line within reach says so (`window_at_start`): the window may begin in
+the file before, which the caller scans back from its end (`back_scan`). The bounds go on across
+files, as if they were one: BACK_SCAN_BYTES in all, and a block cut by a file's start is
+completed in the file before (for `local`, each file's walk has its own bound).
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ class Searcher:
         self._fmt = fmt
         self._block = block_bytes
         self.reads = 0  # blocks read, for the O(log n) test and the start-up log line
+        # The last search or back_scan looked back to the file's start, every line it met there
+        # stamped within STEP_REACH_NS of `since_ns`: a step's window may go on before the file.
+        self.window_at_start = False
+        # The back-scan's bytes left, and its block cut by a file's start (bytes left, newest
+        # stamp in it): back_scan goes on from there in the file before.
+        self._scan_left, self._block_left, self._block_newest = BACK_SCAN_BYTES, 0, -1
 
     def first_ts(self, f: Opened) -> int | None:
         """The timestamp of a file's first good line, or None if it has none (yet)."""
@@ -72,6 +82,8 @@ class Searcher:
     def search(self, f: Opened, since_ns: int) -> int:
         """The offset of the first line stamped `since_ns` or later in a plain file (or where
         the next line will start, if there is none)."""
+        self.window_at_start = False
+        self._scan_left, self._block_left, self._block_newest = BACK_SCAN_BYTES, 0, -1
         if self._fmt.starts_before is not None:
             return self._walk_back(f, since_ns, self._fmt.starts_before)
         lo, hi = 0, f.size()
@@ -110,29 +122,49 @@ class Searcher:
                     return start
                 start = line.end
 
+    def back_scan(self, f: Opened, since_ns: int) -> int:
+        """The start of the first line stamped `since_ns` or later among the last lines of a
+        plain file within a step's reach (the file before one whose start is in a window), or
+        its size if there is none."""
+        self.window_at_start = False
+        size = f.size()
+        if self._fmt.starts_before is not None:
+            return self._walk_back_further(f, size, since_ns, self._fmt.starts_before)
+        return self._back_scan(f, size, since_ns)
+
     def _back_scan(self, f: Opened, answer: int, since_ns: int) -> int:
         """`answer`, or the start of the first line stamped `since_ns` or later before it
-        (a clock step's window: see the module docstring)."""
-        floor = max(0, answer - BACK_SCAN_BYTES)
+        (a clock step's window: see the module docstring). Blocks and the byte bound go on
+        across files: a block cut by a file's start goes on at the end of the file before."""
+        floor = max(0, answer - self._scan_left)
         reach = since_ns - STEP_REACH_NS
         end = answer  # a line start: the bytes before it are scanned next
+        self.window_at_start = False
         while end > floor:
-            start = max(floor, end - _BACK_BLOCK_BYTES)
+            block = self._block_left or _BACK_BLOCK_BYTES
+            start = max(floor, end - block)
             buf = f.pread(start, end - start)
             self.reads += 1
+            self._scan_left -= end - start
             skip = 0 if start == 0 else buf.find(b"\n") + 1
             if skip == 0 and start > 0:
-                break  # no line starts in the block: a line longer than it (damage)
+                return answer  # no line starts in the block: a line longer than it (damage)
             at = start + skip
-            newest = -1
+            newest = self._block_newest
             for line in self._fmt.parser(at).feed(buf[skip:]):
                 if line.ts_ns >= since_ns and at < answer:
                     answer = at
                 newest = max(newest, line.ts_ns)
                 at = line.end
+            if start == 0 and end < block:  # the rest of the block is in the file before
+                self._block_left, self._block_newest = block - end, newest
+                self.window_at_start = True
+                return answer
+            self._block_left, self._block_newest = 0, -1
             if newest < reach:
-                break  # every line here is long before `since_ns`: no step reaches this far
+                return answer  # every line here is long before `since_ns`: no step reaches this far
             end = start + skip
+        self.window_at_start = end == 0
         return answer
 
     def _walk_back(
@@ -169,6 +201,7 @@ class Searcher:
                     return self._scan(f, 0, since_ns)
                 if found[2] < since_ns:
                     return self._walk_back_further(f, base + stop, since_ns, starts_before)
+        self.window_at_start = True
         return 0
 
     def _walk_back_further(
@@ -184,16 +217,17 @@ class Searcher:
         reach = since_ns - STEP_REACH_NS
         end = base = answer  # a boundary, and buf holds the file's bytes from `base` to it
         buf = b""
+        self.window_at_start = False
         while end > floor:
             starts = starts_before(buf, end - base, _STRIDE)
             if not starts:
                 if base == 0 or end - base > _PROBE_LIMIT:
-                    break
+                    return answer
                 start = max(0, base - max(_BACK_BLOCK_BYTES, end - base))
                 more = f.pread(start, base - start)
                 self.reads += 1
                 if len(more) != base - start:
-                    break
+                    return answer
                 buf, base = more + buf[: end - base], start
                 continue
             newest = -1
@@ -205,6 +239,7 @@ class Searcher:
                     answer = base + start
                 newest = max(newest, found[2])
             if newest < reach:
-                break
+                return answer
             end = base + starts[-1]
+        self.window_at_start = end == 0
         return answer

@@ -9,9 +9,11 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
+
 from bridge.sources.logfiles.layout import DOCKER
 from bridge.sources.logfiles.opener import Opener
-from bridge.sources.logfiles.watch import OpenedLog
+from bridge.sources.logfiles.watch import OpenedLog, OpenerGone, OpenerMessage
 
 from .test_watch import (
     CONFIG,
@@ -124,3 +126,65 @@ def test_a_config_memfd_that_cannot_be_read_is_no_config() -> None:
     opened = module.opened_log(message, 1 << 20)
     assert opened.config is None and opened.fd == r
     os.close(r)
+
+
+class _Scripted(Opener):
+    """An Opener whose process is the test: `peer` is the process's end of the socket."""
+
+    def start(self, timeout: float = 0.0) -> list[OpenerMessage]:
+        ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = ours
+        return []
+
+
+def _rotated_away(d: Path, data: bytes) -> int:
+    """A descriptor of a log file that no name leads to any more (rotated, then deleted)."""
+    path = d / "gone.log"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    path.unlink()
+    return fd
+
+
+def test_what_came_before_the_opener_went_is_kept_with_its_descriptors(tmp_path: Path) -> None:
+    from bridge.sources.logfiles import opener as module
+
+    opener = _Scripted(str(tmp_path), DOCKER)
+    opener.start()
+    forwarder = module._Forwarder(opener.peer, DOCKER)
+    cid = "c" * 64
+    forwarder.on_open(
+        OpenedLog(cid, _rotated_away(tmp_path, b"a\n"), "/x", "json-file", True, None, None)
+    )
+    forwarder.on_missed(cid)
+    opener.peer.close()  # the process dies: its socket's end closes
+    with pytest.raises(OpenerGone) as gone:
+        opener.receive()
+    received = gone.value.received
+    assert [m.event for m in received] == ["open", "missed"]
+    fd = opener.opened(received[0]).fd
+    assert read_all(fd) == b"a\n"
+    os.close(fd)
+    opener.close()
+
+
+def test_files_received_before_the_opener_died_are_handed_over_before_the_rescan(
+    root: Path,  # noqa: F811
+    rec: Recorder,  # noqa: F811
+) -> None:
+    from bridge.sources.logfiles import opener as module
+
+    cid, d = create(root)
+    write_log(json_log(d), b"current\n")
+    opener = _Scripted(str(root), DOCKER)
+    with watching(root, rec, opener=opener) as w:
+        assert rec.of(cid) == []  # the opener's to hand over
+        forwarder = module._Forwarder(opener.peer, DOCKER)
+        rotated = _rotated_away(d, b"rotated\n")
+        forwarder.on_open(OpenedLog(cid, rotated, "/x", "json-file", True, None, None))
+        forwarder.on_missed(cid)
+        opener.peer.close()  # dies with both messages still unread in the socket
+        rec.wait(lambda: len(rec.of(cid)) == 2)
+        assert [read_all(o.fd) for o in rec.of(cid)] == [b"rotated\n", b"current\n"]
+        assert rec.count("missed", cid) == 1
+        assert w.sync()

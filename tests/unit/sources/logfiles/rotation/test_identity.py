@@ -6,7 +6,10 @@ import contextlib
 import gzip
 import os
 
+import pytest
+
 from bridge.sources.logfiles.rotation.identity import FileId, Listed, Opened
+from bridge.sources.logfiles.safe_open import NotRegularFile
 
 
 def test_a_file_is_known_by_its_inode_and_whether_its_bytes_are_decompressed(tmp_path):
@@ -59,3 +62,15 @@ def test_a_damaged_gz_stops_with_a_reason_and_never_raises(tmp_path):
     with contextlib.closing(Opened.open(str(path), 2, True)) as f2:
         assert f2.read(100) == b"" and f2.damaged
     assert Opened.gz_head(str(tmp_path / "absent.gz"), 4) == b""
+
+
+@pytest.mark.timeout(10)  # opened blocking, a FIFO would hang here
+def test_a_name_that_leads_to_no_file_is_not_opened(tmp_path):
+    os.mkfifo(tmp_path / "log.1")
+    os.symlink("/etc/passwd", tmp_path / "log.2")
+    os.mkfifo(tmp_path / "log.3.gz")
+    with pytest.raises(NotRegularFile):
+        Opened.open(str(tmp_path / "log.1"), 1, False)
+    with pytest.raises(OSError):  # ELOOP: never followed
+        Opened.open(str(tmp_path / "log.2"), 2, False)
+    assert Opened.gz_head(str(tmp_path / "log.3.gz"), 4) == b""

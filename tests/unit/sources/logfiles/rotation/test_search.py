@@ -295,3 +295,43 @@ def test_a_step_back_in_a_large_file_is_found_in_a_bounded_scan(tmp_path, fmt):
     assert at == starts(fmt, recs)[9_799]  # stamped exactly `since`
     if fmt != "local":  # local reads what follows the answer (see the 50 MB test)
         assert reads <= 2 * math.ceil(math.log2(path.stat().st_size / BLOCK_BYTES)) + 4
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_a_steps_window_that_reaches_a_files_start_goes_on_in_the_files_before(tmp_path, fmt):
+    """Lines to 10 s, a rotation, lines from 9 s (the clock stepped back), another rotation:
+    resuming at 9.5 s (the guard below the last line before the step), the newest file whose
+    first line is before it is the one after the step, but the lines stamped 9.5 s or later
+    are in the one before, back past a file of the window."""
+    pieces = [
+        [Rec(STDOUT, T0 + i * 100 * MS, b"a%d" % i) for i in range(101)],  # 0 .. 10 s
+        [Rec(STDOUT, T0 + 9 * NS + i * MS, b"b%d" % i) for i in range(5)],  # from 9 s
+        [Rec(STDOUT, T0 + 9 * NS + (5 + i) * MS, b"c%d" % i) for i in range(5)],
+    ]
+    path = str(tmp_path / "x.log")
+    for i, piece in enumerate(pieces):
+        if i:
+            if os.path.exists(path + ".1"):
+                os.rename(path + ".1", path + ".2")
+            os.rename(path, path + ".1")
+        with open(path, "wb") as f:
+            f.write(encode(fmt, piece))
+    with NumberedFiles(path, FORMATS[fmt]) as fs:
+        fid, at = fs.start_at(T0 + 9_500 * MS)
+        assert fid.ino == os.stat(path + ".2").st_ino
+        assert at == starts(fmt, pieces[0])[95]
+        assert fs.search_reads <= 8
+
+
+def test_without_a_step_the_look_into_the_file_before_is_bounded_as_within_a_file(tmp_path):
+    log = Writer(str(tmp_path / "x.log"))
+    log.lines(20_000)  # 20 s of lines, one a millisecond, about 1.4 MB
+    log.rotate()
+    log.lines(10)  # a new file, all of it within a step's reach of `since`
+    with NumberedFiles(log.path, JSON_FILE) as fs:
+        fid, _ = fs.start_at(T0 + 20_005 * MS)
+        assert fid.ino == os.stat(log.path).st_ino
+        assert Reader(fs).drain() == names(5, 20_005)
+        # the file's first line, the search in it, then the look back: at most BACK_SCAN_BYTES,
+        # as in one file (the lines of the 10 s before `since` are more than that here)
+        assert fs.search_reads <= 3 + BACK_SCAN_BYTES // (256 * 1024)
