@@ -75,9 +75,12 @@ def podman_service(action: str) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(PODMAN_SOCKET)
-    # setsid -f: the service outlives this test, as scripts/setup-test.sh starts it
+    # setsid -f: the service outlives this test, as scripts/setup-test.sh starts it; from /,
+    # since a service whose working directory is deleted (a clone made for a run) fails every
+    # container start
     subprocess.run(
         ["setsid", "-f", "podman", "system", "service", "--time=0", f"unix://{PODMAN_SOCKET}"],
+        cwd="/",
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
