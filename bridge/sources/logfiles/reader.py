@@ -44,7 +44,7 @@ from bridge.core.record import Record
 from bridge.sources.engine_api import ENGINE_ERRORS, ContainerStatus, container_status
 from bridge.sources.logfiles.formats.lines import FileLine, LineParser
 from bridge.sources.logfiles.readloop import ReadLoop
-from bridge.sources.logfiles.rotation import READ_BYTES, FileSet
+from bridge.sources.logfiles.rotation import FileSet
 from bridge.sources.reader import ReaderThread
 from bridge.telemetry import Telemetry
 
@@ -185,12 +185,6 @@ class FileReader(ReaderThread):
                     self._count_malformed(parser)
                     if self._stop.is_set() and not handle.removed:
                         return  # shutdown mid-file: the rest is read at the next start
-                    if len(chunk.data) < READ_BYTES and self._may_wait():
-                        # A short read ended at the end of the file, and a wake-up was armed
-                        # before it: no read once more (most of what a line alone costs).
-                        yield from self._waited()
-                        chunks = 0
-                        continue
                     chunks += 1
                     if chunks % _CHUNKS_PER_STEP == 0:
                         yield 0.0  # a catch-up: the others' turn
@@ -225,17 +219,6 @@ class FileReader(ReaderThread):
             self._armed = self._follow(self._on_change)
             return False  # read once more: a write just before the watch was armed has no event
         return (yield from self._waited())
-
-    def _may_wait(self) -> bool:
-        """At the end of the file, whether to wait right away: a wake-up is armed, and nothing
-        asks for a last read to the end (removal, stop, a state check)."""
-        return (
-            self._armed is True
-            and not self._check_state
-            and not self._handle.removed
-            and not self._stop.is_set()
-            and time.monotonic() < self._next_state_check
-        )
 
     def _waited(self) -> Generator[float, None, bool]:
         """Waits for the wake-up. Woken (or the wait ran out), it arms again before reading,
