@@ -352,6 +352,17 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return True
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the end of its bridge's log: CI keeps nothing else."""
+    outcome = yield
+    report = outcome.get_result()
+    instance = getattr(item, "funcargs", {}).get("bridge")
+    if report.failed and call.when == "call" and isinstance(instance, Bridge):
+        tail = "\n".join(instance.log().splitlines()[-40:])
+        report.sections.append(("bridge log, last lines", tail))
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env(version="1.41", timeout=60, max_pool_size=64)

@@ -89,7 +89,10 @@ def test_a_pod_deleted_right_after_it_exits_keeps_every_line_and_its_fields(
     pod = kubelet.run_pod("job-1", "batch", labels={"job-name": "job"})
     c = kubelet.start(pod, "work", "seq 1 5000")
     kubelet.wait_exited(c)
-    kubelet.delete_pod(pod)  # files and CRI records gone at once
+    # The kubelet learns of the exit at its next relist (every second), then removes the
+    # containers of a deleted pod with their files and CRI records at once.
+    time.sleep(1)
+    kubelet.delete_pod(pod)
     messages = journald.wait_messages(c.id, 5000, 60)
     time.sleep(1)
     entries = journald.entries(CONTAINER_ID_FULL=c.id)
