@@ -3,9 +3,10 @@
 #
 #   scripts/build-trixie-engines.sh          # -> bridge-test/trixie-engines:<revision>
 #
-# Docker 26.1 (docker.io), Podman 5.4 (podman, with its quadlet generator) and containerd 1.7,
-# beside systemd, systemd-sysv and dbus, so the same image runs either one engine's daemon as
-# its command or systemd as PID 1 (Podman's quadlet units). The tests run each engine in such a
+# Docker 26.1 (docker.io), Podman 5.4 (podman, with its quadlet generator, and uidmap's setuid
+# newuidmap/newgidmap for a rootless user's subordinate IDs) and containerd 1.7, beside systemd,
+# systemd-sysv and dbus, so the same image runs either one engine's daemon as its command or
+# systemd as PID 1 (Podman's quadlet units). The tests run each engine in such a
 # container on the host's dockerd, with its data root bind-mounted at the same path on the
 # host, so a bridge on the host reads the engine's log files (tests/integration/engines.py).
 #
@@ -18,10 +19,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REVISION=1
+REVISION=2
 IMAGE=bridge-test/trixie-engines:$REVISION
 MIRROR=${TRIXIE_MIRROR:-http://deb.debian.org/debian}
-PACKAGES="docker.io podman containerd systemd systemd-sysv dbus"
+PACKAGES="docker.io podman uidmap containerd systemd systemd-sysv dbus"
 LOGS=/var/log/journald-bridge-tests
 
 say() { echo "build-trixie-engines: $*" >&2; }
@@ -29,7 +30,8 @@ say() { echo "build-trixie-engines: $*" >&2; }
 complete() {
     docker run --rm --network none --entrypoint /bin/sh "$IMAGE" -c \
         'dockerd --version | grep -q "version 26\." && podman --version | grep -q "version 5\." &&
-         test -x /usr/lib/systemd/system-generators/podman-system-generator -a -x /lib/systemd/systemd' \
+         test -x /usr/lib/systemd/system-generators/podman-system-generator -a -x /lib/systemd/systemd &&
+         test -u /usr/bin/newuidmap -a -u /usr/bin/newgidmap' \
         >/dev/null 2>&1
 }
 
@@ -88,7 +90,7 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache
 
 old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 step "docker import of $IMAGE" sh -c "tar -C '$root' -c . | docker import - '$IMAGE'"
-complete || { say "building $IMAGE failed at: the image lacks Docker 26, Podman 5 or systemd"; exit 1; }
+complete || { say "building $IMAGE failed at: the image lacks Docker 26, Podman 5, uidmap or systemd"; exit 1; }
 # the image it replaced, unless a container still uses it
 [ -z "$old" ] || docker image rm "$old" >/dev/null 2>&1 || true
 echo "$IMAGE"

@@ -19,6 +19,13 @@ pattern). Each engine is started once per session, when a test first asks for it
 should it have died (a restart of the host's dockerd stops its container); it is removed, with
 its data root, at the end.
 
+`podman5rootless` is Podman 5.4 as a rootless user of that container (`ROOTLESS_USER`, its
+subordinate IDs mapped by uidmap's newuidmap), on its defaults as `podman` would find them with
+no flags: its storage under its home, which is in the data root (so its k8s-file logs are at the
+same path on the host), its runtime directory on the container's /run; the socket is the only
+path given, in the shared socket directory. Its own containers.conf gives them no network (a
+rootless default is pasta, which the engine's container, on no network, could not set up).
+
 The `engine` fixture is a test's engine (the host's dockerd unless the `engines` mark of
 conftest.py parametrizes it), and makes it the bridge's only engine.
 """
@@ -45,6 +52,9 @@ BUILD_SCRIPT = Path(__file__).parents[2] / "scripts" / "build-trixie-engines.sh"
 HOST_IMAGE = "bridge-test/busybox:latest"
 HOST_PODMAN_SOCKET = "/run/podman/podman.sock"
 ENGINE_LABEL = "journald-bridge-test-engine"
+# The rootless Podman 5 user, made in its engine's container: IDs apart from the host's users
+# and from the subordinate range of the host's rootless user (scripts/setup-test.sh).
+ROOTLESS_USER, ROOTLESS_UID, ROOTLESS_SUBIDS = "jbpodman5", 4105, "400000:65536"
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class EngineSpec:
     kind: str  # "docker" or "podman"
     version: str  # what the tests and the README call it
     contained: bool  # run in a bridge-test/trixie-engines container, else the host's own
+    rootless: bool = False  # Podman run by ROOTLESS_USER, not root (contained engines only)
 
     @property
     def image(self) -> str:
@@ -69,6 +80,7 @@ ENGINES = {
         EngineSpec("podman", "podman", "4.3", contained=False),
         EngineSpec("docker26", "docker", "26.1", contained=True),
         EngineSpec("podman5", "podman", "5.4", contained=True),
+        EngineSpec("podman5rootless", "podman", "5.4", contained=True, rootless=True),
     )
 }
 
@@ -108,6 +120,8 @@ class ContainedEngine:
                 "--iptables=false --ip6tables=false --bridge=none --ip-masq=false "
                 f"--cgroup-parent=/jb-{self.spec.name}"
             )
+        if self.spec.rootless:
+            return self._rootless_command()
         conf = "/etc/containers/containers.conf.d/20-tests.conf"
         return (
             f'printf \'[containers]\\nlog_driver = "k8s-file"\\n'
@@ -115,6 +129,22 @@ class ContainedEngine:
             "ln -sf /usr/bin/podman /usr/local/bin/podman5 && exec podman5 "
             f"--root {d}/storage --runroot {run} --tmpdir {run}/tmp "
             f"system service --time=0 {self.host}"
+        )
+
+    def _rootless_command(self) -> str:
+        user, uid, home = ROOTLESS_USER, ROOTLESS_UID, self.data_root / "home"
+        run, conf = f"/run/user/{uid}", home / ".config/containers/containers.conf"
+        return (
+            f"useradd -u {uid} -M -d {home} -s /bin/sh {user} && "
+            f"echo {user}:{ROOTLESS_SUBIDS} > /etc/subuid && cp /etc/subuid /etc/subgid && "
+            f"install -d -o {uid} -g {uid} -m 0700 {home} {conf.parent.parent} {conf.parent} {run} && "
+            f"chown {uid}:{uid} {self.socket_dir} && "
+            f'printf \'[containers]\\nlog_driver = "k8s-file"\\nnetns = "none"\\n'
+            f'[engine]\\ncgroup_manager = "cgroupfs"\\nevents_logger = "file"\\n\' > {conf} && '
+            f"chown {uid}:{uid} {conf} && ln -sf /usr/bin/podman /usr/local/bin/podman5 && cd / && "
+            f"exec setpriv --reuid={uid} --regid={uid} --init-groups env HOME={home} "
+            f"XDG_RUNTIME_DIR={run} PODMAN_IGNORE_CGROUPSV1_WARNING=1 "
+            f"podman5 system service --time=0 {self.host}"
         )
 
     def start(self) -> None:

@@ -17,7 +17,7 @@ def long_line(size: int, char: str) -> str:
     return f"head -c {size} /dev/zero | tr '\\0' {char}; echo"
 
 
-@pytest.mark.engines("docker26", "podman5:files")
+@pytest.mark.engines("docker26", "podman5:files", "podman5rootless:files")
 def test_the_done_criterion_two_entries_with_docker_fields(
     bridge, journald, containers, engine, each_source
 ):

@@ -146,8 +146,8 @@ def test_an_engine_filter_applies_to_that_engine_only(bridge, journald, containe
     assert journald.messages(skipped.id) == []
 
 
-@pytest.mark.engines("podman", "podman5", only=True)
-def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, containers):
+@pytest.mark.engines("podman:files", "podman5:files", "podman5rootless", only=True)
+def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, containers, each_source):
     # Podman's API stamps whole seconds: thousands of lines share one, and only their order
     # within the second (the k of a position) tells them apart after the restart.
     bridge.start()
@@ -161,7 +161,7 @@ def test_podman_20000_lines_and_a_kill_9_each_line_once(bridge, journald, contai
     wait_complete(journald, c, expected_keys("pk", lines))
 
 
-@pytest.mark.engines("podman", "podman5", only=True)
+@pytest.mark.engines("podman", "podman5", "podman5rootless", only=True)
 def test_a_podman_rm_container_that_exits_at_once(bridge, journald, containers):
     bridge.start()
     name = f"prm-{bridge.port}"
