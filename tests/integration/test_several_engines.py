@@ -31,7 +31,6 @@ from tests.integration.conftest import (
     writer_script,
 )
 from tests.integration.test_exactly_once_across_restarts import wait_complete
-from tests.integration.test_podman_log_files import engine_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,27 +39,9 @@ PODMAN_IMAGE = "localhost/bridge-test/busybox:latest"
 PODMAN = {"name": "podman", "host": f"unix://{PODMAN_SOCKET}"}
 
 
-# Root's Podman, or with `ON_EACH_PODMAN` also a rootless user's (its own service and storage
-# under its home: scripts/setup-test.sh), read from its files as root's are.
-ON_EACH_PODMAN = pytest.mark.parametrize("podman_socket", ["root", "rootless"], indirect=True)
-
-
 @pytest.fixture
-def podman_socket(request: pytest.FixtureRequest) -> str:
-    if getattr(request, "param", "root") == "root":
-        return PODMAN_SOCKET
-    return engine_of("rootless").socket.removeprefix("unix://")
-
-
-@pytest.fixture
-def podman_engine(podman_socket: str) -> dict[str, str]:
-    """The bridge's [[engines]] entry for that Podman."""
-    return {**PODMAN, "host": f"unix://{podman_socket}"}
-
-
-@pytest.fixture
-def podman(label: str, podman_socket: str) -> Iterator[Containers]:
-    client = docker.DockerClient(base_url=f"unix://{podman_socket}", version="1.41", timeout=120)
+def podman(label: str) -> Iterator[Containers]:
+    client = docker.DockerClient(base_url=f"unix://{PODMAN_SOCKET}", version="1.41", timeout=120)
     instance = Containers(client, label, image=PODMAN_IMAGE)
     yield instance
     instance.cleanup()
