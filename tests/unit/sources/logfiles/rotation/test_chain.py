@@ -28,7 +28,7 @@ class Watcher:
 
     def rotate(self, missed_before: bool = False) -> None:
         """A new file, opened at once; `missed_before`: the one before it was not (the watcher
-        notices that after it has handed this one over, as watch.py does)."""
+        notices that after it has handed this one over, as handover.py does)."""
         self.log.rotate()
         self.replacements.offer(os.open(self.log.path, os.O_RDONLY | os.O_CLOEXEC))
         if missed_before:
@@ -91,7 +91,7 @@ def test_a_file_the_watcher_missed_and_no_name_leads_to_is_a_gap_never_a_silent_
 
 def hand_over_late(w: Watcher) -> None:
     """The watcher, behind by several rotations, handles an old file's event only now: it opens
-    the file at the path and `.1` ahead of it (watch.py's _rotated). The events still queued
+    the file at the path and `.1` ahead of it (handover.py's _rotated). The events still queued
     then count the files handed ahead; one left over is reported missed, after both."""
     for name in (w.log.path + ".1", w.log.path):
         w.replacements.offer(os.open(name, os.O_RDONLY | os.O_CLOEXEC))
