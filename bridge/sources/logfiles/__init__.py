@@ -2,7 +2,9 @@
 
     layout      where an engine keeps each container's log, and in which format (pure)
     watch       LogFileWatcher, one inotify thread per engine that opens each log file the
-                moment it appears; its contract: OpenedLog, LogFileEvents
+                moment it appears
+    handover    the watcher's contract (OpenedLog, LogFileEvents, the opener's side), and
+                Handover: each log file handed over once, in creation order (Container)
     opener      Opener: a process of its own, at a raised priority, that opens each new log
                 file the moment it appears and passes the descriptor on (SCM_RIGHTS)
     safe_open   opening files in a directory containers write to (regular files only, no
@@ -18,7 +20,8 @@
                 (ReplacedFiles); file identity; the start-position search
     formats/    one parser per line format (json-file, local, k8s-file) and the picker
 
-Descriptors flow one way: watch -> source -> rotation (a file set), whose owner closes them.
+Descriptors flow one way: watch (handover) -> source -> rotation (a file set), whose owner
+closes them.
 `layout` and `formats` are pure; only `watch` and `readloop` run threads (a reader without a
 loop runs on a thread of its own).
 """

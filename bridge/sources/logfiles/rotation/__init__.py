@@ -4,6 +4,10 @@
     sequence   FileSequence: read the file at hand to its true end, then take the next
     numbered   NumberedFiles: the file moves away to a name (`P` -> `P.1` .. `P.N[.gz]`):
                dockerd's json-file and local, conmon's --log-rotate
+    names      Names: a numbered log's names, listed until two scans agree, opened by name
+               only as the file listed; names that lead to no regular file are refused
+    chain      Chain: the files the watcher handed over to a NumberedFiles, and where the
+               files it missed go (`place_gaps`, `missed_by_name`)
     replaced   ReplacedFiles: a new file is renamed over `P` and the old one keeps no name
                (conmon's k8s-file); the watcher's descriptors of the new files wait in
                `Replacements` until the reader takes them

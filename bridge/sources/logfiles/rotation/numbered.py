@@ -18,14 +18,10 @@ Invariants:
   compressed since (a new inode). The first line's nanosecond timestamp makes them unique. A
   reader behind by several rotations goes through each file still there, in order.
 - With the watcher's `Replacements` (every file created at the path, opened at its creation,
-  oldest first), the files after the first come from there, not from names: the *chain*.
-  dockerd deletes a file two rotations after creating it, within milliseconds under a fast
-  writer, long before a reader behind gets to it; held since its creation, it loses nothing.
-  Names are used only to start in a rotated file (start_at, resume) and where the watcher
-  missed a file (it may still have a name); the set joins the chain again at the first file
-  of it reached by name. The watcher tells a missed file late, with a newer file than the one
-  it came before: the names place it (`_place_gaps`), and where they cannot, it is counted
-  anyway, at a boundary where they no longer tell or at once.
+  oldest first), the files after the first come from there, not from names: the *chain*
+  (chain.py, which also places the files the watcher missed). Names are used only to start in
+  a rotated file (start_at, resume) and where the watcher missed a file (it may still have a
+  name); the set joins the chain again at the first file of it reached by name.
 - Without them (no watch), at most two files are held open: the one being read and, once that
   one is final, the newest (the file at the path then), held until the reader gets to it, so
   that the last lines of a `--rm` container outlive its directory. A file deleted while held
@@ -35,29 +31,20 @@ Invariants:
 - A file truncated in place (same inode, smaller than the offset reached) is read again from 0.
   Truncation followed by writes past that offset before the next read cannot be told apart.
 
-A name says where a file was when the directory was read, nothing more: the writer renames
-while we look, and a deleted file's inode soon belongs to another file. So a listing is taken
-twice until both agree, and a file opened by name is checked to be the file listed (`_Names`).
-Whoever runs the container writes in its directory: a name that leads to anything but a regular
-file (a symlink, a FIFO, a device, a directory) is no file of the log. It is left out of the
-listing, logged once per kind, and never opened or followed; a file is opened by name only
-non-blocking and without following a symlink (identity.py).
-
-Reading a file to its end is FileSequence's (sequence.py); this module finds the next file.
+A name says where a file was when the directory was read, nothing more; listing and opening
+by name, and refusing names that lead to no regular file, are names.py's. Reading a file to its
+end is FileSequence's (sequence.py); this module finds the next file.
 Not thread-safe: one reader thread owns a set.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
-import stat
-import time
 from collections.abc import Callable, Iterator
 
 from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation.chain import Chain, missed_by_name
 from bridge.sources.logfiles.rotation.identity import (
     FINGERPRINT_BYTES,
     FileId,
@@ -65,16 +52,13 @@ from bridge.sources.logfiles.rotation.identity import (
     Listed,
     Opened,
 )
+from bridge.sources.logfiles.rotation.names import Names
 from bridge.sources.logfiles.rotation.replaced import Replacements
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
-from bridge.sources.logfiles.safe_open import file_kind
-
-log = logging.getLogger(__name__)
 
 _CONTEXT_BYTES = 128 * 1024  # what a position hint is checked against, before and after it
 _LISTING_TRIES = 5  # listings _advance takes when the one before went stale under it
-_SCAN_TRIES = 5  # scans a listing takes until two agree
 
 
 class NumberedFiles(FileSequence):
@@ -94,15 +78,14 @@ class NumberedFiles(FileSequence):
         """
         first = Opened.adopt(fd, path) if fd is not None else Opened.open(path, 0, False)
         super().__init__(path, fmt, first, on_gap)
-        self._names = _Names(path)
+        self._names = Names(path)
         self._newest: Opened | None = None  # the current file, while a rotated one is read
         self._next: Fingerprint | None = None  # the file after _reading, when known and not _newest
         self._replacements = replacements
-        self._chain: list[tuple[Opened, bool]] = []  # handed over, oldest first; gap before it
-        # The file just before _chain[0] (the watcher's first file, at first), and whether it
-        # is the one read: then the next file is _chain[0]; else names lead to it.
         chained = fd is not None and replacements is not None
-        self._chain_from: FileId | None = first.id if chained else None
+        self._chain = Chain(first.id if chained else None)
+        # Whether the file read is the chain's start: then the next file is the chain's first;
+        # else names lead to it.
         self._chained = chained
 
     def close(self) -> None:
@@ -110,9 +93,7 @@ class NumberedFiles(FileSequence):
         if self._newest is not None:
             self._newest.close()
             self._newest = None
-        for f, _ in self._chain:
-            f.close()
-        self._chain = []
+        self._chain.close()
         if self._replacements is not None:
             self._replacements.close()
 
@@ -123,7 +104,7 @@ class NumberedFiles(FileSequence):
             return False  # rotated files keep their names: nothing waits to be handed over
         self._replacements.settle(1.0)
         self._take()
-        return bool(self._chain)
+        return bool(self._chain.files)
 
     def start_at(self, since_ns: int) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`.
@@ -231,7 +212,7 @@ class NumberedFiles(FileSequence):
         self._take()
         f = self._reading
         if self._chained:
-            if self._chain and not f.final:
+            if self._chain.files and not f.final:
                 f.final = True  # dockerd renames the file away before it creates the next
             return
         if self._newest is not None or f.final or self._live():
@@ -257,16 +238,18 @@ class NumberedFiles(FileSequence):
         """At the end of a final file, moves to the one after it; False if there is none yet."""
         self._take()
         if self._chained:
-            if not self._chain:
+            if not self._chain.files:
                 if self._live():
                     return False  # the watcher hands the next one over when it comes
                 self._chained = False
             else:
-                new, gap = self._chain[0]
-                missed, whole = self._missed_by_name(new) if gap else (None, False)
+                new, gap = self._chain.files[0]
+                missed, whole = (
+                    missed_by_name(self._names, new, self._reading.id) if gap else (None, False)
+                )
                 if missed is not None:
-                    self._chain[0] = (new, False)  # `missed` is the file before `new`
-                    self._chain_from = missed.id
+                    self._chain.files[0] = (new, False)  # `missed` is the file before `new`
+                    self._chain.start = missed.id
                 self._set_reading(missed or new, [], advancing=True)
                 if gap and not whole:
                     self._gap(f"a log file of {self._path} was rotated away before it was opened")
@@ -274,24 +257,6 @@ class NumberedFiles(FileSequence):
                     self._restart = "rotated"
                 return True
         return self._advance_by_name()
-
-    def _missed_by_name(self, after: Opened) -> tuple[Opened | None, bool]:
-        """The file the watcher could not open before `after` replaced it at the path, if a
-        name still leads to it: the one listed just before `after` (rotated files keep names
-        for a while). And whether it follows the file just read: only the names can prove it
-        (the watcher may have missed several)."""
-        listing = self._names.listing()
-        k = next((k for k, e in enumerate(listing) if e.id == after.id), None)
-        if k is None or k + 1 >= len(listing):
-            return None, False  # `after` is gone from the names: so is every file before it
-        listed = listing[k + 1]
-        if listed.id == self._reading.id:
-            return None, True  # nothing was missed after all
-        if listed.gz:
-            return None, False
-        whole = k + 2 < len(listing) and listing[k + 2].id == self._reading.id
-        f = self._names.open(listed)
-        return f, whole and f is not None
 
     def _advance_by_name(self) -> bool:
         old = self._reading
@@ -316,7 +281,7 @@ class NumberedFiles(FileSequence):
                 target = listing[j]
             elif newest is not None and self._next is not None and self._next.id == newest.id:
                 target = None
-            elif newest is None and not listing and not self._chain:
+            elif newest is None and not listing and not self._chain.files:
                 return False  # nothing newer: the log ends here (the directory is gone)
             else:
                 # Gone from the names, and so is the file known to come next (or none was
@@ -326,9 +291,9 @@ class NumberedFiles(FileSequence):
             if target is not None and target.n == 0 and unlisted:
                 target = None  # the held newest was replaced since: it comes first
             new = newest if target is None else self._held(target) or self._names.open(target)
-            if new is None and target is None and self._chain:
-                new = self._chain[0][0]  # no name leads on: the oldest file handed over
-                if self._chain[0][1] and not gap:
+            if new is None and target is None and self._chain.files:
+                new = self._chain.files[0][0]  # no name leads on: the oldest file handed over
+                if self._chain.files[0][1] and not gap:
                     gap = f"a log file after {old.name} was rotated away before it was opened"
             if new is None:
                 continue  # the listing went stale under us: look again
@@ -356,7 +321,7 @@ class NumberedFiles(FileSequence):
             old.close()
         self._reading = new
         self._newest = keep
-        self._chained = self._chain_from is not None and new.id == self._chain_from
+        self._chained = self._chain.start is not None and new.id == self._chain.start
         self._join_chain()
         if new.final and keep is None and not self._live():  # hold the current file from now on
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
@@ -396,83 +361,29 @@ class NumberedFiles(FileSequence):
         taken, late_gap = self._replacements.take_opened(self._path)
         if late_gap:  # the watcher missed a file after the newest one taken: counted now
             self._gap("a log file was rotated away before it could be opened", restart=False)
-        self._chain += taken
+        self._chain.files += taken
         self._join_chain()
         if any(gap for _, gap in taken):
-            self._place_gaps([f for f, gap in taken if gap])
-
-    def _place_gaps(self, flagged: list[Opened]) -> None:
-        """Moves each new gap to the boundary in the chain where the names put it.
-
-        The watcher tells a missed file only after it has handed over newer ones (their events
-        are counted first), so the gap comes with the newest file waiting then, while the file
-        was lost before the first one that open handed over: several rotations earlier when the
-        watcher was behind by several. Left there, a boundary the names prove whole would take
-        the gap (and drop it) and the one before, where lines were lost, would pass as a
-        rotation. One listing: the gap goes to the newest boundary up to its file where a name
-        shows a file in between (read from its name then), else to the newest one the names no
-        longer tell, else (every one proven whole) it is behind the reader, or the report was
-        wrong (a rescan forgets files handed ahead of their events): counted now, never lost."""
-        listing = self._names.listing()
-        at = {e.id: k for k, e in enumerate(listing)}
-
-        def boundary(i: int) -> str:  # between _chain[i] and the file before it
-            prev = self._chain[i - 1][0].id if i else self._chain_from
-            k = at.get(self._chain[i][0].id)
-            if prev is None or k is None or k + 1 >= len(listing) or listing[k + 1].gz:
-                return "unknown"  # (a .gz may be the file before, compressed since)
-            return "whole" if listing[k + 1].id == prev else "missed"
-
-        for j, (f, gap) in enumerate(self._chain):
-            if not gap or all(f is not g for g in flagged):
-                continue
-            self._chain[j] = (f, False)
-            kinds = [boundary(i) for i in range(j + 1)]
-            # A boundary with no gap yet first (two reports, two losses), a name's proof next.
-            ranked = sorted(
-                (i for i in range(j + 1) if kinds[i] != "whole"),
-                key=lambda i: (self._chain[i][1], kinds[i] != "missed", -i),
-            )
-            if ranked:
-                self._chain[ranked[0]] = (self._chain[ranked[0]][0], True)
-            else:
+            flagged = [f for f, gap in taken if gap]
+            for _ in range(self._chain.place_gaps(flagged, self._names.listing())):
                 self._gap("a log file was rotated away before it could be opened", restart=False)
 
     def _join_chain(self) -> None:
-        """The file read is in the chain: what is before it there is behind the reader."""
-        for j, (f, _) in enumerate(self._chain):
-            if f.id == self._reading.id:
-                for g, _ in self._chain[: j + 1]:
-                    if g is not self._reading:
-                        g.close()
-                del self._chain[: j + 1]
-                self._chain_from = self._reading.id
-                self._chained = True
-                return
+        """If the file read is in the chain, the set is chained from it on."""
+        if self._chain.join(self._reading):
+            self._chained = True
 
     # -- identities ------------------------------------------------------------------------
 
     def _find(self, listing: list[Listed], known: Fingerprint) -> int | None:
-        """Where a file is in the listing: by inode, confirmed by its first bytes unless it is
-        held (a deleted file's inode is soon another file's); or, for a file compressed since
-        (a new inode), by the first bytes of each .gz."""
         held = any(f is not None and f.id == known.id for f in (self._reading, self._newest))
-        for i, listed in enumerate(listing):
-            if listed.id == known.id and (
-                held or not known.head or self._names.head(listed, len(known.head)) == known.head
-            ):
-                return i
-        if known.head and not known.id.compressed:
-            for i, listed in enumerate(listing):
-                if listed.gz and self._names.head(listed, len(known.head)) == known.head:
-                    return i
-        return None
+        return self._names.find(listing, known, held=held)
 
     def _held(self, listed: Listed | None) -> Opened | None:
         """The held file a listed one is: the same inode, or a .gz copy of its contents."""
         if listed is None:
             return None
-        for f in (self._reading, self._newest, *(f for f, _ in self._chain)):
+        for f in (self._reading, self._newest, *(f for f, _ in self._chain.files)):
             if f is not None and f.id == listed.id:
                 return f
         for f in (self._reading, self._newest):
@@ -483,83 +394,5 @@ class NumberedFiles(FileSequence):
         return None
 
     def _is_held(self, f: Opened) -> bool:
-        return f is self._reading or f is self._newest or any(f is g for g, _ in self._chain)
-
-
-class _Names:
-    """The names of one log's files, and the files they lead to."""
-
-    def __init__(self, path: str) -> None:
-        self.current = path
-        self._dir, base = os.path.split(path)
-        self._pattern = re.compile(re.escape(base) + r"(?:\.([1-9][0-9]{0,5})(\.gz)?)?")
-        self._refused: set[str] = set()  # kinds of non-files met at a log name, logged once
-
-    def listing(self) -> list[Listed]:
-        """The files of this log, newest first; two scans must agree (renames are under way)."""
-        previous: list[Listed] | None = None
-        for _ in range(_SCAN_TRIES):
-            listing = self._scan()
-            if listing == previous:
-                break
-            previous = listing
-            time.sleep(0.0005)
-        return previous or []
-
-    def _scan(self) -> list[Listed]:
-        found: dict[int, Listed] = {}
-        try:
-            listing = os.scandir(self._dir or ".")
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        with listing:
-            for dirent in listing:
-                match = self._pattern.fullmatch(dirent.name)
-                if match is None:
-                    continue
-                n, gz = int(match.group(1) or 0), match.group(2) is not None
-                if n in found and not found[n].gz:
-                    continue  # P.k and P.k.gz during compression: the plain one is complete
-                try:
-                    st = dirent.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    self._refuse(dirent.name, file_kind(st.st_mode))
-                    continue
-                found[n] = Listed(n, FileId.of(st, gz))
-        return [found[n] for n in sorted(found)]
-
-    def _refuse(self, name: str, kind: str) -> None:
-        if kind not in self._refused:
-            self._refused.add(kind)
-            log.warning("%s: %s is a %s, not a log file; left alone", self._dir or ".", name, kind)
-
-    def path(self, listed: Listed) -> str:
-        if listed.n == 0:
-            return self.current
-        return f"{self.current}.{listed.n}{'.gz' if listed.gz else ''}"
-
-    def open(self, listed: Listed | None) -> Opened | None:
-        """Opens a listed file, or None if the name now holds another file (or none)."""
-        if listed is None:
-            return None
-        try:
-            f = Opened.open(self.path(listed), listed.n, listed.gz)
-        except OSError:  # gone, or since replaced by what is no file (a symlink, a FIFO, ...)
-            return None
-        if f.id != listed.id:
-            f.close()
-            return None
-        return f
-
-    def head(self, listed: Listed, n: int) -> bytes:
-        """The first n bytes of a listed file's contents (b"" if it is not there any more)."""
-        if listed.gz:
-            return Opened.gz_head(self.path(listed), n)
-        with contextlib.suppress(OSError):
-            f = self.open(listed)
-            if f is not None:
-                with contextlib.closing(f):
-                    return f.head(n)
-        return b""
+        chained = any(f is g for g, _ in self._chain.files)
+        return f is self._reading or f is self._newest or chained
