@@ -45,6 +45,10 @@ class HandleFactory:
     def __init__(self, config: Config, points: ResumePoints, telemetry: Telemetry) -> None:
         self._points = points
         self._telemetry = telemetry
+        # "From now on" (backlog none) means from when this run began, not from when a
+        # container's handle is built: at a busy start-up that can be seconds later, and what
+        # the container wrote meanwhile would be skipped.
+        self._started_ns = time.time_ns()
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -75,7 +79,7 @@ class HandleFactory:
             if not predates_first_run or backlog is None:
                 cursor = Cursor()  # from its first line
             elif backlog == 0:
-                cursor = Cursor(time.time_ns())
+                cursor = Cursor(self._started_ns)
             else:
                 cursor, tail = Cursor(), backlog
         if info.unit.refused:  # once per container: a refresh keeps the claim it had

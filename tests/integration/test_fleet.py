@@ -257,13 +257,14 @@ def test_uploader_restarts_lose_nothing_and_their_duplicates_are_counted(
     print(f"seed {seed}")
     bridge.start()
     uploader.start()
-    # at least 9 s of lines (60 pauses of 0.15 s each), so every restart falls mid-stream
+    # at least 15 s of lines (60 pauses of 0.25 s each), so every restart falls mid-stream
+    # even when a loaded machine makes each stop and start of the uploader take a second
     work = {f"u{n}": 12000 for n in range(3)}
-    started = {tag: containers.run(writer_script(tag, n)) for tag, n in work.items()}
+    started = {tag: containers.run(writer_script(tag, n, pace="0.25")) for tag, n in work.items()}
 
     restarts, mid_stream, collected = 0, 0, [0]
     while restarts < 5:
-        time.sleep(rng.uniform(0.5, 1.2))
+        time.sleep(rng.uniform(0.3, 0.8))
         assert uploader.stop(signal.SIGTERM) == 0
         restarts += 1
         mid_stream += any(running(c) for c in started.values())
