@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 _READERS_STOP_SECONDS = 3.0
 _SHUTDOWN_DRAIN_SECONDS = 15.0
 _STATUS_EVERY = 5.0
+# Positions move only through the writer: a save when it did nothing since the last one is
+# skipped (listing every container each time was most of an idle bridge's CPU), but not for
+# longer than this, for what changes beside it (containers attached or removed).
+_FULL_SAVE_EVERY = 30.0
 # The writer beats at least every quarter second, and while it waits on journald; this long
 # without a beat means it is wedged (readiness says so; the watchdog gets no ping).
 _WRITER_STALL_SECONDS = 10.0
@@ -259,6 +263,7 @@ class Bridge:
 
     def _main_loop(self) -> None:
         next_save = next_status = time.monotonic()
+        saved_passes, next_full_save = -1, next_save
         while not self._stop.wait(0.2):
             if self._reload.is_set():
                 self._reload.clear()
@@ -266,7 +271,10 @@ class Bridge:
             now = time.monotonic()
             if now >= next_save:
                 next_save = now + self.config.state.flush_interval_seconds
-                self._save()
+                passes = self.writer.passes  # read before the positions: a later pass saves again
+                if passes != saved_passes or now >= next_full_save:
+                    saved_passes, next_full_save = passes, now + _FULL_SAVE_EVERY
+                    self._save()
             if now >= next_status:
                 next_status = now + _STATUS_EVERY
                 self.notifier.status(self._status())

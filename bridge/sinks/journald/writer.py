@@ -63,6 +63,9 @@ class JournalWriter:
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self.lines_forwarded = 0
+        # Passes that may have moved a position (sent, ended or released something): a save
+        # that finds the same count has nothing new to write.
+        self.passes = 0
         self.last_beat = time.monotonic()
         self._timed: set[ContainerHandle] = set()  # containers whose transforms hold records
         self._held: dict[ContainerHandle, int] = {}  # bytes held by each one's transforms
@@ -120,6 +123,8 @@ class JournalWriter:
             except Exception as exc:  # a bug must cost these lines, never the writer
                 self._failed(exc)
             finally:
+                if items or self._timed:
+                    self.passes += 1
                 growth, self._held_growth = self._held_growth, 0
                 queue.release(nbytes - growth)
                 for item in items:  # sent or lost to an error: their reader may queue more

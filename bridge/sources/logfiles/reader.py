@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # Without a wake-up armed (no watch on the file), how often to look for more; with one, a
 # safety net against a lost event: hundreds of idle readers must cost next to nothing.
 _POLL_SECONDS = 0.25
-_ARMED_SECONDS = 10.0
+_ARMED_SECONDS = 30.0
 # The engine is asked whether the container still runs when it says it stopped (`die`), and
 # otherwise this rarely, should a `die` be missed: an inspect is the costliest thing here.
 _STATE_CHECK_SECONDS = 300.0

@@ -212,6 +212,21 @@ def test_the_writer_beats_while_idle():
     assert writer.drain_and_stop(5)
 
 
+def test_the_writer_counts_a_pass_when_positions_may_have_moved_and_none_while_idle():
+    queue, h = PendingQueue(1 << 20), handle()
+    writer = JournalWriter(queue, FakeSocket(), Telemetry(CollectorRegistry()), lambda: None)
+    writer.start()
+    time.sleep(0.6)  # idle passes: nothing to save
+    assert writer.passes == 0
+    queue.put(Batch(h, [Record(1, b"a", TS, (1, 1), (1, 1))], 1))
+    deadline = time.monotonic() + 5
+    while h.committed != {1: (1, 1)} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert writer.passes >= 1  # counted once the position it moved is committed
+    assert writer.drain_and_stop(5)
+
+
 def test_queue_items_without_bytes_never_wait_for_room():
     queue, h = PendingQueue(100), handle()
     queue.put(Batch(h, [], 500))  # one oversize batch may always enter

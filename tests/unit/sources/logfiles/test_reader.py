@@ -26,7 +26,7 @@ from bridge.core.queue import Batch, EndOfStream, PendingQueue
 from bridge.core.record import STDERR, STDOUT, Record
 from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
 from bridge.sources.logfiles.formats.lines import FileFormat
-from bridge.sources.logfiles.reader import FileReader
+from bridge.sources.logfiles.reader import _ARMED_SECONDS, FileReader
 from bridge.sources.logfiles.rotation import READ_BYTES, Chunk, FileSet
 from bridge.sources.logfiles.rotation.identity import FileId
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
@@ -427,7 +427,7 @@ def test_on_the_read_loop_a_reader_never_waits_without_its_wake_up_armed(tmp_pat
         loop=loop,  # type: ignore[arg-type]
     )
     reader.start()
-    assert reader.step() == pytest.approx(10.0) and loop.armed  # at the end: armed, waiting
+    assert reader.step() == pytest.approx(_ARMED_SECONDS) and loop.armed  # at the end: armed, waiting
     burst = 5 * READ_BYTES // 100  # a catch-up of several steps
     append(path, [Rec(STDOUT, T0 + i, b"x" * 90) for i in range(burst)])
     loop.write_event()
@@ -437,7 +437,7 @@ def test_on_the_read_loop_a_reader_never_waits_without_its_wake_up_armed(tmp_pat
     loop.write_event()  # written during the catch-up: the watch armed on waking is used up
     while waits[-1] == 0.0:
         waits.append(reader.step())
-    assert waits[-1] == pytest.approx(10.0)
+    assert waits[-1] == pytest.approx(_ARMED_SECONDS)
     assert loop.armed, "the reader waits with no wake-up armed"
     messages = [r.message for item in queue.get_many(0, 1 << 62) for r in item.records]
     assert messages[-1] == b"alone" and len(messages) == burst + 1
