@@ -13,8 +13,6 @@ from .test_watch import (
     hold_watcher,
     json_log,
     read_all,
-    rec,  # noqa: F401 (a fixture)
-    root,  # noqa: F401 (a fixture)
     wait_watched,
     watching,
     write_log,
@@ -22,8 +20,8 @@ from .test_watch import (
 
 
 def test_generations_rotated_away_before_the_open_are_reported(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
 ) -> None:
     with watching(root, rec) as w:
         cid, d = create(root)
@@ -41,8 +39,8 @@ def test_generations_rotated_away_before_the_open_are_reported(
 
 
 def test_a_file_rotated_on_before_its_event_is_handed_over_from_its_rotated_name(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
 ) -> None:
     with watching(root, rec) as w:
         cid, d = create(root)
@@ -61,8 +59,8 @@ def test_a_file_rotated_on_before_its_event_is_handed_over_from_its_rotated_name
 
 
 def test_config_files_are_bounded_and_taken_as_they_are(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
 ) -> None:
     with watching(root, rec, config_max_bytes=64) as w:
         garbage = b"\x00\xff{not json"
@@ -82,8 +80,8 @@ def test_config_files_are_bounded_and_taken_as_they_are(
 
 
 def test_files_that_are_not_plain_logs_are_refused(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
     tmp_path: Path,
 ) -> None:
     (tmp_path / "elsewhere").mkdir()

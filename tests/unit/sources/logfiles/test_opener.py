@@ -22,16 +22,14 @@ from .test_watch import (
     create,
     json_log,
     read_all,
-    rec,  # noqa: F401 (a fixture)
-    root,  # noqa: F401 (a fixture)
     watching,
     write_log,
 )
 
 
 def test_files_are_opened_in_the_opener_and_handed_over_with_their_configs(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
 ) -> None:
     before, d0 = create(root)
     write_log(json_log(d0), b"there already\n")
@@ -52,8 +50,8 @@ def test_files_are_opened_in_the_opener_and_handed_over_with_their_configs(
 
 
 def test_without_the_opener_files_are_opened_by_the_watcher_itself(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
 ) -> None:
     opener = Opener(str(root), DOCKER)
     with watching(root, rec, opener=opener) as w:
@@ -69,8 +67,8 @@ def test_without_the_opener_files_are_opened_by_the_watcher_itself(
 
 
 def test_an_opener_that_cannot_start_leaves_the_watcher_opening_files(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
     monkeypatch,
 ) -> None:
     monkeypatch.setattr("sys.executable", "/nonexistent/python")
@@ -169,8 +167,8 @@ def test_what_came_before_the_opener_went_is_kept_with_its_descriptors(tmp_path:
 
 
 def test_files_received_before_the_opener_died_are_handed_over_before_the_rescan(
-    root: Path,  # noqa: F811
-    rec: Recorder,  # noqa: F811
+    root: Path,
+    rec: Recorder,
 ) -> None:
     from bridge.sources.logfiles import opener as module
 

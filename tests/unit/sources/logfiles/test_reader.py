@@ -427,7 +427,8 @@ def test_on_the_read_loop_a_reader_never_waits_without_its_wake_up_armed(tmp_pat
         loop=loop,  # type: ignore[arg-type]
     )
     reader.start()
-    assert reader.step() == pytest.approx(_ARMED_SECONDS) and loop.armed  # at the end: armed, waiting
+    # at the end: armed, waiting
+    assert reader.step() == pytest.approx(_ARMED_SECONDS) and loop.armed
     burst = 5 * READ_BYTES // 100  # a catch-up of several steps
     append(path, [Rec(STDOUT, T0 + i, b"x" * 90) for i in range(burst)])
     loop.write_event()

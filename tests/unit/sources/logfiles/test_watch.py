@@ -85,19 +85,6 @@ class Recorder:
             os.close(o.fd)
 
 
-@pytest.fixture
-def rec() -> Iterator[Recorder]:
-    r = Recorder()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "containers").mkdir()
-    return tmp_path
-
-
 @contextlib.contextmanager
 def watching(root: Path, rec: Recorder, **kwargs: Any) -> Iterator[LogFileWatcher]:
     w = LogFileWatcher(root, rec, **kwargs)

@@ -17,9 +17,7 @@ import pytest
 from bridge.sources.logfiles.layout import podman
 from bridge.sources.logfiles.watch import LogFileWatcher
 
-from .test_watch import Recorder, read_all, rec, wait_watched, write_log
-
-__all__ = ["rec"]  # the fixture
+from .test_watch import Recorder, read_all, wait_watched, write_log
 
 LAYOUT = podman("overlay")
 
