@@ -14,6 +14,7 @@ runc can bring up a container's loopback), with one container that runs journald
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -184,14 +185,19 @@ def test_the_service_under_systemd(systemd_box, containers, docker_client):
     assert box.succeeds("test", "-e", "/etc/journald-bridge/bridge.toml")  # the config is kept
 
 
+def child_file(box, bridge_pid: str, module: str, name: str) -> str:
+    """/proc/<pid>/<name> of the bridge's child process that runs `module`."""
+    pattern = module.replace(".", "[.]")  # [.]: this shell's own command line does not match
+    script = (
+        f"for p in /proc/[0-9]*; do grep -qa '{pattern}' $p/cmdline 2>/dev/null"
+        f" && grep -q '^PPid:.{bridge_pid}$' $p/status && cat $p/{name} && exit 0; done; exit 1"
+    )
+    return box.exec("sh", "-c", script)
+
+
 def worker_status(box, bridge_pid: str) -> dict[str, str]:
     """/proc/<pid>/status of the bridge's inner-journal worker, as name -> value."""
-    script = (
-        # [.]: this shell's own command line does not match
-        "for p in /proc/[0-9]*; do grep -qa 'inner_journal[.]worker' $p/cmdline 2>/dev/null"
-        " && cat $p/status && exit 0; done; exit 1"
-    )
-    out = box.exec("sh", "-c", script, check=False)
+    out = child_file(box, bridge_pid, "inner_journal.worker", "status")
     status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
     assert status.get("PPid", "").strip() == bridge_pid, out
     return {k: v.strip() for k, v in status.items()}
@@ -230,6 +236,20 @@ def test_an_inner_journal_under_the_unit_by_a_worker_without_capabilities(system
         status = worker_status(box, box.show("MainPID"))
         assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0" * 16, status
         assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", status
+
+        # The log file opener runs in real time (SCHED_RR, 1) where the unit's LimitRTPRIO=1
+        # took effect, under its LimitRTTIME=; else at the normal policy. (These VMs' capability
+        # bounding set lacks CAP_SYS_RESOURCE, so the box's systemd cannot raise RLIMIT_RTPRIO
+        # from 0: the first branch runs on a host; test_opener covers real time itself.)
+        pid = box.show("MainPID")
+        limits = child_file(box, pid, "logfiles.opener", "limits")
+        assert re.search(r"Max realtime timeout\s+2000000\s+2000000\s", limits), limits
+        granted = re.search(r"Max realtime priority\s+(\d+)", limits)
+        assert granted, limits
+        stat = child_file(box, pid, "logfiles.opener", "stat").rsplit(")", 1)[1].split()
+        policy = (stat[38], stat[37])  # policy, rt_priority (fields 41, 40 of /proc/<pid>/stat)
+        print(f"opener under the unit: RLIMIT_RTPRIO {granted[1]}, policy {policy}")
+        assert policy == (("2", "1") if granted[1] == "1" else ("0", "0")), (policy, limits)
     finally:
         box.exec("systemctl", "stop", "journald-bridge", check=False)
         box.exec(*inner, "rm", "-f", "jb-journald", check=False)

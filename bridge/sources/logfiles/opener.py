@@ -4,8 +4,13 @@ dockerd deletes a rotated file two rotations after creating it, within milliseco
 fast writer, and a file opened before that stays readable. A thread of the bridge opening it
 shares the interpreter lock with busy readers and the writer, and was measured to miss files.
 This process runs the moment inotify reports a file, whatever the bridge is doing: it does
-nothing else, at a scheduling priority above the writers' (a lowered nice value, which the
-unit's LimitNICE= grants without a capability; without it, it runs at the bridge's own).
+nothing else, under a real-time policy (SCHED_RR at its lowest priority, which the unit's
+LimitRTPRIO= grants without a capability). A lowered nice value was not enough: on a busy
+host the kernel still left it queued for longer than a fast writer's file lives. Real time is
+safe here because the work is bounded per event and comes only from the engine's own file
+operations; the kernel's RLIMIT_RTTIME kills it should it ever run on without blocking, and
+the bridge then opens files itself (below). Where real time is refused, the nice value the
+unit's LimitNICE= allows; without either, the bridge's own priority. `ready` says which.
 
 It runs the bridge's own LogFileWatcher (watch.py) with events that forward (`_Forwarder`):
 each descriptor goes to the bridge over a Unix socket (SCM_RIGHTS) and is closed here at once.
@@ -19,8 +24,8 @@ Protocol: SOCK_SEQPACKET, one JSON object per message.
   the log's descriptor and a memfd with the bytes of each config file `configs` (two booleans)
   says is there (a message stays small whatever their size);
   {"e": "created" | "missed", "cid"}; {"e": "open_error", "cid", "path", "reason"};
-  {"e": "overflow"}; {"e": "watch_error", "errno"}; {"e": "ready", "nice"} once the files
-  already there were sent; {"e": "synced", "n"}.
+  {"e": "overflow"}; {"e": "watch_error", "errno"}; {"e": "ready", "nice", "realtime"} once
+  the files already there were sent; {"e": "synced", "n"}.
 - bridge -> opener: {"sync": n}, answered once every event queued before it was handled.
 Messages keep the watcher's order. The opener exits when the bridge closes its end, and when a
 message cannot be sent (a file it could not hand over would be a silent gap): the bridge then
@@ -35,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import select
 import socket
 import subprocess
@@ -51,6 +57,8 @@ from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog, OpenerGone,
 log = logging.getLogger(__name__)
 
 NICE = -15  # the opener's nice value, where the unit's LimitNICE= allows it
+RT_PRIORITY = 1  # SCHED_RR's lowest: ahead of every normal task, behind the kernel's own
+RT_SECONDS = 2  # RLIMIT_RTTIME: CPU time without blocking before the kernel stops it
 _MAX_MESSAGE = 64 * 1024  # a path and a reason are bounded by the file system
 _MAX_FDS = 3  # the log and its two config files
 _START_SECONDS = 30.0
@@ -83,6 +91,7 @@ class Opener:
         self._process: subprocess.Popen[bytes] | None = None
         self._syncs = 0
         self.nice: int | None = None  # the opener's nice value, from its ready message
+        self.realtime = False  # it runs under SCHED_RR (from its ready message)
 
     def start(self, timeout: float = _START_SECONDS) -> list[OpenerMessage]:
         """Starts the process; returns what it opened at its start (the files already there).
@@ -111,6 +120,11 @@ class Opener:
             theirs.close()
         self._sock = ours
         return self._until(lambda m: m.event == "ready", timeout)
+
+    @property
+    def priority(self) -> str:
+        """How the process is scheduled, for a log line."""
+        return f"real-time priority {RT_PRIORITY}" if self.realtime else f"nice {self.nice}"
 
     def fileno(self) -> int:
         return self._sock.fileno() if self._sock is not None else -1
@@ -180,6 +194,7 @@ class Opener:
             if last(m):
                 if m.event == "ready":
                     self.nice = m.fields.get("nice")
+                    self.realtime = m.fields.get("realtime") is True
                 return out
             out.append(m)
 
@@ -333,6 +348,23 @@ def _memfd(text: bytes) -> int | None:
     return fd
 
 
+def _realtime() -> bool:
+    """Every thread of this process under SCHED_RR (see the module docstring), once the
+    kernel's RLIMIT_RTTIME is in place to stop it should it run on without blocking. False
+    where either is refused (the unit's LimitRTPRIO= or RestrictRealtime=, or not root)."""
+    bound = RT_SECONDS * 1_000_000  # microseconds
+    try:
+        hard = resource.getrlimit(resource.RLIMIT_RTTIME)[1]
+        if hard == resource.RLIM_INFINITY or hard > bound:  # lowering needs no privilege
+            resource.setrlimit(resource.RLIMIT_RTTIME, (bound, bound))
+        policy = os.SCHED_RR | os.SCHED_RESET_ON_FORK
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setscheduler(int(tid), policy, os.sched_param(RT_PRIORITY))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _layout(engine: str, containers: str) -> Layout:
     if engine == DOCKER.engine:
         return DOCKER
@@ -351,8 +383,11 @@ def main(argv: list[str]) -> int:
     forwarder = _Forwarder(sock, layout)
     watcher = LogFileWatcher(argv[1], forwarder, layout=layout)
     try:
-        watcher.start()
-        forwarder.send({"e": "ready", "nice": os.getpriority(os.PRIO_PROCESS, 0)})
+        watcher.start()  # the files already there: a long scan at the normal policy
+        realtime = _realtime()
+        forwarder.send(
+            {"e": "ready", "nice": os.getpriority(os.PRIO_PROCESS, 0), "realtime": realtime}
+        )
         while data := sock.recv(_MAX_MESSAGE):
             request = json.loads(data)
             watcher.sync(5.0)

@@ -118,9 +118,9 @@ class LogFileWatcher:
             try:
                 self._from_opener = self._opener.start()  # the files already there
                 log.info(
-                    "log files of %s are opened by a process of their own (nice %s)",
+                    "log files of %s are opened by a process of their own (%s)",
                     self._top,
-                    getattr(self._opener, "nice", None),
+                    getattr(self._opener, "priority", "?"),
                 )
             except OpenerGone as e:
                 log.warning("%s; log files are opened in the bridge", e)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.sources.logfiles.layout import DOCKER
-from bridge.sources.logfiles.opener import Opener
+from bridge.sources.logfiles.opener import RT_PRIORITY, RT_SECONDS, Opener
 from bridge.sources.logfiles.watch import OpenedLog, OpenerGone, OpenerMessage
 
 from .test_watch import (
@@ -47,6 +48,29 @@ def test_files_are_opened_in_the_opener_and_handed_over_with_their_configs(
         assert o.path == str(json_log(d))
         assert w.sync()
         assert opener.nice is not None
+
+
+def test_the_opener_runs_in_real_time_where_allowed_under_the_kernels_bound(
+    root: Path,
+    rec: Recorder,
+) -> None:
+    # Real time for every thread, with RLIMIT_RTTIME set first; the normal policy otherwise.
+    opener = Opener(str(root), DOCKER)
+    with watching(root, rec, opener=opener) as w:
+        assert w.sync()
+        assert opener._process is not None
+        pid = opener._process.pid
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        policies = {os.sched_getscheduler(t) & ~os.SCHED_RESET_ON_FORK for t in tids}
+        if os.geteuid() == 0:  # CAP_SYS_NICE; the unit grants it with LimitRTPRIO=
+            assert opener.realtime
+        assert policies == ({os.SCHED_RR} if opener.realtime else {os.SCHED_OTHER})
+        if opener.realtime:
+            assert {os.sched_getparam(t).sched_priority for t in tids} == {RT_PRIORITY}
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            bound = RT_SECONDS * 1_000_000
+            assert re.search(rf"Max realtime timeout\s+{bound}\s+{bound}\s", limits)
+            assert opener.priority == f"real-time priority {RT_PRIORITY}"
 
 
 def test_without_the_opener_files_are_opened_by_the_watcher_itself(
