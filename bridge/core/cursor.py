@@ -67,6 +67,12 @@ class Cursor:
             bounds.append(newest - guard_ns)
         return max(self.floor_ns, min(bounds), 0)
 
+    def marks(self) -> dict[int, int]:
+        """Stream -> high-water stamp, for each stream whose position lies inside a step's
+        window: a resume must read from before the line stamped so (its lines to come follow
+        it, stamped lower), however far back that is."""
+        return {stream: p[0] for stream, p in self.streams.items() if in_step(p)}
+
     def in_step(self) -> bool:
         """Whether a stream's position lies inside the window of a clock step back."""
         return any(in_step(p) for p in self.streams.values())

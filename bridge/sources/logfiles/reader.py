@@ -165,7 +165,7 @@ class FileReader(ReaderThread):
         cursor = handle.read_cursor or handle.start
         since = cursor.since_ns()
         if since > 0:
-            self._files.start_at(since)
+            self._files.start_at(since, cursor.marks())
         cursor_filter = CursorFilter(cursor)
         parser: LineParser = self._files.format.parser(self._files.position[1])
         gaps = self._files.gaps

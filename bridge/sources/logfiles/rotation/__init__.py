@@ -22,6 +22,7 @@ Not thread-safe: one reader thread owns a set (`Replacements` is the thread-safe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +57,8 @@ class FileSet(Protocol):
     @property
     def position(self) -> tuple[FileId, int]: ...
     def read(self, max_bytes: int = READ_BYTES) -> Chunk: ...
-    def start_at(self, since_ns: int) -> tuple[FileId, int]: ...
+    def start_at(
+        self, since_ns: int, marks: Mapping[int, int] | None = None
+    ) -> tuple[FileId, int]: ...  # marks: Cursor.marks(), see search.py
     def settle(self) -> bool: ...  # before the log is taken as ended: True if more turned up
     def close(self) -> None: ...

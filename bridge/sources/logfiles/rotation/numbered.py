@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.rotation.chain import Chain, missed_by_name
@@ -106,7 +106,7 @@ class NumberedFiles(FileSequence):
         self._take()
         return bool(self._chain.files)
 
-    def start_at(self, since_ns: int) -> tuple[FileId, int]:
+    def start_at(self, since_ns: int, marks: Mapping[int, int] | None = None) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`.
 
         The file: the newest whose first line is stamped strictly before `since_ns` (the oldest
@@ -116,12 +116,12 @@ class NumberedFiles(FileSequence):
         order; dockerd stamps each stream on its own, so the caller lowers
         `since_ns` by the reorder guard first. After a clock step back, lines stamped `since_ns`
         or later may come before lines stamped less: the search looks back for them within a
-        step's reach (search.py), and on into the files before while its window goes on there.
-        The next read() restarts ("start").
+        step's reach (search.py), and on into the files before while its window goes on there;
+        `marks` (a resume inside a window) set how far. The next read() restarts ("start").
         """
         self._refresh()
         listing = self._names.listing()
-        searcher = Searcher(self.format)
+        searcher = Searcher(self.format, marks=marks)
         target: Opened | None = None
         fallback: Opened | None = None  # the oldest file with a line, or the newest if none has
         candidates = self._candidates(listing)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.sources.logfiles.formats.lines import FileFormat
@@ -83,14 +83,14 @@ class ReplacedFiles(FileSequence):
         self._refresh()
         return bool(self._queue)
 
-    def start_at(self, since_ns: int) -> tuple[FileId, int]:
+    def start_at(self, since_ns: int, marks: Mapping[int, int] | None = None) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`: in
         the newest file whose first line is stamped strictly before it (the oldest if none is:
         lines stamped exactly `since_ns` may end the file before it),
         by a binary search. Files before that one are closed. The next read() restarts."""
         self._refresh()
         files = [self._reading] + [f for f, _ in self._queue]
-        searcher = Searcher(self.format)
+        searcher = Searcher(self.format, marks=marks)
         chosen = 0
         for i, f in enumerate(files):
             first = searcher.first_ts(f)

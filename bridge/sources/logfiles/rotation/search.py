@@ -30,6 +30,11 @@ later, block by block, as long as they hold lines stamped less than `STEP_REACH_
 `since_ns` and for at most `BACK_SCAN_BYTES`; the answer moves back to the first one found. A
 step back by less than `STEP_REACH_NS` whose window fits in `BACK_SCAN_BYTES` is found; in a
 file without a step the scan costs one read, or reads up to `STEP_REACH_NS` of a busy log.
+A resume from inside a window knows more: its position names the stamp that set the stream's
+high-water mark (core/cursor.py), and that line lies before the window. Such a stream's mark
+(`marks`) is looked for with no bound in time and up to `WINDOW_SCAN_BYTES`: the scan goes on
+until every mark's line is behind it, then by the rules above (newline formats; `local`'s
+walk keeps the bounds above).
 `local`'s walk back goes on the same way past the first entry stamped before `since_ns` it meets
 (`_walk_back_further`), entry by entry from boundaries it walked to. A scan that gets to the
 file's start with every line within reach says so (`window_at_start`): the window may begin in
@@ -41,7 +46,7 @@ completed in the file before (for `local`, each file's walk has its own bound).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from bridge.sources.logfiles.formats.lines import MAX_LINE_BYTES, FileFormat, Probed
 from bridge.sources.logfiles.rotation.identity import Opened
@@ -49,15 +54,25 @@ from bridge.sources.logfiles.rotation.identity import Opened
 BLOCK_BYTES = 64 * 1024
 STEP_REACH_NS = 10 * 1_000_000_000  # how far back a clock step is looked for
 BACK_SCAN_BYTES = 1024 * 1024  # ... and in how many bytes before the answer
+WINDOW_SCAN_BYTES = 256 * 1024 * 1024  # how far back a resume inside a window looks for its mark
 _BACK_BLOCK_BYTES = 256 * 1024
 _PROBE_LIMIT = 2 * MAX_LINE_BYTES  # a probe gives up on a line longer than this
 _STRIDE = 32  # lines walked back over by their framing alone before one is decoded
 
 
 class Searcher:
-    def __init__(self, fmt: FileFormat, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        fmt: FileFormat,
+        block_bytes: int = BLOCK_BYTES,
+        marks: Mapping[int, int] | None = None,
+    ) -> None:
+        """`marks`: stream -> the high-water stamp of a resume position inside a step's window
+        (Cursor.marks()), whose line a newline format's back-scan goes on to find."""
         self._fmt = fmt
         self._block = block_bytes
+        self._marks = dict(marks or {})
+        self._unfound = set(self._marks)
         self.reads = 0  # blocks read, for the O(log n) test and the start-up log line
         # The last search or back_scan looked back to the file's start, every line it met there
         # stamped within STEP_REACH_NS of `since_ns`: a step's window may go on before the file.
@@ -83,7 +98,9 @@ class Searcher:
         """The offset of the first line stamped `since_ns` or later in a plain file (or where
         the next line will start, if there is none)."""
         self.window_at_start = False
-        self._scan_left, self._block_left, self._block_newest = BACK_SCAN_BYTES, 0, -1
+        self._unfound = set(self._marks)
+        budget = WINDOW_SCAN_BYTES if self._unfound else BACK_SCAN_BYTES
+        self._scan_left, self._block_left, self._block_newest = budget, 0, -1
         if self._fmt.starts_before is not None:
             return self._walk_back(f, since_ns, self._fmt.starts_before)
         lo, hi = 0, f.size()
@@ -138,6 +155,7 @@ class Searcher:
         across files: a block cut by a file's start goes on at the end of the file before."""
         floor = max(0, answer - self._scan_left)
         reach = since_ns - STEP_REACH_NS
+        marks, unfound = self._marks, self._unfound
         end = answer  # a line start: the bytes before it are scanned next
         self.window_at_start = False
         while end > floor:
@@ -154,6 +172,10 @@ class Searcher:
             for line in self._fmt.parser(at).feed(buf[skip:]):
                 if line.ts_ns >= since_ns and at < answer:
                     answer = at
+                if unfound and line.stream in unfound and line.ts_ns == marks[line.stream]:
+                    # The line that set the mark (a window's lines are all stamped below it;
+                    # an answer past the window may have lines above it after it)
+                    unfound.discard(line.stream)
                 newest = max(newest, line.ts_ns)
                 at = line.end
             if start == 0 and end < block:  # the rest of the block is in the file before
@@ -161,7 +183,7 @@ class Searcher:
                 self.window_at_start = True
                 return answer
             self._block_left, self._block_newest = 0, -1
-            if newest < reach:
+            if newest < reach and not unfound:
                 return answer  # every line here is long before `since_ns`: no step reaches this far
             end = start + skip
         self.window_at_start = end == 0

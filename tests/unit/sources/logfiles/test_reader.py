@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -72,8 +72,8 @@ class Chunked:
         self.reads += 1
         return self.files.read(min(size, max_bytes))
 
-    def start_at(self, since_ns: int) -> tuple[FileId, int]:
-        return self.files.start_at(since_ns)
+    def start_at(self, since_ns: int, marks: Mapping[int, int] | None = None) -> tuple[FileId, int]:
+        return self.files.start_at(since_ns, marks)
 
     def settle(self) -> bool:
         return self.files.settle()
@@ -382,6 +382,30 @@ def test_a_restart_inside_a_window_that_spans_a_rotation(tmp_path):
     resumed = Cursor(streams={STDOUT: run.records[0].last})
     again = read(write_rotated(str(tmp_path / "b"), recs, [1]), resumed)
     assert [r.message for r in again.records] == [b"after the step 0", b"after the step 1"]
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_a_restart_deep_inside_a_long_window_after_a_large_step(tmp_path, rotate):
+    """A step back by 60 s, then a window of 20 s of stamps and 4.6 MB of lines (past the
+    back-scan's usual bounds), optionally rotated in its middle: a restart from its late lines
+    looks back for the line that set the mark (Cursor.marks) and loses nothing."""
+    ms, pad = 1_000_000, b"x" * 150
+    recs = [Rec(STDOUT, T0 + 100_000 * ms + i * 20 * ms, b"before %d" % i) for i in range(100)]
+    recs += [Rec(STDOUT, T0 + 40_000 * ms + i * ms, b"in %d %s" % (i, pad)) for i in range(20_000)]
+    recs.append(Rec(STDOUT, T0 + 200_000 * ms, b"after the window"))
+    (tmp_path / "a").mkdir()
+    run = read(write_rotated(str(tmp_path / "a"), recs, [10_100] if rotate else []))
+    assert len(run.records) == len(recs)
+    for cut in (15_000, 20_099):
+        last = run.records[cut].last
+        assert len(last) == 5  # inside the window
+        d = tmp_path / f"b{cut}"
+        d.mkdir()
+        again = read(
+            write_rotated(str(d), recs, [10_100] if rotate else []), Cursor(0, {STDOUT: last})
+        )
+        assert [r.message for r in again.records] == [r.message for r in recs[cut + 1 :]], cut
+        assert again.sample("rotation_gaps_total") == 0
 
 
 class StepByStep:
