@@ -10,6 +10,9 @@ give the container's author anything of the host. `confine()` makes the calling 
   again, which, the ambient set cleared and the user not root, leaves it no effective,
   permitted or ambient capability (the inheritable set stays, and is no use: see `held`);
 - `no_new_privs`: no exec can raise its privileges again;
+- no way to raise its scheduling priority: RLIMIT_RTPRIO and RLIMIT_NICE lowered to 0 (the unit
+  grants real time for the log file opener, and every process of the unit inherits the limit),
+  and the calls that change a policy or a priority refused by the filter;
 - unable to name a file or reach another process (x86_64): a seccomp filter answers EPERM to
   every system call that opens, creates or changes a path, executes, makes a socket, signals,
   traces or reads another process (ptrace, pidfd_getfd, process_vm_readv), or could do any of
@@ -27,6 +30,7 @@ import ctypes
 import errno
 import os
 import platform
+import resource
 import struct
 
 _PR_CAPBSET_READ = 23
@@ -67,6 +71,8 @@ DENIED_X86_64 = {
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321,
     "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
     "request_key": 249,
+    # scheduling: real time or a raised priority would let it starve the host
+    "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144, "sched_setattr": 314,
 }  # fmt: skip
 
 FILTERED = platform.machine() == "x86_64"
@@ -190,4 +196,6 @@ def confine() -> bool:
     Raises OSError when a step fails: a worker that cannot confine itself must not parse."""
     drop_capabilities()
     _check(_prctl(_PR_SET_NO_NEW_PRIVS, 1), "PR_SET_NO_NEW_PRIVS")
+    for limit in (resource.RLIMIT_RTPRIO, resource.RLIMIT_NICE):
+        resource.setrlimit(limit, (0, 0))  # lowering needs no privilege; raising it again does
     return install_filter()

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sandbox.FILTERED, reason="the syscall filter
 
 # run in a child: what a worker taken over by a hostile journal would try, once confined
 ATTEMPTS = """
-import ctypes, json, os, socket, sys
+import ctypes, json, os, resource, socket, sys
 from bridge.sources.inner_journal import sandbox
 held = os.open(sys.argv[1], os.O_RDONLY)
 sandbox.confine()
@@ -44,7 +44,10 @@ def ptrace():
     if libc.ptrace(16, os.getppid(), 0, 0) != 0:  # PTRACE_ATTACH
         raise OSError(ctypes.get_errno(), "ptrace")
 attempt("ptrace", ptrace)
+attempt("realtime", lambda: os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1)))
+attempt("priority", lambda: os.setpriority(os.PRIO_PROCESS, 0, -5))
 results["held"] = os.pread(held, 5, 0).decode()
+results["limits"] = [resource.getrlimit(resource.RLIMIT_RTPRIO), resource.getrlimit(resource.RLIMIT_NICE)]
 print(json.dumps(results))
 """
 
@@ -62,10 +65,12 @@ def test_a_confined_process_opens_no_host_path_and_reaches_no_process(tmp_path: 
     )
     results = json.loads(done.stdout)
     assert results.pop("held") == "mine!"  # what it was given it still reads
+    assert results.pop("limits") == [[0, 0], [0, 0]]  # no priority to raise, even by exec
     assert results == dict.fromkeys(results, 1), results  # everything else: EPERM
     assert sorted(results) == sorted(
-        ["open", "open_parent_root", "openat", "socket", "kill", "pidfd_open", "execve", "ptrace"]
-    )
+        ["open", "open_parent_root", "openat", "socket", "kill", "pidfd_open", "execve", "ptrace",
+         "realtime", "priority"]
+    )  # fmt: skip
 
 
 def status(pid: int) -> dict[str, str]:
