@@ -32,9 +32,11 @@ step back by less than `STEP_REACH_NS` whose window fits in `BACK_SCAN_BYTES` is
 file without a step the scan costs one read, or reads up to `STEP_REACH_NS` of a busy log.
 A resume from inside a window knows more: its position names the stamp that set the stream's
 high-water mark (core/cursor.py), and that line lies before the window. Such a stream's mark
-(`marks`) is looked for with no bound in time and up to `WINDOW_SCAN_BYTES`: the scan goes on
-until every mark's line is behind it, then by the rules above (newline formats; `local`'s
-walk keeps the bounds above).
+(`marks`) is looked for first ahead of the answer (`_look_ahead`: after a step, lines stamped
+between the resume line and the mark precede the mark, and what lies there the reader reads
+anyway), then behind it with no bound in time and up to `WINDOW_SCAN_BYTES`: the scan goes on
+until every mark's line is behind it, then by the usual bounds (newline formats; `local`'s walk
+keeps the usual bounds).
 `local`'s walk back goes on the same way past the first entry stamped before `since_ns` it meets
 (`_walk_back_further`), entry by entry from boundaries it walked to. A scan that gets to the
 file's start with every line within reach says so (`window_at_start`): the window may begin in
@@ -111,7 +113,39 @@ class Searcher:
                 lo = found[1]
             else:
                 hi = mid
-        return self._back_scan(f, self._scan(f, lo, since_ns), since_ns)
+        answer = self._scan(f, lo, since_ns)
+        if self._unfound:
+            self._look_ahead(f, answer, since_ns)
+            if not self._unfound:
+                self._scan_left = BACK_SCAN_BYTES  # the marks are ahead: a restart like others
+        return self._back_scan(f, answer, since_ns)
+
+    def _look_ahead(self, f: Opened, at: int, since_ns: int) -> None:
+        """Takes out of `_unfound` the marks whose line lies after `at`. From before its mark,
+        a stream's lines climb to it, stamped at or above `since_ns` and below the mark; from
+        inside its window, a line of it stamped below `since_ns` or above the mark comes first
+        (then the mark is behind, for the back-scan). Reads what a reader from `at` would read
+        anyway, up to the window's budget."""
+        marks, unfound = self._marks, self._unfound
+        undecided = set(unfound)
+        parser = self._fmt.parser(at)
+        left = WINDOW_SCAN_BYTES
+        while undecided and left > 0:
+            buf = f.pread(at, self._block)
+            self.reads += 1
+            if not buf:
+                return
+            at += len(buf)
+            left -= len(buf)
+            for line in parser.feed(buf):
+                stream = line.stream
+                if stream not in undecided:
+                    continue
+                if line.ts_ns == marks[stream]:
+                    unfound.discard(stream)
+                    undecided.discard(stream)
+                elif line.ts_ns < since_ns or line.ts_ns > marks[stream]:
+                    undecided.discard(stream)
 
     def _probe(self, f: Opened, at: int) -> Probed | None:
         size = self._block
@@ -169,6 +203,7 @@ class Searcher:
                 return answer  # no line starts in the block: a line longer than it (damage)
             at = start + skip
             newest = self._block_newest
+            looking = bool(unfound)
             for line in self._fmt.parser(at).feed(buf[skip:]):
                 if line.ts_ns >= since_ns and at < answer:
                     answer = at
@@ -178,6 +213,9 @@ class Searcher:
                     unfound.discard(line.stream)
                 newest = max(newest, line.ts_ns)
                 at = line.end
+            if looking and not unfound:  # every mark is behind us: the usual bound from here
+                self._scan_left = min(self._scan_left, BACK_SCAN_BYTES)
+                floor = max(floor, start + skip - self._scan_left)
             if start == 0 and end < block:  # the rest of the block is in the file before
                 self._block_left, self._block_newest = block - end, newest
                 self.window_at_start = True

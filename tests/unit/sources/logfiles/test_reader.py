@@ -30,6 +30,7 @@ from bridge.sources.logfiles.reader import _ARMED_SECONDS, FileReader
 from bridge.sources.logfiles.rotation import READ_BYTES, Chunk, FileSet
 from bridge.sources.logfiles.rotation.identity import FileId
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
+from bridge.sources.logfiles.rotation.search import BLOCK_BYTES
 from bridge.telemetry import Telemetry
 
 from .encode import T0, Rec, json_line
@@ -406,6 +407,32 @@ def test_a_restart_deep_inside_a_long_window_after_a_large_step(tmp_path, rotate
         )
         assert [r.message for r in again.records] == [r.message for r in recs[cut + 1 :]], cut
         assert again.sample("rotation_gaps_total") == 0
+
+
+def test_a_restart_just_after_a_large_step_reads_no_more_than_a_usual_one(tmp_path):
+    """The binary search's answer lies before the mark's line (before the step, lines stamped
+    between the resume line and the mark): the mark is found ahead of it, reading what the
+    reader reads next anyway (the newest file, here), and the scan back keeps the usual bound
+    instead of going through every older file for it."""
+    ms, pad = 1_000_000, b"x" * 150
+    recs = [Rec(STDOUT, T0 + i * 5 * ms, b"old %d %s" % (i, pad)) for i in range(40_000)]
+    hw = recs[-1].ts_ns
+    recs += [Rec(STDOUT, hw - 60_000 * ms + i * 5 * ms, b"in %d" % i) for i in range(200)]
+    rotations = [10_000, 20_000, 30_000]
+    for d in "abcd":
+        (tmp_path / d).mkdir()
+    run = read(write_rotated(str(tmp_path / "a"), recs, rotations))
+    cut = len(recs) - 100
+    cursor = Cursor(0, {STDOUT: run.records[cut].last})
+    files = write_rotated(str(tmp_path / "b"), recs, rotations)
+    files.start_at(cursor.since_ns(), cursor.marks())
+    plain = write_rotated(str(tmp_path / "c"), recs, rotations)
+    plain.start_at(cursor.since_ns())
+    newest = os.path.getsize(tmp_path / "b" / f"{CID}-json.log")
+    ahead = -(-newest // BLOCK_BYTES)  # the blocks the look ahead may read
+    assert files.search_reads <= plain.search_reads + ahead + 1, (files.search_reads, ahead)
+    again = read(write_rotated(str(tmp_path / "d"), recs, rotations), cursor)
+    assert [r.message for r in again.records] == [r.message for r in recs[cut + 1 :]]
 
 
 class StepByStep:
