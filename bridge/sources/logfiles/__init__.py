@@ -7,6 +7,7 @@
                 Handover: each log file handed over once, in creation order (Container)
     opener      Opener: a process of its own, at a raised priority, that opens each new log
                 file the moment it appears and passes the descriptor on (SCM_RIGHTS)
+    realtime    the opener's real-time policy, and the Budget that keeps it a small share
     safe_open   opening files in a directory containers write to (regular files only, no
                 symlink, no FIFO), bounded config reads, closing a descriptor handed over
     source      LogFileSource: keeps what the watcher opened until a reader claims it, and

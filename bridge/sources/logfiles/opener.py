@@ -4,13 +4,9 @@ dockerd deletes a rotated file two rotations after creating it, within milliseco
 fast writer, and a file opened before that stays readable. A thread of the bridge opening it
 shares the interpreter lock with busy readers and the writer, and was measured to miss files.
 This process runs the moment inotify reports a file, whatever the bridge is doing: it does
-nothing else, under a real-time policy (SCHED_RR at its lowest priority, which the unit's
-LimitRTPRIO= grants without a capability). A lowered nice value was not enough: on a busy
-host the kernel still left it queued for longer than a fast writer's file lives. Real time is
-safe here because the work is bounded per event and comes only from the engine's own file
-operations; the kernel's RLIMIT_RTTIME kills it should it ever run on without blocking, and
-the bridge then opens files itself (below). Where real time is refused, the nice value the
-unit's LimitNICE= allows; without either, the bridge's own priority. `ready` says which.
+nothing else, in real time within a budget (realtime.py). Where real time is refused, at the
+nice value the unit's LimitNICE= allows; without either, the bridge's own priority. `ready`
+says which.
 
 It runs the bridge's own LogFileWatcher (watch.py) with events that forward (`_Forwarder`):
 each descriptor goes to the bridge over a Unix socket (SCM_RIGHTS) and is closed here at once.
@@ -40,16 +36,17 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.sources.logfiles import realtime
 from bridge.sources.logfiles.layout import DOCKER, Layout, podman
 from bridge.sources.logfiles.safe_open import CONFIG_MAX_BYTES, close_quietly
 from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog, OpenerGone, OpenerMessage
@@ -57,8 +54,6 @@ from bridge.sources.logfiles.watch import LogFileWatcher, OpenedLog, OpenerGone,
 log = logging.getLogger(__name__)
 
 NICE = -15  # the opener's nice value, where the unit's LimitNICE= allows it
-RT_PRIORITY = 1  # SCHED_RR's lowest: ahead of every normal task, behind the kernel's own
-RT_SECONDS = 2  # RLIMIT_RTTIME: CPU time without blocking before the kernel stops it
 _MAX_MESSAGE = 64 * 1024  # a path and a reason are bounded by the file system
 _MAX_FDS = 3  # the log and its two config files
 _START_SECONDS = 30.0
@@ -124,7 +119,9 @@ class Opener:
     @property
     def priority(self) -> str:
         """How the process is scheduled, for a log line."""
-        return f"real-time priority {RT_PRIORITY}" if self.realtime else f"nice {self.nice}"
+        if self.realtime:
+            return f"real-time priority {realtime.RT_PRIORITY}"
+        return f"nice {self.nice}"
 
     def fileno(self) -> int:
         return self._sock.fileno() if self._sock is not None else -1
@@ -348,23 +345,6 @@ def _memfd(text: bytes) -> int | None:
     return fd
 
 
-def _realtime() -> bool:
-    """Every thread of this process under SCHED_RR (see the module docstring), once the
-    kernel's RLIMIT_RTTIME is in place to stop it should it run on without blocking. False
-    where either is refused (the unit's LimitRTPRIO= or RestrictRealtime=, or not root)."""
-    bound = RT_SECONDS * 1_000_000  # microseconds
-    try:
-        hard = resource.getrlimit(resource.RLIMIT_RTTIME)[1]
-        if hard == resource.RLIM_INFINITY or hard > bound:  # lowering needs no privilege
-            resource.setrlimit(resource.RLIMIT_RTTIME, (bound, bound))
-        policy = os.SCHED_RR | os.SCHED_RESET_ON_FORK
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setscheduler(int(tid), policy, os.sched_param(RT_PRIORITY))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def _layout(engine: str, containers: str) -> Layout:
     if engine == DOCKER.engine:
         return DOCKER
@@ -382,12 +362,12 @@ def main(argv: list[str]) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
     forwarder = _Forwarder(sock, layout)
     watcher = LogFileWatcher(argv[1], forwarder, layout=layout)
+    stop = threading.Event()
     try:
         watcher.start()  # the files already there: a long scan at the normal policy
-        realtime = _realtime()
-        forwarder.send(
-            {"e": "ready", "nice": os.getpriority(os.PRIO_PROCESS, 0), "realtime": realtime}
-        )
+        realtime.govern(stop)
+        rt = realtime.enter()
+        forwarder.send({"e": "ready", "nice": os.getpriority(os.PRIO_PROCESS, 0), "realtime": rt})
         while data := sock.recv(_MAX_MESSAGE):
             request = json.loads(data)
             watcher.sync(5.0)
@@ -395,6 +375,7 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError, AttributeError):
         pass  # the bridge is gone, or spoke nonsense: either way, stop
     finally:
+        stop.set()
         watcher.stop()
     return 0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bridge.sources.logfiles.layout import DOCKER
-from bridge.sources.logfiles.opener import RT_PRIORITY, RT_SECONDS, Opener
+from bridge.sources.logfiles.opener import Opener
+from bridge.sources.logfiles.realtime import RT_PRIORITY, RT_SECONDS
 from bridge.sources.logfiles.watch import OpenedLog, OpenerGone, OpenerMessage
 
 from .test_watch import (
