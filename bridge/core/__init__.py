@@ -8,5 +8,6 @@ queue       PendingQueue and its items (Batch, EndOfStream, InnerBatch): sources
 partial     PartialJoiner: rejoins the pieces an engine cuts long lines into
 fields      journal field names and a container's fields, Docker-compatible
 timestamps  RFC3339Nano <-> nanoseconds
+readiness   readable(): waiting on descriptors of any number (poll, not select)
 state       the state file, and ResumePoints: the only writer of saved positions
 """

@@ -119,6 +119,30 @@ def test_rotation_by_renaming_under_an_unpaced_writer(bridge, journald, containe
     assert (len(lost), gaps) == (0, 0)
 
 
+def test_a_container_rotating_its_log_flat_out_harms_no_one(bridge, journald, containers):
+    # Whoever runs a container picks its log options: 1 KB files, written as fast as dockerd
+    # takes them, are a flood of new files for the opener (held to its real-time budget) and
+    # of held descriptors for the bridge (past select()'s 1024 once). A neighbour's lines all
+    # arrive, once, and nothing in the bridge fails.
+    bridge.start()
+    flood = containers.run(
+        "yes 0123456789012345678901234567890123456789 | head -c 10000000",
+        log_config={"type": "json-file", "config": {"max-size": "1k", "max-file": "2"}},
+    )
+    lines = 2000
+    good = containers.run(
+        f"i=1; while [ $i -le {lines} ]; do echo good-$i; i=$((i+1)); "
+        "[ $((i % 100)) -eq 0 ] && sleep 0.1; done"
+    )
+    flood.wait(timeout=300)
+    good.wait(timeout=120)
+    wait_complete(journald, good, {f"good-{i}".encode(): 1 for i in range(1, lines + 1)})
+    log = bridge.log()
+    assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
+    assert "opened in the bridge" not in log  # the opener is still there
+    assert bridge.get("/readyz")[0] == 200
+
+
 @pytest.mark.engines("docker26")
 def test_a_single_file_truncated_in_place_loses_and_repeats_nothing(bridge, journald, containers):
     # max-size with max-file=1: json-file truncates the same inode instead of renaming

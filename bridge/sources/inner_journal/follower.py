@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from bridge.core.readiness import readable
 from bridge.sources.inner_journal import containment, fileset, protocol
 from bridge.sources.inner_journal.budget import WorkerBudget
 from bridge.sources.inner_journal.options import DEFAULT_OPTIONS, FollowerStats, WorkerOptions
@@ -122,7 +122,7 @@ class InnerJournalFollower:
         except OSError:
             os.close(pidfd)
             raise
-        if select.select([pidfd], [], [], 0)[0]:
+        if readable([pidfd]):
             os.close(root_fd)
             os.close(pidfd)
             raise ProcessLookupError(f"process {pid} has exited")
@@ -231,7 +231,7 @@ class InnerJournalFollower:
             watched = [out, self._wake_r]
             if self._pidfd is not None and not self._final:  # the exit: look at once
                 watched.append(self._pidfd)
-            ready = select.select(watched, [], [], max(0.0, timeout))[0]
+            ready = readable(watched, max(0.0, timeout))
             if self._pidfd in ready and out not in ready:
                 self._next_poll = 0.0
                 continue
@@ -259,7 +259,7 @@ class InnerJournalFollower:
         self._next_poll = time.monotonic() + self._options.poll_seconds
         if self._final:
             return
-        exited = self._pidfd is not None and bool(select.select([self._pidfd], [], [], 0)[0])
+        exited = self._pidfd is not None and bool(readable([self._pidfd]))
         if self._scan(final=exited):
             self._respawn = True
         if exited:
@@ -289,7 +289,7 @@ class InnerJournalFollower:
     def _start(self) -> bool:
         wait = self._retry_at - time.monotonic()
         if wait > 0:
-            select.select([self._wake_r], [], [], wait)  # stop() cuts the backoff short
+            readable([self._wake_r], wait)  # stop() cuts the backoff short
             return False
         budget = self._budget
         # a first worker, or one whose predecessor read entries, goes before idle ones

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from typing import Protocol
 from bridge.core.container import ContainerHandle
 from bridge.core.inner import InnerPositionLike
 from bridge.core.queue import InnerBatch, PendingQueue
+from bridge.core.readiness import readable
 from bridge.sources.inner_journal.budget import WorkerBudget
 from bridge.sources.inner_journal.follower import InnerJournalFollower
 from bridge.sources.inner_journal.gather import Gatherer, StatsReport, rate_limit_of
@@ -201,13 +201,13 @@ class InnerJournalReader:
         """Whether the reader's process has exited (called with the lock held)."""
         fd = self._pidfd
         if fd is not None:
-            return bool(select.select([fd], [], [], 0)[0])
+            return bool(readable([fd]))
         try:
             fd = os.pidfd_open(self._pid)
         except OSError:
             return True
         try:
-            return bool(select.select([fd], [], [], 0)[0])
+            return bool(readable([fd]))
         finally:
             os.close(fd)
 

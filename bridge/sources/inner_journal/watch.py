@@ -23,12 +23,12 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge.core.readiness import readable
 from bridge.sources.inner_journal import containment
 from bridge.telemetry import Telemetry
 
@@ -136,11 +136,11 @@ class InnerJournalWatch:
 
     def _look(self, pid: int, pidfd: int) -> str:
         """The verdict: "found", "none" (look again later) or "gone" (stop watching)."""
-        if select.select([pidfd], [], [], 0)[0]:
+        if readable([pidfd]):
             return "gone"  # the process exited: a new start is a new watch
         try:
             with containment.opened_root(pid) as root:
-                if select.select([pidfd], [], [], 0)[0]:
+                if readable([pidfd]):
                     return "gone"  # the pid may have been reused before the open
                 return "found" if containment.has_inner_journal(root) else "none"
         except (ProcessLookupError, FileNotFoundError):

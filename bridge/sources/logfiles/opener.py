@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core.readiness import readable
 from bridge.sources.logfiles import realtime
 from bridge.sources.logfiles.layout import DOCKER, Layout, podman
 from bridge.sources.logfiles.safe_open import CONFIG_MAX_BYTES, close_quietly
@@ -199,10 +199,8 @@ class Opener:
         sock = self._sock
         if sock is None:
             raise OpenerGone("the log file opener is stopped")
-        if block:
-            ready, _, _ = select.select([sock], [], [], timeout)
-            if not ready:
-                return None
+        if block and not readable([sock.fileno()], timeout):
+            return None
         try:
             data, ancdata, _, _ = sock.recvmsg(
                 _MAX_MESSAGE, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_DONTWAIT
