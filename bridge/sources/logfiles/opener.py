@@ -363,8 +363,10 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     try:
         watcher.start()  # the files already there: a long scan at the normal policy
-        realtime.govern(stop)
+        realtime.govern(stop)  # before enter(): in real time itself, it always gets to run
         rt = realtime.enter()
+        if not rt:
+            stop.set()  # nothing to govern (its first look is a window away)
         forwarder.send({"e": "ready", "nice": os.getpriority(os.PRIO_PROCESS, 0), "realtime": rt})
         while data := sock.recv(_MAX_MESSAGE):
             request = json.loads(data)
