@@ -185,6 +185,12 @@ class FileReader(ReaderThread):
                     self._count_malformed(parser)
                     if self._stop.is_set() and not handle.removed:
                         return  # shutdown mid-file: the rest is read at the next start
+                    if chunk.at_live_end and self._armed and self._quiet():
+                        # Armed before this read: what comes after it wakes the reader, so
+                        # a line that comes alone costs one read, not a second to see the end.
+                        yield from self._waited()
+                        chunks = 0
+                        continue
                     chunks += 1
                     if chunks % _CHUNKS_PER_STEP == 0:
                         yield 0.0  # a catch-up: the others' turn
@@ -219,6 +225,15 @@ class FileReader(ReaderThread):
             self._armed = self._follow(self._on_change)
             return False  # read once more: a write just before the watch was armed has no event
         return (yield from self._waited())
+
+    def _quiet(self) -> bool:
+        """Nothing for `_at_end` to do but wait: not removed, not stopping, no state to ask."""
+        return not (
+            self._handle.removed
+            or self._stop.is_set()
+            or self._check_state
+            or time.monotonic() >= self._next_state_check
+        )
 
     def _waited(self) -> Generator[float, None, bool]:
         """Waits for the wake-up. Woken (or the wait ran out), it arms again before reading,

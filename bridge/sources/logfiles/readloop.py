@@ -10,10 +10,13 @@ the pass's batches reach the writer together. That window is the latency this co
 (well inside the delivery budget); under load the passes follow each other without it.
 
 Writes wake a reader through this loop's own inotify instance (`watch`: IN_MODIFY on the
-directory the log is written in, IN_ONESHOT, armed as the reader waits): the events of a
-window are read in one go by this thread, where the watcher's (watch.py) would cost its
-thread a wake-up and two mask changes per line. One-shot, since a watched IN_MODIFY makes
-every write of the engine's writer costlier: a reader that is behind has no watch.
+directory the log is written in, armed as the reader waits): the events of a window are read
+in one go by this thread, where the watcher's (watch.py) would cost its thread a wake-up and
+two mask changes per line. A wake-up is one-shot, the kernel's watch is not: a reader that
+waits again after each line costs no `inotify_add_watch` and no IN_IGNORED per line. Since a
+watched IN_MODIFY makes every write of the engine's writer costlier, a write that finds no
+reader waiting removes the kernel's watch (the reader is behind or gone); its next wait adds
+it again.
 
 Invariants:
 - A task runs on this thread only, one step at a time; a step reads to the end of what its
@@ -25,7 +28,8 @@ Invariants:
   shared anyway. What may take long for one container alone (an engine's inspect) runs
   `aside`, on a small pool, and wakes its task when done.
 - A step that raises costs its task, never the loop: logged, and the task is dropped.
-- A write watch wakes at most once (IN_ONESHOT); a lost one (overflow) wakes every watcher.
+- A wake-up for a write is called at most once per `watch` call; lost events (overflow) wake
+  every reader waiting. A directory is watched once, whoever waits on it.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ log = logging.getLogger(__name__)
 
 GATHER_SECONDS = 0.01
 _ASIDE_THREADS = 4
-_WRITE_MASK: int = flags.MODIFY | flags.ONESHOT | flags.ONLYDIR | flags.DONT_FOLLOW
+_WRITE_MASK: int = flags.MODIFY | flags.ONLYDIR | flags.DONT_FOLLOW
 
 
 class Task(Protocol):
@@ -71,6 +75,8 @@ class ReadLoop:
         self._inotify: Any = None
         self._wake_fd = -1
         self._writes: dict[int, list[Callable[[], None]]] = {}  # wd -> one-shot callbacks
+        self._dirs: dict[str, int] = {}  # directory -> its kernel watch
+        self._dir_of: dict[int, str] = {}  # and back
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._aside = ThreadPoolExecutor(_ASIDE_THREADS, thread_name_prefix=f"{name}-aside")
 
@@ -98,10 +104,17 @@ class ReadLoop:
         with self._lock:
             if self._inotify is None or self._stopping:
                 return False
-            try:
-                wd = int(self._inotify.add_watch(directory, _WRITE_MASK))
-            except OSError:
-                return False
+            wd = self._dirs.get(directory)
+            if wd is None:
+                try:
+                    wd = int(self._inotify.add_watch(directory, _WRITE_MASK))
+                except OSError:
+                    return False
+                old = self._dir_of.get(wd)  # the same directory under another name
+                if old is not None:
+                    del self._dirs[old]
+                self._dirs[directory] = wd
+                self._dir_of[wd] = directory
             callbacks = self._writes.setdefault(wd, [])
             if on_write not in callbacks:
                 callbacks.append(on_write)
@@ -188,14 +201,35 @@ class ReadLoop:
         """The write events queued so far: their callbacks, once each."""
         callbacks: list[Callable[[], None]] = []
         events = self._inotify.read(timeout=0)
+        woken: set[int] = set()
+        unwaited: set[int] = set()  # written to with nobody waiting
         with self._lock:
             for wd, mask, _cookie, _name in events:
+                wd = int(wd)
                 if mask & flags.Q_OVERFLOW:  # lost: everyone looks again
                     for cbs in self._writes.values():
                         callbacks += cbs
+                    woken.update(self._writes)
                     self._writes.clear()
-                else:
-                    callbacks += self._writes.pop(int(wd), ())
+                    continue
+                waiting = self._writes.pop(wd, None)
+                if waiting:
+                    callbacks += waiting
+                    woken.add(wd)
+                if mask & flags.IGNORED:  # the directory went, or rm_watch below
+                    directory = self._dir_of.pop(wd, None)
+                    if directory is not None:
+                        del self._dirs[directory]
+                elif wd not in woken:
+                    unwaited.add(wd)
+            # A reader that is behind, or done: the writes to come would cost the writer
+            # and this thread for nothing.
+            for wd in unwaited - woken:
+                directory = self._dir_of.pop(wd, None)
+                if directory is not None:
+                    del self._dirs[directory]
+                    with contextlib.suppress(OSError):  # gone meanwhile
+                        self._inotify.rm_watch(wd)
         for cb in callbacks:
             try:
                 cb()

@@ -40,12 +40,17 @@ class Chunk:
     resets its parser at `offset` before feeding `data` (which may be empty): "rotated" (the
     next file), "truncated" (the same file from 0), "gap" (the next file still there; some
     before it were lost), "start" (after start_at/resume).
+
+    `at_live_end`: the read stopped short at the end of the file being written, and the set
+    holds no newer file: a write or a rotation after this read is announced by the watches
+    (when the reader has them armed), so the reader need not read once more to find the end.
     """
 
     data: bytes
     file: FileId
     offset: int  # of data[0] in `file` (in the decompressed bytes for a .gz)
     restart: str = ""
+    at_live_end: bool = False
 
 
 class FileSet(Protocol):

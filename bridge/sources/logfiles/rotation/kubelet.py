@@ -161,6 +161,9 @@ class KubeletFiles(ReplacedFiles):
                 # was taken in is lost with it; the time bound then decides.)
                 self._closed.discard(f.id)
 
+    def _newer_held(self) -> bool:
+        return True  # a renamed file is written on until the runtime reopens: look each time
+
     def _advance(self) -> bool:
         old = self._reading
         if not self._written_out(old):

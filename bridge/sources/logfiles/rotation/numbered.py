@@ -351,6 +351,9 @@ class NumberedFiles(FileSequence):
 
     # -- the chain: the files the watcher handed over -----------------------------------------
 
+    def _newer_held(self) -> bool:
+        return not self._live() or bool(self._chain.files) or self._newest is not None
+
     def _live(self) -> bool:
         """Whether the watcher hands over every new file (it watches the log's directory)."""
         return self._replacements is not None and self._replacements.live()

@@ -127,6 +127,9 @@ class ReplacedFiles(FileSequence):
             known.add(f.id)
             self._queue.append((f, gap_before))
 
+    def _newer_held(self) -> bool:
+        return bool(self._queue) or not self._replacements.live()
+
     def _advance(self) -> bool:
         """At the end of a final file, moves to the next; False if none is known yet."""
         if not self._queue and not self._replacements.live():

@@ -66,7 +66,8 @@ class FileSequence:
         f = self._reading
         data = f.read(max_bytes)
         if data:
-            return self._chunk(f, data)
+            live_end = len(data) < max_bytes and not f.final and not self._newer_held()
+            return self._chunk(f, data, live_end)
         if not f.final:
             if self._at_path(f):
                 self.exhausted = False
@@ -100,6 +101,12 @@ class FileSequence:
         """At the end of a final file, moves to the next; False if none is known yet."""
         raise NotImplementedError
 
+    def _newer_held(self) -> bool:
+        """Whether a file newer than the one read may be held or unnoticed (see
+        `Chunk.at_live_end`): True unless the watcher hands every new file over and none
+        is held."""
+        return True
+
     def _at_path(self, f: Opened) -> bool:
         try:
             st = os.stat(self._path)
@@ -114,6 +121,6 @@ class FileSequence:
         if self._on_gap is not None:
             self._on_gap(reason)
 
-    def _chunk(self, f: Opened, data: bytes) -> Chunk:
+    def _chunk(self, f: Opened, data: bytes, at_live_end: bool = False) -> Chunk:
         restart, self._restart = self._restart, ""
-        return Chunk(data, f.id, f.offset - len(data), restart)
+        return Chunk(data, f.id, f.offset - len(data), restart, at_live_end)

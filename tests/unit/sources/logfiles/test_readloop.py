@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -127,4 +128,69 @@ def test_a_write_into_a_watched_directory_wakes_once(tmp_path: Path) -> None:
         assert not loop.watch(str(log), lambda: None)  # a file, not a directory
     finally:
         os.close(fd)
+        loop.stop()
+
+
+def inotify_fds() -> set[int]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                found.add(int(fd))
+    return found
+
+
+def kernel_watches(fd: int) -> list[str]:
+    """The watches of an inotify instance, as the kernel lists them (`wd:N ...`)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return [line.split()[1] for line in f if line.startswith("inotify wd:")]
+
+
+def test_a_reader_that_waits_after_each_line_keeps_one_kernel_watch_and_a_write_nobody_waits_for_drops_it(
+    tmp_path: Path,
+) -> None:
+    loop = ReadLoop(gather_seconds=0.001)
+    before = inotify_fds()
+    loop.start()
+    (ours,) = inotify_fds() - before
+    fd = os.open(tmp_path / "ctr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    calls: list[int] = []
+    try:
+        for n in range(5):  # a line, a wake-up, the reader waits again: the same watch
+            assert loop.watch(str(tmp_path), lambda n=n: calls.append(n))
+            watches = kernel_watches(ours)
+            assert len(watches) == 1
+            if n == 0:
+                first = watches
+            assert watches == first
+            os.write(fd, b"line\n")
+            assert until(lambda n=n: calls[-1:] == [n])
+        os.write(fd, b"nobody waits\n")  # behind, or gone: the watch goes
+        assert until(lambda: kernel_watches(ours) == [])
+        assert calls == [0, 1, 2, 3, 4]
+        assert loop.watch(str(tmp_path), lambda: calls.append(5))
+        os.write(fd, b"again\n")
+        assert until(lambda: calls[-1:] == [5])
+    finally:
+        os.close(fd)
+        loop.stop()
+
+
+def test_a_watched_directory_that_goes_wakes_its_reader_and_can_be_watched_anew(
+    tmp_path: Path,
+) -> None:
+    loop = ReadLoop(gather_seconds=0.001)
+    directory = tmp_path / "ctr"
+    directory.mkdir()
+    calls: list[str] = []
+    loop.start()
+    try:
+        assert loop.watch(str(directory), lambda: calls.append("gone"))
+        directory.rmdir()
+        assert until(lambda: calls == ["gone"])
+        directory.mkdir()  # the same path, another directory: watched afresh
+        assert loop.watch(str(directory), lambda: calls.append("new"))
+        (directory / "ctr.log").write_bytes(b"x\n")
+        assert until(lambda: calls[-1:] == ["new"])
+    finally:
         loop.stop()
