@@ -84,6 +84,8 @@ class PendingQueue:
         self._items: deque[Item] = deque()
         self._bytes = 0
         self._blocked = 0  # readers waiting for room
+        self._unannounced = False  # items put with announce=False, the writer not woken yet
+        self._whole = False  # the last wake-up was an announce(): a whole pass is queued
         lock = threading.Lock()
         self._not_empty = threading.Condition(lock)
         self._room = threading.Condition(lock)
@@ -92,12 +94,20 @@ class PendingQueue:
     def pending_bytes(self) -> int:
         return self._bytes
 
-    def put(self, item: Item) -> None:
+    def put(self, item: Item, *, announce: bool = True) -> None:
         """Queues an item, waiting for room; an item without bytes never waits (the events
-        thread queues those, and must not block on the budget)."""
+        thread queues those, and must not block on the budget).
+
+        `announce=False` leaves the writer asleep until `announce()`: a read loop queues a
+        pass's batches and wakes the writer once for all of them, after the pass, so that the
+        two threads do not take turns on the interpreter lock meanwhile. Waiting for room
+        announces first."""
         nbytes = item.nbytes
         with self._room:
             if nbytes and self._bytes and self._bytes + nbytes > self.max_bytes:
+                if self._unannounced:
+                    self._unannounced = False
+                    self._not_empty.notify()
                 self._blocked += 1
                 try:
                     while self._bytes and self._bytes + nbytes > self.max_bytes:
@@ -106,7 +116,25 @@ class PendingQueue:
                     self._blocked -= 1
             self._items.append(item)
             self._bytes += nbytes
-            self._not_empty.notify()
+            if announce:
+                self._whole = False
+                self._not_empty.notify()
+            else:
+                self._unannounced = True
+
+    def announce(self) -> None:
+        """Wakes the writer for what was put with `announce=False` (if anything was): all of
+        it is there, so the writer need not wait for more (`whole`)."""
+        with self._not_empty:
+            if self._unannounced:
+                self._unannounced = False
+                self._whole = True
+                self._not_empty.notify()
+
+    @property
+    def whole(self) -> bool:
+        """The writer's last wake-up came from `announce()`: no point gathering more."""
+        return self._whole
 
     def wait(self, timeout: float) -> bool:
         """Waits up to `timeout` for an item in an empty queue. True: one came meanwhile;

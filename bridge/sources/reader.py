@@ -59,6 +59,7 @@ class ReaderThread:
         self._reported: set[str] = set()  # problems already logged for this container
         self._held: Mapping[int, Position] = {}  # the joiner's holds, as last queued
         self._steps_seen = 0  # clock steps back the cursor filters have reported
+        self._announce = True  # wake the writer at each put (a read loop wakes it per pass)
         self._thread = threading.Thread(
             target=self._main, name=f"logs-{handle.info.short_id}", daemon=True
         )
@@ -163,14 +164,16 @@ class ReaderThread:
         self._held = held
         self._telemetry.partial_lines_merged(self._joiner.merged)
         self._joiner.merged = 0
-        self._queue.put(Batch(self._handle, records, footprint(records), held))
+        self._queue.put(
+            Batch(self._handle, records, footprint(records), held), announce=self._announce
+        )
 
     def _last_output(self, finished_at: str) -> None:
         """The stream ended for good: an unfinished line is the container's last output."""
         records = self._joiner.flush()
         if records:
             self._put(records)
-        self._queue.put(EndOfStream(self._handle, finished_at))
+        self._queue.put(EndOfStream(self._handle, finished_at), announce=self._announce)
 
     def _finish(self, finished_at: str) -> bool:
         """The stopped container was read to its end. True when this reader is done."""

@@ -113,7 +113,7 @@ class JournalWriter:
         queue = self._queue
         while not self._abandon.is_set():
             self._beat()
-            if queue.wait(self._wait_time()):
+            if queue.wait(self._wait_time()) and not queue.whole:
                 time.sleep(_GATHER_SECONDS)
             items = queue.get_many(0, _BYTES_PER_SEND)
             nbytes = sum(item.nbytes for item in items)

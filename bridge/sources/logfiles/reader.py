@@ -115,6 +115,8 @@ class FileReader(ReaderThread):
             super()._begin()
             return
         self._stepping = self._life()
+        self._announce = False  # the loop wakes the writer once a pass
+        self._loop.after_each_pass(self._queue.announce)
         self._loop.add(self)
 
     def join(self, timeout: float) -> None:

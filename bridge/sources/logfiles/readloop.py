@@ -40,6 +40,7 @@ import itertools
 import logging
 import os
 import select
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 GATHER_SECONDS = 0.01
 _ASIDE_THREADS = 4
 _WRITE_MASK: int = flags.MODIFY | flags.ONLYDIR | flags.DONT_FOLLOW
+_OVERFLOW, _IGNORED = int(flags.Q_OVERFLOW), int(flags.IGNORED)
+_EVENT = struct.Struct("iIII")  # struct inotify_event, before its name
+_EVENTS_BYTES = 64 * 1024  # read per pass; more waits for the next one
 
 
 class Task(Protocol):
@@ -75,6 +79,7 @@ class ReadLoop:
         self._inotify: Any = None
         self._wake_fd = -1
         self._writes: dict[int, list[Callable[[], None]]] = {}  # wd -> one-shot callbacks
+        self._after_pass: dict[Callable[[], None], None] = {}
         self._dirs: dict[str, int] = {}  # directory -> its kernel watch
         self._dir_of: dict[int, str] = {}  # and back
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -82,7 +87,7 @@ class ReadLoop:
 
     def start(self) -> None:
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._inotify = INotify()
+        self._inotify = INotify(nonblocking=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -97,6 +102,12 @@ class ReadLoop:
         """Runs `fn` on a helper thread (a blocking call of one task's); nothing once stopped."""
         with contextlib.suppress(RuntimeError):  # shut down: the task is not stepped any more
             self._aside.submit(fn)
+
+    def after_each_pass(self, fn: Callable[[], None]) -> None:
+        """Calls `fn` (once, however often added) on this thread after each pass: a queue's
+        `announce`, so that the pass's batches wake the writer once."""
+        with self._lock:
+            self._after_pass[fn] = None
 
     def watch(self, directory: str, on_write: Callable[[], None]) -> bool:
         """Calls `on_write` once (on this thread), at the next write into a file of
@@ -154,16 +165,22 @@ class ReadLoop:
                 os.close(self._wake_fd)
 
     def _loop(self, poller: select.poll) -> None:
+        ticking = False  # the last pass had writes: lines are flowing
         while True:
             with self._lock:
                 idle = not self._ready and not self._take_due(time.monotonic())
                 timeout = None
                 if self._timers:
                     timeout = max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
-                self._polling = idle and not self._stopping
+                self._polling = idle and not self._stopping and not (ticking and self._gather)
             if self._stopping:
                 return
-            if idle:
+            if idle and ticking and self._gather > 0:
+                # While lines flow, the loop ticks: one wake-up a pass (this sleep's), not
+                # two (poll's, then the gathering sleep's). A wake() meanwhile waits for the
+                # tick; the first pass without a write goes back to poll().
+                time.sleep(self._gather)
+            elif idle:
                 if poller.poll(timeout):
                     with contextlib.suppress(BlockingIOError):
                         os.eventfd_read(self._wake_fd)
@@ -171,7 +188,7 @@ class ReadLoop:
                         time.sleep(self._gather)  # coalesce: see the module docstring
                 with self._lock:
                     self._polling = False
-            self._writes_seen()
+            ticking = self._writes_seen()
             with self._lock:
                 self._take_due(time.monotonic())
                 tasks, self._ready = list(self._ready), {}
@@ -196,17 +213,25 @@ class ReadLoop:
                         if due is None or deadline < due:
                             self._due[task] = deadline
                             heapq.heappush(self._timers, (deadline, next(self._seq), task))
+            with self._lock:
+                after = list(self._after_pass)
+            for fn in after:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("log file read loop: an after-pass call failed")
 
-    def _writes_seen(self) -> None:
-        """The write events queued so far: their callbacks, once each."""
+    def _writes_seen(self) -> bool:
+        """The write events queued so far: their callbacks, once each. True if any came."""
         callbacks: list[Callable[[], None]] = []
-        events = self._inotify.read(timeout=0)
+        events = self._events()
+        if not events:
+            return False
         woken: set[int] = set()
         unwaited: set[int] = set()  # written to with nobody waiting
         with self._lock:
-            for wd, mask, _cookie, _name in events:
-                wd = int(wd)
-                if mask & flags.Q_OVERFLOW:  # lost: everyone looks again
+            for wd, mask in events:
+                if mask & _OVERFLOW:  # lost: everyone looks again
                     for cbs in self._writes.values():
                         callbacks += cbs
                     woken.update(self._writes)
@@ -216,7 +241,7 @@ class ReadLoop:
                 if waiting:
                     callbacks += waiting
                     woken.add(wd)
-                if mask & flags.IGNORED:  # the directory went, or rm_watch below
+                if mask & _IGNORED:  # the directory went, or rm_watch below
                     directory = self._dir_of.pop(wd, None)
                     if directory is not None:
                         del self._dirs[directory]
@@ -235,6 +260,20 @@ class ReadLoop:
                 cb()
             except Exception:
                 log.exception("log file read loop: a wake-up failed")
+        return True
+
+    def _events(self) -> list[tuple[int, int]]:
+        """(wd, mask) of the events queued, without their names: this runs every pass."""
+        try:
+            data = os.read(self._inotify.fileno(), _EVENTS_BYTES)
+        except BlockingIOError:
+            return []
+        events, pos, end = [], 0, len(data)
+        while pos < end:
+            wd, mask, _cookie, size = _EVENT.unpack_from(data, pos)
+            events.append((wd, mask))
+            pos += _EVENT.size + size
+        return events
 
     def _take_due(self, now: float) -> bool:
         """Under the lock: tasks whose wait ran out become ready. True if any did."""

@@ -362,6 +362,8 @@ class NumberedFiles(FileSequence):
         if self._replacements is None:
             return
         taken, late_gap = self._replacements.take_opened(self._path)
+        if not taken and not late_gap and (self._chained or not self._chain.files):
+            return  # nothing new, and nothing the file read could join
         if late_gap:  # the watcher missed a file after the newest one taken: counted now
             self._gap("a log file was rotated away before it could be opened", restart=False)
         self._chain.files += taken

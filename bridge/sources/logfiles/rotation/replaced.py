@@ -113,6 +113,8 @@ class ReplacedFiles(FileSequence):
 
     def _refresh(self) -> None:
         taken, late_gap = self._replacements.take_opened(self._path)
+        if not taken and not late_gap:
+            return
         if late_gap:
             self._gap("a log file was replaced before it could be opened", restart=False)
         known = {self._reading.id} | {f.id for f, _ in self._queue}
@@ -280,6 +282,10 @@ class Replacements:
     def take(self) -> tuple[list[Replacement], bool]:
         """The files waiting, oldest first (now the caller's), and whether a gap came before a
         file taken earlier."""
+        if not self._waiting and not self._late_gap:
+            # Before each read of every reader: no lock when nothing waits. A file handed over
+            # meanwhile wakes the reader (the watcher's follow), which takes it then.
+            return [], False
         with self._lock:
             waiting, self._waiting = self._waiting, []
             late, self._late_gap = self._late_gap, False
