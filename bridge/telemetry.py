@@ -116,7 +116,7 @@ class Telemetry:
         )
         self._lag = Histogram(
             f"{ns}_delivery_lag_seconds",
-            "Journal send time minus the engine's timestamp of the oldest line of each send.",
+            "Journal send time minus Docker's timestamp of the line.",
             buckets=_LAG_BUCKETS,
             registry=registry,
         )

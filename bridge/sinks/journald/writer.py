@@ -264,21 +264,16 @@ class JournalWriter:
         # Counted once per send, not per container's batch: a pass of many containers' lines
         # that came one by one then costs a few counter updates, not a few per line.
         forwarded: dict[tuple[int, tuple[str, str, str] | None], list[int]] = {}
-        oldest = 0  # the stamp of the oldest line sent: the delivery lag, once per send too
         for handle, records, start, end in spans:
             if sent < start:  # abandoned before it: not even its leading dropped lines commit
                 continue
-            first = self._account(
+            self._account(
                 handle,
                 records,
                 max(0, min(sent, end) - start),
                 {i - start for i in refused if start <= i < end} if refused else _NONE,
                 forwarded,
             )
-            if first and (not oldest or first < oldest):
-                oldest = first
-        if oldest:
-            self._telemetry.delivery_lag(time.time() - oldest / NS_PER_SECOND)
         for (stream, labels), (lines, nbytes) in forwarded.items():
             self._telemetry.lines_forwarded(stream, lines, nbytes, labels)
             self.lines_forwarded += lines
@@ -328,10 +323,9 @@ class JournalWriter:
         sent: int,
         refused: AbstractSet[int],
         forwarded: dict[tuple[int, tuple[str, str, str] | None], list[int]],
-    ) -> int:
+    ) -> None:
         """Commits one container's records once `sent` of its entries went out; counts what
-        was dropped, and adds what was forwarded to `forwarded` (per stream and series).
-        Returns the stamp of the first line sent (0: none)."""
+        was dropped, and adds what was forwarded to `forwarded` (per stream and series)."""
         labels = self._container_series(handle)
         if refused:
             log.error(
@@ -342,7 +336,7 @@ class JournalWriter:
             self._telemetry.lines_dropped("journal_error", len(refused), container=labels)
         counts: dict[int, list[int]] = {}
         dropped: dict[str, int] = {}
-        first_sent: Record | None = None
+        last_sent: Record | None = None
         index = 0
         for record in records:
             if record.dropped is not None:
@@ -354,15 +348,15 @@ class JournalWriter:
                     count = counts.setdefault(record.stream, [0, 0])
                     count[0] += 1
                     count[1] += len(record.message)
-                    if first_sent is None:
-                        first_sent = record
+                    last_sent = record
                 index += 1
             if not handle.commit(record.stream, record.last):
                 self._telemetry.position_regression()
         for reason, lines in dropped.items():
             self._telemetry.lines_dropped(reason, lines, container=labels)
+        if last_sent is not None:
+            self._telemetry.delivery_lag(time.time() - stamp(last_sent.first) / NS_PER_SECOND)
         for stream, (lines, nbytes) in counts.items():
             total = forwarded.setdefault((stream, labels), [0, 0])
             total[0] += lines
             total[1] += nbytes
-        return stamp(first_sent.first) if first_sent is not None else 0

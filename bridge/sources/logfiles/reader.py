@@ -159,6 +159,8 @@ class FileReader(ReaderThread):
         try:
             yield from self._follow_files()
         finally:
+            if self._loop is not None:
+                self._loop.forget(self._on_change)  # the directory's watch, if nobody else's
             self._files.close()
             self._on_close()
 
@@ -187,7 +189,12 @@ class FileReader(ReaderThread):
                     self._count_malformed(parser)
                     if self._stop.is_set() and not handle.removed:
                         return  # shutdown mid-file: the rest is read at the next start
-                    if chunk.at_live_end and self._armed and self._quiet():
+                    if (
+                        chunk.at_live_end
+                        and self._armed
+                        and not cursor_filter.gap_streams
+                        and self._quiet()
+                    ):
                         # Armed before this read: what comes after it wakes the reader, so
                         # a line that comes alone costs one read, not a second to see the end.
                         yield from self._waited()
@@ -209,6 +216,7 @@ class FileReader(ReaderThread):
         """At the end of the file for now: True when the log ended for good (or on stop)."""
         if self._handle.removed:
             # read to the end of what the descriptors hold: that is all there is
+            self._queue.announce()  # settling may take a while: the writer need not wait
             return not self._files.settle()
         if self._stop.is_set():
             return True  # shutdown or exclusion: the rest is read again
@@ -218,6 +226,7 @@ class FileReader(ReaderThread):
             self._next_state_check = now + _STATE_CHECK_SECONDS
             status = yield from self._asked_status()
             if status is not None and not status.running:
+                self._queue.announce()
                 if self._files.settle():
                     self._check_state = True  # read the files handed over, then ask again
                     return False

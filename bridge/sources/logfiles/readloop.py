@@ -6,8 +6,10 @@ that, not parsing, was most of the bridge's CPU. Here the readers (FileReader) a
 wake-up (a write, the watcher's `follow` callback, `stop`, a `die`) marks a task ready, and the loop
 runs every ready task in one pass. After a wake-up from idle the loop first waits
 `GATHER_SECONDS`: the lines the other containers write meanwhile come in the same pass, and
-the pass's batches reach the writer together. That window is the latency this costs a line
-(well inside the delivery budget); under load the passes follow each other without it.
+the pass's batches reach the writer together (`after_each_pass`: one wake-up of the writer a
+pass). That window is the latency this costs a line (well inside the delivery budget). While
+writes keep coming the loop ticks at that period without poll(); a catch-up's passes follow
+each other without it.
 
 Writes wake a reader through this loop's own inotify instance (`watch`: IN_MODIFY on the
 directory the log is written in, armed as the reader waits): the events of a window are read
@@ -130,6 +132,22 @@ class ReadLoop:
             if on_write not in callbacks:
                 callbacks.append(on_write)
             return True
+
+    def forget(self, on_write: Callable[[], None]) -> None:
+        """`on_write` is of no use any more (its reader is done): it is dropped, and so is the
+        kernel's watch of a directory nobody else waits on."""
+        with self._lock:
+            for wd in [wd for wd, cbs in self._writes.items() if on_write in cbs]:
+                callbacks = self._writes[wd]
+                callbacks.remove(on_write)
+                if callbacks:
+                    continue
+                del self._writes[wd]
+                directory = self._dir_of.pop(wd, None)
+                if directory is not None and self._inotify is not None:
+                    del self._dirs[directory]
+                    with contextlib.suppress(OSError):  # gone meanwhile
+                        self._inotify.rm_watch(wd)
 
     def add(self, task: Task) -> None:
         """Runs `task` from its first step on."""

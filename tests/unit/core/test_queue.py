@@ -18,7 +18,9 @@ def waiter(queue: PendingQueue) -> tuple[threading.Event, list[bool]]:
     """A writer waiting for an item; `woke` is set once it returns."""
     woke, came = threading.Event(), []
     threading.Thread(target=lambda: (came.append(queue.wait(5)), woke.set()), daemon=True).start()
-    time.sleep(0.1)  # in its wait before anything is put
+    deadline = time.monotonic() + 5
+    while not queue._not_empty._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)  # in its wait before anything is put
     return woke, came
 
 

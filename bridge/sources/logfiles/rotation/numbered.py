@@ -352,7 +352,7 @@ class NumberedFiles(FileSequence):
     # -- the chain: the files the watcher handed over -----------------------------------------
 
     def _newer_held(self) -> bool:
-        return not self._live() or bool(self._chain.files) or self._newest is not None
+        return bool(self._chain.files) or self._newest is not None or not self._live()
 
     def _live(self) -> bool:
         """Whether the watcher hands over every new file (it watches the log's directory)."""

@@ -457,6 +457,8 @@ class StepByStep:
 
     def after_each_pass(self, fn: Callable[[], None]) -> None: ...
 
+    def forget(self, on_write: Callable[[], None]) -> None: ...
+
 
 def test_on_the_read_loop_a_reader_never_waits_without_its_wake_up_armed(tmp_path):
     """A catch-up yields between steps; a write that wakes the reader meanwhile uses up its

@@ -194,3 +194,30 @@ def test_a_watched_directory_that_goes_wakes_its_reader_and_can_be_watched_anew(
         assert until(lambda: calls[-1:] == ["new"])
     finally:
         loop.stop()
+
+
+def test_a_reader_that_is_done_leaves_no_kernel_watch_behind(tmp_path: Path) -> None:
+    """Its last wait's wake-up would fire at the next write (dockerd writes its config when
+    the container stops), and nobody would wait on the directory after it."""
+    loop = ReadLoop(gather_seconds=0.001)
+    before = inotify_fds()
+    loop.start()
+    (ours,) = inotify_fds() - before
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+
+        def mine() -> None: ...
+
+        def theirs() -> None: ...
+
+        assert loop.watch(str(tmp_path), mine)
+        assert loop.watch(str(other), mine)
+        assert loop.watch(str(other), theirs)
+        loop.forget(mine)
+        assert len(kernel_watches(ours)) == 1  # `other`: still waited on
+        loop.forget(theirs)
+        assert kernel_watches(ours) == []
+        loop.forget(theirs)  # twice: nothing
+    finally:
+        loop.stop()
