@@ -61,6 +61,9 @@ _STATE_CHECK_SECONDS = 300.0
 # the next moments come in one read and one batch instead of a wake-up, a read and a batch each
 # (the read loop gathers its wake-ups instead).
 _LINGER_SECONDS = 0.002
+# How long a stopped container's reader waits for the watcher to hand over what the kernel
+# announced before it takes the log as ended.
+_SETTLE_SECONDS = 1.0
 # A catch-up yields to the other readers of the loop after this many chunks (of READ_BYTES).
 _CHUNKS_PER_STEP = 4
 
@@ -216,8 +219,7 @@ class FileReader(ReaderThread):
         """At the end of the file for now: True when the log ended for good (or on stop)."""
         if self._handle.removed:
             # read to the end of what the descriptors hold: that is all there is
-            self._queue.announce()  # settling may take a while: the writer need not wait
-            return not self._files.settle()
+            return not (yield from self._settled())
         if self._stop.is_set():
             return True  # shutdown or exclusion: the rest is read again
         now = time.monotonic()
@@ -226,8 +228,7 @@ class FileReader(ReaderThread):
             self._next_state_check = now + _STATE_CHECK_SECONDS
             status = yield from self._asked_status()
             if status is not None and not status.running:
-                self._queue.announce()
-                if self._files.settle():
+                if (yield from self._settled()):
                     self._check_state = True  # read the files handed over, then ask again
                     return False
                 return self._finish(status.finished_at)
@@ -255,6 +256,28 @@ class FileReader(ReaderThread):
             self._changed.clear()
         self._armed = self._follow(self._on_change)
         return False
+
+    def _settled(self) -> Generator[float, None, bool]:
+        """`FileSet.settle()`. On the read loop its wait for the watcher runs on a helper
+        thread first, and the reader waits for it: under load that wait takes a while, and
+        on the loop's thread it held every other container's lines back at each container's
+        end."""
+        loop = self._loop
+        if loop is None:
+            return self._files.settle()
+        done = threading.Event()
+
+        def wait() -> None:
+            try:
+                self._files.handed_over(_SETTLE_SECONDS)
+            finally:
+                done.set()
+                loop.wake(self)
+
+        loop.aside(wait)
+        while not done.is_set():
+            yield _POLL_SECONDS
+        return self._files.settle(0)
 
     def _asked_status(self) -> Generator[float, None, ContainerStatus | None]:
         """The engine's answer. On the read loop it is asked on a helper thread, and the reader

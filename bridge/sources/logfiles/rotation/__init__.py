@@ -65,5 +65,8 @@ class FileSet(Protocol):
     def start_at(
         self, since_ns: int, marks: Mapping[int, int] | None = None
     ) -> tuple[FileId, int]: ...  # marks: Cursor.marks(), see search.py
-    def settle(self) -> bool: ...  # before the log is taken as ended: True if more turned up
+    # Before the log is taken as ended: True if more turned up. `timeout`: how long to wait
+    # for the watcher first (0 after `handed_over` waited on another thread).
+    def settle(self, timeout: float = ...) -> bool: ...
+    def handed_over(self, timeout: float) -> None: ...  # that wait alone; any thread
     def close(self) -> None: ...

@@ -53,7 +53,7 @@ from bridge.sources.logfiles.rotation.identity import (
     Opened,
 )
 from bridge.sources.logfiles.rotation.names import Names
-from bridge.sources.logfiles.rotation.replaced import Replacements
+from bridge.sources.logfiles.rotation.replaced import SETTLE_SECONDS, Replacements
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
 
@@ -97,14 +97,19 @@ class NumberedFiles(FileSequence):
         if self._replacements is not None:
             self._replacements.close()
 
-    def settle(self) -> bool:
+    def settle(self, timeout: float = SETTLE_SECONDS) -> bool:
         """Before the log is taken as ended: lets the watcher hand over what the kernel has
         announced. True when a newer file turned up (read on)."""
         if self._replacements is None:
             return False  # rotated files keep their names: nothing waits to be handed over
-        self._replacements.settle(1.0)
+        self.handed_over(timeout)
         self._take()
         return bool(self._chain.files)
+
+    def handed_over(self, timeout: float) -> None:
+        """Waits until the watcher has handed over what the kernel announced (thread-safe)."""
+        if self._replacements is not None and timeout > 0:
+            self._replacements.settle(timeout)
 
     def start_at(self, since_ns: int, marks: Mapping[int, int] | None = None) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`.

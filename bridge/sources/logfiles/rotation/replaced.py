@@ -79,9 +79,14 @@ class ReplacedFiles(FileSequence):
     def settle(self, timeout: float = SETTLE_SECONDS) -> bool:
         """Before the log is taken as ended: lets the watcher hand over what the kernel has
         announced. True when a newer file turned up (read on)."""
-        self._replacements.settle(timeout)
+        self.handed_over(timeout)
         self._refresh()
         return bool(self._queue)
+
+    def handed_over(self, timeout: float) -> None:
+        """Waits until the watcher has handed over what the kernel announced (thread-safe)."""
+        if timeout > 0:
+            self._replacements.settle(timeout)
 
     def start_at(self, since_ns: int, marks: Mapping[int, int] | None = None) -> tuple[FileId, int]:
         """Positions the set at the first line that can be stamped at or after `since_ns`: in

@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ from bridge.core.record import STDERR, STDOUT, Record
 from bridge.sources.logfiles.formats.jsonfile import JSON_FILE
 from bridge.sources.logfiles.formats.lines import FileFormat
 from bridge.sources.logfiles.reader import _ARMED_SECONDS, FileReader
+from bridge.sources.logfiles.readloop import ReadLoop
 from bridge.sources.logfiles.rotation import READ_BYTES, Chunk, FileSet
 from bridge.sources.logfiles.rotation.identity import FileId
 from bridge.sources.logfiles.rotation.numbered import NumberedFiles
@@ -76,8 +79,11 @@ class Chunked:
     def start_at(self, since_ns: int, marks: Mapping[int, int] | None = None) -> tuple[FileId, int]:
         return self.files.start_at(since_ns, marks)
 
-    def settle(self) -> bool:
-        return self.files.settle()
+    def settle(self, timeout: float = 1.0) -> bool:
+        return self.files.settle(timeout)
+
+    def handed_over(self, timeout: float) -> None:
+        self.files.handed_over(timeout)
 
     def close(self) -> None:
         self.files.close()
@@ -497,3 +503,70 @@ def test_on_the_read_loop_a_reader_never_waits_without_its_wake_up_armed(tmp_pat
     assert loop.armed, "the reader waits with no wake-up armed"
     messages = [r.message for item in queue.get_many(0, 1 << 62) for r in item.records]
     assert messages[-1] == b"alone" and len(messages) == burst + 1
+
+
+class SlowToSettle(Chunked):
+    """A file set whose wait for the watcher takes until the test says."""
+
+    def __init__(self, files: FileSet) -> None:
+        super().__init__(files, [READ_BYTES])
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+
+    def handed_over(self, timeout: float) -> None:
+        self.waiting.set()
+        self.release.wait(10)
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step(self) -> float | None:
+        self.steps += 1
+        return 0.01
+
+
+def test_on_the_read_loop_a_container_that_ends_holds_no_other_reader_back(tmp_path):
+    """Its wait for the watcher (settle) runs on a helper thread; the loop steps the others
+    meanwhile, and the reader ends once the wait is over."""
+    path = str(tmp_path / f"{CID}-json.log")
+    append(path, [Rec(STDOUT, T0, b"last words")])
+    files = SlowToSettle(NumberedFiles(path, JSON_FILE))
+    info = ContainerInfo(CID, "web", "busybox", "sha256:x")
+    handle = ContainerHandle.create(info, b"", Cursor(), None)
+    handle.removed = True
+    queue = PendingQueue(1 << 30)
+    loop = ReadLoop(gather_seconds=0.001)
+    loop.start()
+    other = Ticker()
+    try:
+        loop.add(other)
+        reader = FileReader(
+            NoEngine(),  # type: ignore[arg-type]
+            handle,
+            files,
+            queue,
+            Telemetry(CollectorRegistry()),
+            MAX_LINE_BYTES,
+            lambda on_change: False,
+            lambda: None,
+            loop=loop,
+        )
+        reader.start()
+        assert files.waiting.wait(5)
+        before = other.steps
+        time.sleep(0.2)
+        assert other.steps > before + 5, "the loop waited with the settling reader"
+        assert not reader.finished
+        files.release.set()
+        reader.join(5)
+        assert reader.finished
+        items = queue.get_many(0, 1 << 62)
+        assert [r.message for i in items if isinstance(i, Batch) for r in i.records] == [
+            b"last words"
+        ]
+        assert isinstance(items[-1], EndOfStream)
+    finally:
+        files.release.set()
+        loop.stop()
