@@ -14,7 +14,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 
 from bridge.core.container import ChainLike, ContainerHandle
 from bridge.core.cursor import Position, stamp
@@ -38,7 +37,6 @@ _BYTES_PER_SEND = 512 * 1024
 # under load the queue is never empty and nobody waits.
 _GATHER_SECONDS = 0.005
 _ERROR_LOG_INTERVAL = 60.0  # an error that repeats every pass is logged once a minute
-_NONE: frozenset[int] = frozenset()
 
 
 class JournalWriter:
@@ -271,7 +269,7 @@ class JournalWriter:
                 handle,
                 records,
                 max(0, min(sent, end) - start),
-                {i - start for i in refused if start <= i < end} if refused else _NONE,
+                {i - start for i in refused if start <= i < end},
                 forwarded,
             )
         for (stream, labels), (lines, nbytes) in forwarded.items():
@@ -321,7 +319,7 @@ class JournalWriter:
         handle: ContainerHandle,
         records: list[Record],
         sent: int,
-        refused: AbstractSet[int],
+        refused: set[int],
         forwarded: dict[tuple[int, tuple[str, str, str] | None], list[int]],
     ) -> None:
         """Commits one container's records once `sent` of its entries went out; counts what

@@ -44,7 +44,7 @@ from bridge.core.record import Record
 from bridge.sources.engine_api import ENGINE_ERRORS, ContainerStatus, container_status
 from bridge.sources.logfiles.formats.lines import FileLine, LineParser
 from bridge.sources.logfiles.readloop import ReadLoop
-from bridge.sources.logfiles.rotation import FileSet
+from bridge.sources.logfiles.rotation import SETTLE_SECONDS, FileSet
 from bridge.sources.reader import ReaderThread
 from bridge.telemetry import Telemetry
 
@@ -61,9 +61,6 @@ _STATE_CHECK_SECONDS = 300.0
 # the next moments come in one read and one batch instead of a wake-up, a read and a batch each
 # (the read loop gathers its wake-ups instead).
 _LINGER_SECONDS = 0.002
-# How long a stopped container's reader waits for the watcher to hand over what the kernel
-# announced before it takes the log as ended.
-_SETTLE_SECONDS = 1.0
 # A catch-up yields to the other readers of the loop after this many chunks (of READ_BYTES).
 _CHUNKS_PER_STEP = 4
 
@@ -269,7 +266,7 @@ class FileReader(ReaderThread):
 
         def wait() -> None:
             try:
-                self._files.handed_over(_SETTLE_SECONDS)
+                self._files.handed_over(SETTLE_SECONDS)
             finally:
                 done.set()
                 loop.wake(self)

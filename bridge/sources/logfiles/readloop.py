@@ -190,7 +190,7 @@ class ReadLoop:
                 timeout = None
                 if self._timers:
                     timeout = max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
-                self._polling = idle and not self._stopping and not (ticking and self._gather)
+                self._polling = idle and not self._stopping and not (ticking and self._gather > 0)
             if self._stopping:
                 return
             if idle and ticking and self._gather > 0:

@@ -53,6 +53,11 @@ class Chunk:
     at_live_end: bool = False
 
 
+# How long a stopped container's reader waits for the watcher to hand over what the kernel
+# announced (`FileSet.settle`) before it takes the log as ended.
+SETTLE_SECONDS = 1.0
+
+
 class FileSet(Protocol):
     """What a reader needs of a container's log files (NumberedFiles, ReplacedFiles)."""
 

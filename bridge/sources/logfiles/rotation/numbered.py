@@ -44,6 +44,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 
 from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation import SETTLE_SECONDS
 from bridge.sources.logfiles.rotation.chain import Chain, missed_by_name
 from bridge.sources.logfiles.rotation.identity import (
     FINGERPRINT_BYTES,
@@ -53,7 +54,7 @@ from bridge.sources.logfiles.rotation.identity import (
     Opened,
 )
 from bridge.sources.logfiles.rotation.names import Names
-from bridge.sources.logfiles.rotation.replaced import SETTLE_SECONDS, Replacements
+from bridge.sources.logfiles.rotation.replaced import Replacements
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
 

@@ -44,12 +44,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.sources.logfiles.formats.lines import FileFormat
+from bridge.sources.logfiles.rotation import SETTLE_SECONDS
 from bridge.sources.logfiles.rotation.identity import FileId, Opened
 from bridge.sources.logfiles.rotation.search import Searcher
 from bridge.sources.logfiles.rotation.sequence import FileSequence
 from bridge.sources.logfiles.safe_open import close_quietly
-
-SETTLE_SECONDS = 1.0
 
 
 class ReplacedFiles(FileSequence):

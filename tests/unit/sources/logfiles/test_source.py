@@ -151,15 +151,7 @@ def test_docker_keeps_only_the_first_file_its_set_finds_the_rest_by_name(tmp_pat
         assert source.on_disk(cid)["Name"] == "/web"  # type: ignore[index]
         files = source.open(ContainerInfo(cid, "web", "", ""))
         assert isinstance(files, NumberedFiles)
-        assert (
-            [x.message for x in Reader(files).drain()]
-            if False
-            else Reader(files).drain()
-            == [
-                b"1",
-                b"2",
-            ]
-        )
+        assert Reader(files).drain() == [b"1", b"2"]
         files.close()
         source.released(cid)
     finally:
