@@ -115,6 +115,7 @@ class Worker:
         self._filter: ResumeFilter | None = None
         self._logged: set[str] = set()
         self._skipped = 0
+        self._machine: tuple[bytes, str] = (b"", "")  # the last raw machine id, as checked
 
     def run(self) -> None:
         while True:
@@ -254,19 +255,12 @@ class Worker:
 
     def _send(self, reader: FdJournal, cursor: str) -> None:
         try:
-            data = reader._get_all()
+            pairs = reader.get_pairs()
             realtime = reader._get_realtime()
             monotonic = reader._get_monotonic()[0]
-            pairs = [
-                (name, item)
-                for name, value in data.items()
-                for item in (value if isinstance(value, list) else (value,))
-            ]
-            machine = data.get("_MACHINE_ID", b"")
-            machine_id = machine.decode("ascii", "replace") if isinstance(machine, bytes) else ""
-            position = InnerPosition(
-                cursor, machine_id if containment.is_machine_dir(machine_id) else ""
-            )
+            machines = [value for name, value in pairs if name == "_MACHINE_ID"]
+            machine_id = self._machine_id(machines[0] if len(machines) == 1 else b"")
+            position = InnerPosition(cursor, machine_id)
         except (OSError, MemoryError, ValueError):
             # too large for the memory cap, undecodable names, damaged objects: skip it, and
             # move the position past it so that a restart does not stumble on it again
@@ -286,6 +280,14 @@ class Worker:
             protocol.encode_entry(mapped, realtime, monotonic, cursor, position.machine_id)
         )
         self._position = position
+
+    def _machine_id(self, raw: bytes) -> str:
+        """The entry's machine id when it names a machine directory, else "" (the last one is
+        remembered: it is the same in every entry of a boot)."""
+        if raw != self._machine[0]:
+            text = raw.decode("ascii", "replace")
+            self._machine = (raw, text if containment.is_machine_dir(text) else "")
+        return self._machine[1]
 
     def _log(
         self, level: str, key: str | None, message: str, quiet: bool = False, kind: str = ""

@@ -16,6 +16,8 @@ from bridge.sources.inner_journal.containment import JournalName
 from bridge.sources.inner_journal.fileset import Held
 from bridge.sources.inner_journal.worker import Worker
 
+from .journals import entry, needs_journal_remote, write
+
 MID = "0123456789abcdef0123456789abcdef"
 
 
@@ -99,3 +101,32 @@ def test_the_worker_process_imports_none_of_the_bridge_s_services() -> None:
     )
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, check=True)
     assert out.stdout.strip() == b"[]"
+
+
+@needs_journal_remote
+def test_an_entry_s_machine_id_is_its_own_and_a_forged_one_is_left_out(tmp_path: Path) -> None:
+    """The worker remembers the last machine id it checked: a change must still be seen."""
+    other = "fedcba9876543210fedcba9876543210"
+    path = write(
+        tmp_path / "system.journal",
+        [
+            entry(1),
+            entry(2, _MACHINE_ID="../../etc"),
+            entry(3, _MACHINE_ID=other),
+            entry(4, _MACHINE_ID=other),
+            entry(5),
+        ],
+    )
+    held = Held(os.open(path, os.O_RDONLY | os.O_CLOEXEC), JournalName("var/log/journal", MID, "x"))
+    out = Capture()
+    worker = Worker([held], None, out)  # type: ignore[arg-type]
+    try:
+        worker._refresh()
+        worker._pump()
+    finally:
+        worker._close_reader()
+        os.close(held.fd)
+    entries = [protocol.decode_entry(p) for k, p in out.frames if k == protocol.ENTRY]
+    assert [e.message for e in entries] == [b"line 1", b"line 2", b"line 3", b"line 4", b"line 5"]
+    machines = [e.position.machine_id for e in entries]
+    assert machines == ["6504787f5ea3415483cafb9ed0d18600", "", other, other, machines[0]]
