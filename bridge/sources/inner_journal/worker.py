@@ -14,8 +14,9 @@ restarts (`follower`). Invariants:
   last entry sent (`position.resume`), so nothing is sent twice and a lost stretch is announced
   as a gap.
 - New entries are found by calling `_next` again every `--poll` seconds, which sees what
-  journald appended. Heartbeat frames go out at least every `--heartbeat` seconds, from the
-  loop that reads entries too, so a worker stuck inside sd-journal falls silent.
+  journald appended. A frame (entries, or a heartbeat when there are none) goes out at least
+  every `--heartbeat` seconds, from the loop that reads entries too, so a worker stuck inside
+  sd-journal falls silent.
 - A file sd-journal cannot open is left out (tried again when it changes); the files left out
   are one log frame with a count (`fileset.Reports`), never one per name the container chose.
   An entry that cannot be read is skipped and reported (the first few logged, all counted);
@@ -130,13 +131,20 @@ class Worker:
             self._idle()
 
     def _idle(self) -> None:
-        """Waits a poll interval, heartbeating; returns at once when told the container exited."""
+        """Waits a poll interval, heartbeating; returns at once when told the container exited.
+
+        A heartbeat goes out only when no frame went out for half the interval: entries just
+        sent say as much, and the bridge wakes once for them, not once more for a heartbeat."""
         deadline = time.monotonic() + self._poll
         while True:
-            self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
-            self._out.flush()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._done(min(remaining, self._heartbeat)):
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                return
+            if now - self._out.last_sent >= self._heartbeat / 2:
+                self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
+                self._out.flush()
+            if self._done(min(remaining, self._heartbeat)):
                 return
 
     def _end(self) -> dict[str, object]:

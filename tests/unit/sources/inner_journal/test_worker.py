@@ -28,14 +28,18 @@ class Capture:
         self.frames: list[tuple[bytes, bytes]] = []
         self.flushes: list[float] = []
         self.last_sent = time.monotonic()
+        self._pending = False
         self._reader = protocol.FrameReader(1 << 20)
 
     def add(self, data: bytes) -> None:
         self.frames.extend(self._reader.feed(data))
+        self._pending = True
 
-    def flush(self) -> None:
-        self.last_sent = time.monotonic()
-        self.flushes.append(self.last_sent)
+    def flush(self) -> None:  # as Output's: nothing added, nothing sent
+        if self._pending:
+            self._pending = False
+            self.last_sent = time.monotonic()
+            self.flushes.append(self.last_sent)
 
     def logs(self) -> list[dict[str, object]]:
         return [protocol.decode_json(p) for k, p in self.frames if k == protocol.LOG]
@@ -130,3 +134,25 @@ def test_an_entry_s_machine_id_is_its_own_and_a_forged_one_is_left_out(tmp_path:
     assert [e.message for e in entries] == [b"line 1", b"line 2", b"line 3", b"line 4", b"line 5"]
     machines = [e.position.machine_id for e in entries]
     assert machines == ["6504787f5ea3415483cafb9ed0d18600", "", other, other, machines[0]]
+
+
+@needs_journal_remote
+def test_a_heartbeat_goes_out_only_when_no_frame_did_for_half_the_interval(
+    tmp_path: Path,
+) -> None:
+    """Entries just sent count as a sign of life: one write per poll, not entries + heartbeat."""
+    path = write(tmp_path / "system.journal", [entry(1), entry(2)])
+    held = Held(os.open(path, os.O_RDONLY | os.O_CLOEXEC), JournalName("var/log/journal", MID, "x"))
+    out = Capture()
+    worker = Worker([held], None, out, poll_seconds=0.2, heartbeat_seconds=0.2)  # type: ignore[arg-type]
+    try:
+        worker._refresh()
+        worker._pump()  # entries: a frame just went out
+        worker._idle()
+        assert [k for k, _ in out.frames] == [protocol.ENTRY, protocol.ENTRY]
+        worker._pump()  # nothing new: the next poll interval needs its heartbeat
+        worker._idle()
+    finally:
+        worker._close_reader()
+        os.close(held.fd)
+    assert [k for k, _ in out.frames][2:] == [protocol.HEARTBEAT]
