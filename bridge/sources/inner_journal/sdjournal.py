@@ -55,16 +55,12 @@ _get_monotonic = _fn(
     ctypes.POINTER(ctypes.c_uint64),
     ctypes.c_char_p,  # sd_id128_t *: 16 bytes
 )
-_restart_data = _lib.sd_journal_restart_data
-_restart_data.argtypes = [_j]
-_restart_data.restype = None
-_enumerate_data = _fn(
-    "sd_journal_enumerate_data",
-    _j,
-    ctypes.POINTER(ctypes.c_void_p),
-    ctypes.POINTER(ctypes.c_size_t),
-)
 _set_threshold = _fn("sd_journal_set_data_threshold", _j, ctypes.c_size_t)
+# Called once per field of every entry: without argtypes, and given ctypes objects only (the
+# handle as a c_void_p, byref pointers), ctypes passes them without converting each argument.
+_restart_data = _lib.sd_journal_restart_data
+_restart_data.restype = None
+_enumerate_data = _lib.sd_journal_enumerate_data  # returns int (ctypes' default restype)
 _string_at = ctypes.string_at
 _MAX_NAMES = 4096
 _free = _libc.free
@@ -91,6 +87,7 @@ class FdJournal:
             self._close_dups()
             raise
         self._j: int | None = handle.value
+        self._j_arg = ctypes.c_void_p(handle.value)  # for the functions without argtypes
         # made once, not per call: an entry reads a dozen fields or more, each a call
         self._data = ctypes.c_void_p()
         self._length = ctypes.c_size_t()
@@ -175,7 +172,8 @@ class FdJournal:
     def get_pairs(self) -> list[tuple[str, bytes]]:
         """The entry's fields as (name, value), in the journal's order; a field that repeats
         is there once per value. The worker's hot path: no dict, no ctypes object per field."""
-        handle = self._handle()
+        self._handle()  # raises once closed
+        handle = self._j_arg
         _restart_data(handle)
         data, length = self._data, self._length
         data_ref, length_ref = self._data_ref, self._length_ref
