@@ -133,18 +133,21 @@ class Worker:
     def _idle(self) -> None:
         """Waits a poll interval, heartbeating; returns at once when told the container exited.
 
-        A heartbeat goes out only when no frame went out for half the interval: entries just
-        sent say as much, and the bridge wakes once for them, not once more for a heartbeat."""
+        A heartbeat goes out only when no frame went out for half the heartbeat interval:
+        entries just sent say as much, and the bridge wakes once for them, not once more."""
         deadline = time.monotonic() + self._poll
         while True:
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
                 return
-            if now - self._out.last_sent >= self._heartbeat / 2:
+            quiet = now - self._out.last_sent
+            if quiet >= self._heartbeat / 2:
                 self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
                 self._out.flush()
-            if self._done(min(remaining, self._heartbeat)):
+                quiet = 0.0
+            # wake when the next one is due at the latest: never a whole interval without one
+            if self._done(min(remaining, self._heartbeat - quiet)):
                 return
 
     def _end(self) -> dict[str, object]:

@@ -156,3 +156,20 @@ def test_a_heartbeat_goes_out_only_when_no_frame_did_for_half_the_interval(
         worker._close_reader()
         os.close(held.fd)
     assert [k for k, _ in out.frames][2:] == [protocol.HEARTBEAT]
+
+
+@needs_journal_remote
+def test_frames_are_never_further_apart_than_the_heartbeat_interval(tmp_path: Path) -> None:
+    path = write(tmp_path / "system.journal", [entry(1)])
+    held = Held(os.open(path, os.O_RDONLY | os.O_CLOEXEC), JournalName("var/log/journal", MID, "x"))
+    out = Capture()
+    worker = Worker([held], None, out, poll_seconds=1.0, heartbeat_seconds=0.3)  # type: ignore[arg-type]
+    try:
+        worker._refresh()
+        worker._pump()
+        worker._idle()
+    finally:
+        worker._close_reader()
+        os.close(held.fd)
+    gaps = [b - a for a, b in zip(out.flushes, out.flushes[1:], strict=False)]
+    assert len(out.flushes) >= 4 and max(gaps) < 0.3 + 0.05, gaps  # the entry, 3 heartbeats
