@@ -246,7 +246,8 @@ class StateStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
+            # dumps, not dump: dump encodes piecewise in pure Python, dumps in C at once
+            f.write(json.dumps(data, separators=(",", ":")))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

@@ -7,7 +7,8 @@ journal was read to the end, one `InnerEnd`. Invariants:
 - Nothing of the journal is parsed in the bridge process: the worker (`worker.py`, started as
   `python -I -m ...`, no fork of this threaded process) parses, and the bridge only reads bounded
   frames (`protocol.FrameReader`). The bridge opens the files, inside the container's root, and
-  passes them as fds (`fileset`, polled every `poll_seconds` and at once when the container's
+  passes them as fds (`fileset`, polled every `poll_seconds`, up to half an interval early or
+  late so as to share the wake-ups of the worker's frames, and at once when the container's
   process exits); the worker holds no capability and may open nothing (`sandbox`). A changed
   file set is a new worker, not a failure; once the container has exited and the set was
   looked at a last time, the worker's stdin is closed: it reads to the end and sends its END.
@@ -221,17 +222,24 @@ class InnerJournalFollower:
         assert proc is not None and proc.stdout is not None
         out = proc.stdout.fileno()
         silent_until = time.monotonic() + self._stall
+        # A poll may come half an interval early or late: awake already (frames were just
+        # handled), one due soon is done now; asleep, one due is left until half an interval
+        # later, in case frames wake the follower first. The worker sends a frame at least
+        # once an interval, so its frames and the polls share one wake-up instead of two.
+        slack = self._options.poll_seconds / 2
+        early = slack
         while True:
             now = time.monotonic()
-            if now >= self._next_poll:
+            if now >= self._next_poll - early:
                 self._poll()
                 if self._respawn:
                     return []
-            timeout = min(silent_until, self._next_poll) - now
+            timeout = min(silent_until, self._next_poll + slack) - now
             watched = [out, self._wake_r]
             if self._pidfd is not None and not self._final:  # the exit: look at once
                 watched.append(self._pidfd)
             ready = readable(watched, max(0.0, timeout))
+            early = -slack  # from here on, woken by the poll's own timeout or for the pidfd
             if self._pidfd in ready and out not in ready:
                 self._next_poll = 0.0
                 continue

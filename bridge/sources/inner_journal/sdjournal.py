@@ -55,16 +55,14 @@ _get_monotonic = _fn(
     ctypes.POINTER(ctypes.c_uint64),
     ctypes.c_char_p,  # sd_id128_t *: 16 bytes
 )
-_restart_data = _lib.sd_journal_restart_data
-_restart_data.argtypes = [_j]
-_restart_data.restype = None
-_enumerate_data = _fn(
-    "sd_journal_enumerate_data",
-    _j,
-    ctypes.POINTER(ctypes.c_void_p),
-    ctypes.POINTER(ctypes.c_size_t),
-)
 _set_threshold = _fn("sd_journal_set_data_threshold", _j, ctypes.c_size_t)
+# Called once per field of every entry: without argtypes, and given ctypes objects only (the
+# handle as a c_void_p, byref pointers), ctypes passes them without converting each argument.
+_restart_data = _lib.sd_journal_restart_data
+_restart_data.restype = None
+_enumerate_data = _lib.sd_journal_enumerate_data  # returns int (ctypes' default restype)
+_string_at = ctypes.string_at
+_MAX_NAMES = 4096
 _free = _libc.free
 _free.argtypes = [ctypes.c_void_p]
 _free.restype = None
@@ -89,6 +87,16 @@ class FdJournal:
             self._close_dups()
             raise
         self._j: int | None = handle.value
+        self._j_arg = ctypes.c_void_p(handle.value)  # for the functions without argtypes
+        # made once, not per call: an entry reads a dozen fields or more, each a call
+        self._data = ctypes.c_void_p()
+        self._length = ctypes.c_size_t()
+        self._data_ref = ctypes.byref(self._data)
+        self._length_ref = ctypes.byref(self._length)
+        self._usec = ctypes.c_uint64()
+        self._usec_ref = ctypes.byref(self._usec)
+        self._boot = ctypes.create_string_buffer(16)
+        self._names: dict[bytes, str] = {}  # field names repeat from entry to entry
 
     def _close_dups(self) -> None:
         for fd in self._dups:
@@ -141,29 +149,17 @@ class FdJournal:
             _free(out.value)
 
     def _get_realtime(self) -> int:
-        usec = ctypes.c_uint64()
-        _ok(_get_realtime(self._handle(), ctypes.byref(usec)))
-        return usec.value
+        _ok(_get_realtime(self._handle(), self._usec_ref))
+        return self._usec.value
 
     def _get_monotonic(self) -> tuple[int, bytes]:
-        usec = ctypes.c_uint64()
-        boot = ctypes.create_string_buffer(16)
-        _ok(_get_monotonic(self._handle(), ctypes.byref(usec), boot))
-        return usec.value, boot.raw
+        _ok(_get_monotonic(self._handle(), self._usec_ref, self._boot))
+        return self._usec.value, self._boot.raw
 
     def _get_all(self) -> dict[str, bytes | list[bytes]]:
         """The entry's fields: a value, or a list of them for a field that repeats."""
-        handle = self._handle()
-        _restart_data(handle)
-        data = ctypes.c_void_p()
-        length = ctypes.c_size_t()
         fields: dict[str, bytes | list[bytes]] = {}
-        while _ok(_enumerate_data(handle, ctypes.byref(data), ctypes.byref(length))):
-            raw = ctypes.string_at(data.value or 0, length.value)
-            name_bytes, sep, value = raw.partition(b"=")
-            if not sep:
-                raise OSError(errno.EBADMSG, "a field without '='")
-            name = name_bytes.decode("ascii")  # UnicodeDecodeError is a ValueError
+        for name, value in self.get_pairs():
             known = fields.get(name)
             if known is None:
                 fields[name] = value
@@ -172,6 +168,31 @@ class FdJournal:
             else:
                 fields[name] = [known, value]
         return fields
+
+    def get_pairs(self) -> list[tuple[str, bytes]]:
+        """The entry's fields as (name, value), in the journal's order; a field that repeats
+        is there once per value. The worker's hot path: no dict, no ctypes object per field."""
+        self._handle()  # raises once closed
+        handle = self._j_arg
+        _restart_data(handle)
+        data, length = self._data, self._length
+        data_ref, length_ref = self._data_ref, self._length_ref
+        names = self._names
+        pairs: list[tuple[str, bytes]] = []
+        while True:
+            result = _enumerate_data(handle, data_ref, length_ref)
+            if result <= 0:
+                _ok(result)
+                return pairs
+            name_bytes, sep, value = _string_at(data.value or 0, length.value).partition(b"=")
+            if not sep:
+                raise OSError(errno.EBADMSG, "a field without '='")
+            name = names.get(name_bytes)
+            if name is None:
+                name = name_bytes.decode("ascii")  # UnicodeDecodeError is a ValueError
+                if len(names) < _MAX_NAMES:  # a journal of endless names cannot grow it
+                    names[name_bytes] = name
+            pairs.append((name, value))
 
     def __enter__(self) -> FdJournal:
         return self

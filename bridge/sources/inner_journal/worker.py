@@ -14,8 +14,9 @@ restarts (`follower`). Invariants:
   last entry sent (`position.resume`), so nothing is sent twice and a lost stretch is announced
   as a gap.
 - New entries are found by calling `_next` again every `--poll` seconds, which sees what
-  journald appended. Heartbeat frames go out at least every `--heartbeat` seconds, from the
-  loop that reads entries too, so a worker stuck inside sd-journal falls silent.
+  journald appended. A frame (entries, or a heartbeat when there are none) goes out at least
+  every `--heartbeat` seconds, from the loop that reads entries too, so a worker stuck inside
+  sd-journal falls silent.
 - A file sd-journal cannot open is left out (tried again when it changes); the files left out
   are one log frame with a count (`fileset.Reports`), never one per name the container chose.
   An entry that cannot be read is skipped and reported (the first few logged, all counted);
@@ -115,6 +116,7 @@ class Worker:
         self._filter: ResumeFilter | None = None
         self._logged: set[str] = set()
         self._skipped = 0
+        self._machine: tuple[bytes, str] = (b"", "")  # the last raw machine id, as checked
 
     def run(self) -> None:
         while True:
@@ -129,13 +131,23 @@ class Worker:
             self._idle()
 
     def _idle(self) -> None:
-        """Waits a poll interval, heartbeating; returns at once when told the container exited."""
+        """Waits a poll interval, heartbeating; returns at once when told the container exited.
+
+        A heartbeat goes out only when no frame went out for half the heartbeat interval:
+        entries just sent say as much, and the bridge wakes once for them, not once more."""
         deadline = time.monotonic() + self._poll
         while True:
-            self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
-            self._out.flush()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._done(min(remaining, self._heartbeat)):
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                return
+            quiet = now - self._out.last_sent
+            if quiet >= self._heartbeat / 2:
+                self._out.add(protocol.frame(protocol.HEARTBEAT, b""))
+                self._out.flush()
+                quiet = 0.0
+            # wake when the next one is due at the latest: never a whole interval without one
+            if self._done(min(remaining, self._heartbeat - quiet)):
                 return
 
     def _end(self) -> dict[str, object]:
@@ -254,19 +266,12 @@ class Worker:
 
     def _send(self, reader: FdJournal, cursor: str) -> None:
         try:
-            data = reader._get_all()
+            pairs = reader.get_pairs()
             realtime = reader._get_realtime()
             monotonic = reader._get_monotonic()[0]
-            pairs = [
-                (name, item)
-                for name, value in data.items()
-                for item in (value if isinstance(value, list) else (value,))
-            ]
-            machine = data.get("_MACHINE_ID", b"")
-            machine_id = machine.decode("ascii", "replace") if isinstance(machine, bytes) else ""
-            position = InnerPosition(
-                cursor, machine_id if containment.is_machine_dir(machine_id) else ""
-            )
+            machines = [value for name, value in pairs if name == "_MACHINE_ID"]
+            machine_id = self._machine_id(machines[0] if len(machines) == 1 else b"")
+            position = InnerPosition(cursor, machine_id)
         except (OSError, MemoryError, ValueError):
             # too large for the memory cap, undecodable names, damaged objects: skip it, and
             # move the position past it so that a restart does not stumble on it again
@@ -286,6 +291,14 @@ class Worker:
             protocol.encode_entry(mapped, realtime, monotonic, cursor, position.machine_id)
         )
         self._position = position
+
+    def _machine_id(self, raw: bytes) -> str:
+        """The entry's machine id when it names a machine directory, else "" (the last one is
+        remembered: it is the same in every entry of a boot)."""
+        if raw != self._machine[0]:
+            text = raw.decode("ascii", "replace")
+            self._machine = (raw, text if containment.is_machine_dir(text) else "")
+        return self._machine[1]
 
     def _log(
         self, level: str, key: str | None, message: str, quiet: bool = False, kind: str = ""

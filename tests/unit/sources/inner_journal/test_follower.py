@@ -475,3 +475,31 @@ def test_more_ready_is_false_after_the_last_entry_read(root: Path, follow) -> No
                 break
     assert flags[-1] is False
     assert flags.count(False) < 50  # entries read together were batched
+
+
+def test_the_directory_polls_share_the_wake_ups_of_the_worker_s_frames(
+    root: Path, follow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll due within half an interval is done when frames wake the follower anyway: the
+    follower wakes once per interval (for the heartbeat), not once more for the poll."""
+    from bridge.sources.inner_journal import follower as follower_module
+
+    timeouts: list[float] = []
+    real = follower_module.readable
+
+    def counting(fds: list[int], timeout: float | None = None) -> list[int]:
+        ready = real(fds, timeout)
+        if not ready and timeout:
+            timeouts.append(time.monotonic())
+        return ready
+
+    monkeypatch.setattr(follower_module, "readable", counting)
+    write(journal_dir(root) / "system.journal", [entry(1)])
+    run = follow(options=WorkerOptions(poll_seconds=0.4, heartbeat_seconds=0.4))
+    run.wait_messages(1)
+    start = time.monotonic()
+    time.sleep(4)
+    run.finish()
+    woken_by_the_poll = [t for t in timeouts if start <= t <= start + 4]
+    assert len(woken_by_the_poll) <= 2, woken_by_the_poll  # ten without sharing
+    assert run.follower.stats.stalls == 0

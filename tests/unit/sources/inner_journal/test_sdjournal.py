@@ -51,6 +51,27 @@ def test_entries_fields_and_cursors_are_those_of_python_systemd(tmp_path: Path) 
     os.close(fd)
 
 
+def test_pairs_are_every_field_in_order_the_same_as_python_systemd_s(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "system.journal",
+        [entry(1, EXTRA="a"), entry(2, b"bin\x00ary\n", OTHER="b", EXTRA="c")],
+    )
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    reference = _reader._Reader(0, files=[str(path)])
+    ours = FdJournal([fd])
+    try:
+        while reference._next(1):
+            assert ours._next(1) == 1
+            pairs = ours.get_pairs()
+            assert dict(pairs) == reference._get_all()  # no field repeats in these
+            assert [name for name, _ in pairs].count("MESSAGE") == 1
+            assert ours.get_pairs() == pairs  # read again: the same, from the first field
+    finally:
+        reference.close()
+        ours.close()
+        os.close(fd)
+
+
 def test_a_file_that_is_not_a_journal_raises_and_leaks_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.journal"
     bad.write_bytes(b"root:x:0:0\n" * 1000)
