@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -241,7 +242,7 @@ class InnerJournalFollower:
             ready = readable(watched, max(0.0, timeout))
             early = -slack  # from here on, woken by the poll's own timeout or for the pidfd
             if self._pidfd in ready and out not in ready:
-                self._next_poll = 0.0
+                self._next_poll = -math.inf
                 continue
             if ready:
                 break
@@ -264,7 +265,9 @@ class InnerJournalFollower:
         """Looks at the journal directories (bounded: `fileset`); a changed file set means a
         new worker. Once the container has exited, one last look adds files without dropping
         any (its /run may be gone), and the worker is told the set is final."""
-        self._next_poll = time.monotonic() + self._options.poll_seconds
+        # From when it was due, not from now: polls done early under steady frames keep to
+        # one an interval.
+        self._next_poll = max(time.monotonic(), self._next_poll) + self._options.poll_seconds
         if self._final:
             return
         exited = self._pidfd is not None and bool(readable([self._pidfd]))

@@ -58,14 +58,28 @@ _get_monotonic = _fn(
 _set_threshold = _fn("sd_journal_set_data_threshold", _j, ctypes.c_size_t)
 # Called once per field of every entry: without argtypes, and given ctypes objects only (the
 # handle as a c_void_p, byref pointers), ctypes passes them without converting each argument.
+# Never pass them a plain int: without argtypes it goes as a C int, and a pointer is cut short.
 _restart_data = _lib.sd_journal_restart_data
 _restart_data.restype = None
 _enumerate_data = _lib.sd_journal_enumerate_data  # returns int (ctypes' default restype)
 _string_at = ctypes.string_at
+# Field names kept decoded between entries: a journal holds few distinct names, and one of
+# endless or long names (a forged file) must not grow the cache. journald's own names are at
+# most 64 bytes.
 _MAX_NAMES = 4096
+_MAX_NAME_BYTES = 64
 _free = _libc.free
 _free.argtypes = [ctypes.c_void_p]
 _free.restype = None
+
+
+def field_name(raw: bytes, names: dict[bytes, str]) -> str:
+    """A field's name decoded (ValueError: not ASCII), and kept in `names` while the cache is
+    small and the name is one journald could have written (see _MAX_NAMES)."""
+    name = raw.decode("ascii")  # UnicodeDecodeError is a ValueError
+    if len(names) < _MAX_NAMES and len(raw) <= _MAX_NAME_BYTES:
+        names[raw] = name
+    return name
 
 
 def _ok(result: int) -> int:
@@ -88,7 +102,7 @@ class FdJournal:
             raise
         self._j: int | None = handle.value
         self._j_arg = ctypes.c_void_p(handle.value)  # for the functions without argtypes
-        # made once, not per call: an entry reads a dozen fields or more, each a call
+        # made once, not per call: an entry reads many fields, each a call
         self._data = ctypes.c_void_p()
         self._length = ctypes.c_size_t()
         self._data_ref = ctypes.byref(self._data)
@@ -113,6 +127,7 @@ class FdJournal:
         if self._j is not None:
             _close(self._j)
             self._j = None
+            self._j_arg = ctypes.c_void_p()  # NULL: libsystemd refuses it (-EINVAL)
             self._close_dups()
 
     @property
@@ -189,9 +204,7 @@ class FdJournal:
                 raise OSError(errno.EBADMSG, "a field without '='")
             name = names.get(name_bytes)
             if name is None:
-                name = name_bytes.decode("ascii")  # UnicodeDecodeError is a ValueError
-                if len(names) < _MAX_NAMES:  # a journal of endless names cannot grow it
-                    names[name_bytes] = name
+                name = field_name(name_bytes, names)
             pairs.append((name, value))
 
     def __enter__(self) -> FdJournal:

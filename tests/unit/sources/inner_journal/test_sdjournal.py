@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from systemd import _reader
 
-from bridge.sources.inner_journal.sdjournal import FdJournal
+from bridge.sources.inner_journal.sdjournal import FdJournal, field_name
 
 from .journals import entry, needs_journal_remote, write
 
@@ -93,3 +96,29 @@ def test_open_and_close_leak_no_fd(tmp_path: Path) -> None:
             assert journal._next(1)
     assert fds_open() == before
     os.close(fd)
+
+
+def test_a_closed_journal_refuses_get_pairs(tmp_path: Path) -> None:
+    path = write(tmp_path / "system.journal", [entry(1)])
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    journal = FdJournal([fd])
+    assert journal._next(1) and journal.get_pairs()
+    journal.close()
+    with pytest.raises(OSError) as raised:
+        journal.get_pairs()
+    assert raised.value.errno == errno.EBADF
+    os.close(fd)
+
+
+@given(st.lists(st.binary(max_size=200), max_size=50))
+def test_field_names_are_decoded_and_only_short_ones_kept(raws: list[bytes]) -> None:
+    names: dict[bytes, str] = {}
+    for raw in raws:
+        try:
+            name = field_name(raw, names)
+        except ValueError:
+            assert not raw.isascii()
+            continue
+        assert name == raw.decode("ascii")
+    assert all(len(raw) <= 64 for raw in names)  # a forged file's long names are not kept
+    assert len(names) <= 4096

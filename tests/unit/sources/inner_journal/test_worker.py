@@ -172,4 +172,4 @@ def test_frames_are_never_further_apart_than_the_heartbeat_interval(tmp_path: Pa
         worker._close_reader()
         os.close(held.fd)
     gaps = [b - a for a, b in zip(out.flushes, out.flushes[1:], strict=False)]
-    assert len(out.flushes) >= 4 and max(gaps) < 0.3 + 0.05, gaps  # the entry, 3 heartbeats
+    assert len(out.flushes) >= 4 and max(gaps) < 0.3 + 0.1, gaps  # the entry, 3 heartbeats
